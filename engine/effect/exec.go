@@ -1,0 +1,225 @@
+package effect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// drainAfterExit is how long a KeepGroup command's output is still read after
+// its leader exited, in case a background process holds the pipe open.
+const drainAfterExit = 500 * time.Millisecond
+
+// run is the one place Talon starts a child process. The child leads its own
+// process group; output is read while it runs into capped buffers; on the
+// context's end the group gets SIGTERM (when Grace > 0) and then SIGKILL.
+func run(ctx context.Context, c Command) (res ExecResult) {
+	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	if len(c.Argv) == 0 || c.Argv[0] == "" {
+		return ExecResult{ExitCode: -1, Err: errors.New("empty command")}
+	}
+	prog, err := LookPath(c.Argv[0], envPath(c.Env))
+	if err != nil {
+		return ExecResult{ExitCode: -1, Err: err}
+	}
+	max := c.MaxOutput
+	if max <= 0 {
+		max = DefaultMaxOutput
+	}
+	cmd := &exec.Cmd{Path: prog, Args: c.Argv, Dir: c.Dir, Env: c.Env}
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return ExecResult{ExitCode: -1, Err: err}
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return ExecResult{ExitCode: -1, Err: err}
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	var inW *os.File
+	if c.Stdin != nil {
+		var inR *os.File
+		inR, inW, err = os.Pipe()
+		if err != nil {
+			outR.Close()
+			outW.Close()
+			errR.Close()
+			errW.Close()
+			return ExecResult{ExitCode: -1, Err: err}
+		}
+		cmd.Stdin = inR
+		defer inR.Close()
+	}
+	if err := cmd.Start(); err != nil {
+		for _, f := range []*os.File{outR, outW, errR, errW, inW} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		return ExecResult{ExitCode: -1, Err: fmt.Errorf("start %s: %w", c.Argv[0], err)}
+	}
+	// The child holds its own copies now.
+	outW.Close()
+	errW.Close()
+	pgid := cmd.Process.Pid
+
+	var stdout, stderr capBuffer
+	stdout.max, stderr.max = max, max
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); io.Copy(&stdout, outR) }()
+	go func() { defer readers.Done(); io.Copy(&stderr, errR) }()
+	if inW != nil {
+		go func() {
+			inW.Write(c.Stdin) // a child that never reads gets EPIPE on exit; fine
+			inW.Close()
+		}()
+	}
+
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+
+	timedOut := false
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		timedOut = true
+		if c.Grace > 0 {
+			syscall.Kill(-pgid, syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(c.Grace):
+			}
+		}
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-exited
+	}
+	if !c.KeepGroup || timedOut {
+		// Whatever the leader left behind dies with it: no orphans, and no
+		// grandchild keeps our pipes open.
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		readers.Wait()
+	} else {
+		done := make(chan struct{})
+		go func() { readers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(drainAfterExit):
+			// A detached background process holds the pipe; stop reading.
+			outR.Close()
+			errR.Close()
+			<-done
+		}
+	}
+	outR.Close()
+	errR.Close()
+
+	res = ExecResult{
+		ExitCode:  -1,
+		Stdout:    stdout.String(),
+		Stderr:    stderr.String(),
+		Truncated: stdout.dropped > 0 || stderr.dropped > 0,
+		TimedOut:  timedOut,
+	}
+	if cmd.ProcessState != nil {
+		res.ExitCode = cmd.ProcessState.ExitCode()
+	}
+	var ee *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &ee) {
+		res.Err = waitErr
+	}
+	return res
+}
+
+// capBuffer keeps the first max bytes written and counts the rest.
+type capBuffer struct {
+	mu      sync.Mutex
+	buf     []byte
+	max     int
+	dropped int
+}
+
+func (b *capBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	room := b.max - len(b.buf)
+	if room > len(p) {
+		room = len(p)
+	}
+	if room > 0 {
+		b.buf = append(b.buf, p[:room]...)
+	}
+	b.dropped += len(p) - max(room, 0)
+	return len(p), nil
+}
+
+func (b *capBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.ToValidUTF8(string(b.buf), "\uFFFD")
+	if b.dropped > 0 {
+		s += fmt.Sprintf("\n[%d bytes of output dropped]", b.dropped)
+	}
+	return s
+}
+
+func envPath(env []string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "PATH="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// LookPath resolves prog against the given PATH list (not the process's own).
+// A name containing a slash is used as it is.
+func LookPath(prog, path string) (string, error) {
+	if strings.Contains(prog, "/") {
+		if err := executable(prog); err != nil {
+			return "", fmt.Errorf("%s: %w", prog, err)
+		}
+		return prog, nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, prog)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found on PATH %s", prog, path)
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	if fi.Mode()&0o111 == 0 {
+		return errors.New("not executable")
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/talon-dev/talon/engine/effect"
+)
+
+// Policy is a loaded, validated policy. It is immutable: a reload builds a
+// new one and swaps it in whole.
+type Policy struct {
+	Dir        string
+	Hash       string
+	Files      []string
+	Probes     []*Probe
+	Thresholds Thresholds
+	Ladder     []*Rung
+}
+
+// Probe returns the probe called name, or nil.
+func (p *Policy) Probe(name string) *Probe {
+	for _, pr := range p.Probes {
+		if pr.Name == name {
+			return pr
+		}
+	}
+	return nil
+}
+
+// Programs lists every program the policy's probes and actions would run, sorted.
+func (p *Policy) Programs() []string {
+	seen := map[string]bool{}
+	for _, pr := range p.Probes {
+		for _, prog := range pr.Programs {
+			seen[prog] = true
+		}
+	}
+	for _, r := range p.Ladder {
+		for _, a := range r.Do {
+			for _, prog := range a.Programs() {
+				seen[prog] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Thresholds are the policy-wide state machine settings (state.thresholds).
+type Thresholds struct {
+	// FailedAfter is the default number of consecutive failures before a
+	// probe counts as down.
+	FailedAfter int `json:"failed_after"`
+	// CriticalAfter is how long an incident stays open before it is critical.
+	CriticalAfter time.Duration `json:"critical_after"`
+	// RecoverAfter is the default number of consecutive passes before a down
+	// probe counts as up again.
+	RecoverAfter int `json:"recover_after"`
+}
+
+// DefaultThresholds match the predecessor's defaults: two misses of a
+// critical probe, fifteen minutes to critical, one pass to recover.
+func DefaultThresholds() Thresholds {
+	return Thresholds{FailedAfter: 2, CriticalAfter: 15 * time.Minute, RecoverAfter: 1}
+}
+
+// Rung is one step of the escalation ladder.
+type Rung struct {
+	Name     string
+	When     Predicate // nil: always
+	Do       []Action
+	After    time.Duration // hold until the incident is this old
+	Timeout  time.Duration
+	Cooldown time.Duration
+	Repeat   time.Duration // pages: re-send no more often than this while open
+	State    string        // state entered when the rung runs ("" keeps it)
+	Verify   bool
+	Pos      string
+}
+
+// Pages reports whether any of the rung's actions sends a page.
+func (r *Rung) Pages() bool {
+	for _, a := range r.Do {
+		if _, ok := a.(Pager); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultRungTimeout bounds rungs that set no timeout.
+const DefaultRungTimeout = 5 * time.Minute
+
+// Predicate is a pure function of the incident (a rung's `when`).
+type Predicate func(ctx context.Context, inc *IncidentView) (bool, error)
+
+// Action is one thing a rung does.
+type Action interface {
+	// Describe is a one-line description without secret values.
+	Describe() string
+	// Programs are the executables it would run.
+	Programs() []string
+	// Run performs the action through env.Effects.
+	Run(ctx context.Context, env *ActionEnv) ActionResult
+}
+
+// Pager is an action that delivers a message to people: a notification channel.
+type Pager interface {
+	Action
+	// Channel names the channel ("telegram:123", "webhook", ...).
+	Channel() string
+	// Send delivers msg.
+	Send(ctx context.Context, env *ActionEnv, msg Message) error
+}
+
+// Message is a page.
+type Message struct {
+	Kind     string // "sos", "resolved", "drill"
+	Text     string
+	Incident string // incident id
+}
+
+// ActionEnv is what an action may use.
+type ActionEnv struct {
+	Effects  effect.Effects
+	Env      []string
+	Incident *IncidentView
+	Rung     string
+	// Message is the page text a Pager sends when run as part of a rung.
+	Message Message
+	// Log receives progress lines (redacted by construction).
+	Log func(msg string, kv ...any)
+}
+
+// ActionResult is what became of an action.
+type ActionResult struct {
+	OK     bool   `json:"ok"`
+	Output string `json:"output"`
+}
+
+// PosError is an error at a place in a policy or config file.
+type PosError struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
+	Message string `json:"message"`
+}
+
+func (e *PosError) Error() string {
+	switch {
+	case e.File == "":
+		return e.Message
+	case e.Line == 0:
+		return fmt.Sprintf("%s: %s", e.File, e.Message)
+	case e.Col == 0:
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Message)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Message)
+}
+
+// LoadResult is what a policy load produced. By design a load always returns
+// a result: on failure Policy is nil and Errors say why, and Files still lists
+// what was read, so a watcher can keep watching it.
+type LoadResult struct {
+	Policy   *Policy
+	Files    []string
+	Hash     string
+	Errors   []*PosError
+	Warnings []string
+}
+
+// Err returns the first error, or nil.
+func (r *LoadResult) Err() error {
+	if len(r.Errors) == 0 {
+		return nil
+	}
+	return r.Errors[0]
+}
+
+// ErrorText is all errors on one line each.
+func (r *LoadResult) ErrorText() string {
+	var b strings.Builder
+	for i, e := range r.Errors {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
