@@ -1,0 +1,328 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Phase is the position of the health state machine.
+type Phase string
+
+// The phases, in escalation order.
+const (
+	Healthy       Phase = "healthy"
+	Degraded      Phase = "degraded"
+	Failed        Phase = "failed"
+	Investigating Phase = "investigating"
+	Critical      Phase = "critical"
+	SOS           Phase = "sos"
+)
+
+// Phases lists every phase in escalation order.
+var Phases = []Phase{Healthy, Degraded, Failed, Investigating, Critical, SOS}
+
+// ValidPhase reports whether p is one of the six phases.
+func ValidPhase(p Phase) bool {
+	for _, q := range Phases {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// StateVersion is the version of the persisted state format.
+const StateVersion = 1
+
+// State is everything the watchdog must remember across a restart. It is
+// changed only by the functions in this file and ladder.go, which are pure:
+// they take the time as an argument and perform no I/O.
+type State struct {
+	Version    int                    `json:"version"`
+	Phase      Phase                  `json:"phase"`
+	PhaseSince time.Time              `json:"phase_since"`
+	Probes     map[string]*ProbeState `json:"probes"`
+	// ConsecutiveFailures counts cycles in a row with any failing probe.
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	Incident            *Incident `json:"incident"`
+	// LastRun is when each rung last started, across incidents: cooldowns
+	// outlive an incident and a restart.
+	LastRun        map[string]time.Time `json:"last_run"`
+	LastPage       time.Time            `json:"last_page"`
+	Incidents      int                  `json:"incidents"`
+	WorkerRestarts int                  `json:"worker_restarts"`
+	PolicyHash     string               `json:"policy_hash"`
+	UpdatedAt      time.Time            `json:"updated_at"`
+}
+
+// ProbeState is the debounce and hysteresis of one probe.
+type ProbeState struct {
+	Fails  int     `json:"fails"`  // consecutive failures
+	Passes int     `json:"passes"` // consecutive passes
+	Down   bool    `json:"down"`   // debounced: the probe counts as failing
+	Digest string  `json:"digest"` // definition the counts belong to
+	Last   *Result `json:"last,omitempty"`
+}
+
+// Incident is one open escalation.
+type Incident struct {
+	ID            string    `json:"id"`
+	Started       time.Time `json:"started"`
+	Critical      bool      `json:"critical"` // a critical probe took part: pages allowed
+	Probes        []string  `json:"probes"`   // escalating probes currently down
+	Position      int       `json:"position"` // next rung of the first walk
+	Exhausted     bool      `json:"exhausted"`
+	CriticalSince time.Time `json:"critical_since,omitempty"`
+	// Paged lists the channels that received a page, for "resolved".
+	Paged        []string              `json:"paged"`
+	Rungs        map[string]*RungState `json:"rungs"`
+	Running      string                `json:"running,omitempty"`
+	RunningSince time.Time             `json:"running_since,omitempty"`
+}
+
+// RungState is what happened to one rung in an incident.
+type RungState struct {
+	RungRecord
+	Failures int       `json:"failures"` // consecutive failed deliveries (pages)
+	NextTry  time.Time `json:"next_try,omitempty"`
+	LastSent time.Time `json:"last_sent,omitempty"`
+}
+
+// NewState is the state of a watchdog that has seen nothing yet.
+func NewState(now time.Time) *State {
+	return &State{Version: StateVersion, Phase: Healthy, PhaseSince: now,
+		Probes: map[string]*ProbeState{}, LastRun: map[string]time.Time{}}
+}
+
+// Event is something the state machine decided, for the journal and the log.
+type Event struct {
+	Type     string    `json:"type"` // transition, probe_down, probe_up, incident_open, incident_resolved, rung_skip, rung_start, rung_done, page_failed
+	From     Phase     `json:"from,omitempty"`
+	To       Phase     `json:"to,omitempty"`
+	Probe    string    `json:"probe,omitempty"`
+	Incident string    `json:"incident,omitempty"`
+	Rung     string    `json:"rung,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Channels []string  `json:"channels,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+func (t Thresholds) after(p *Probe) int {
+	if p.After > 0 {
+		return p.After
+	}
+	return max(t.FailedAfter, 1)
+}
+
+func (t Thresholds) recoverAfter(p *Probe) int {
+	if p.RecoverAfter > 0 {
+		return p.RecoverAfter
+	}
+	return max(t.RecoverAfter, 1)
+}
+
+// Reconcile fits the state to a (new) policy: probes whose definition
+// changed start fresh, removed probes drop out. The incident survives.
+func (s *State) Reconcile(pol *Policy) {
+	keep := map[string]bool{}
+	for _, p := range pol.Probes {
+		keep[p.Name] = true
+		if ps, ok := s.Probes[p.Name]; ok && ps.Digest != p.Digest {
+			delete(s.Probes, p.Name)
+		}
+	}
+	for name := range s.Probes {
+		if !keep[name] {
+			delete(s.Probes, name)
+		}
+	}
+	s.PolicyHash = pol.Hash
+}
+
+// Observe applies one set of probe results (a cycle, or the probes that were
+// due) and returns what changed. It is the table-tested core of Talon.
+func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
+	var ev []Event
+	th := pol.Thresholds
+	for _, r := range results {
+		p := pol.Probe(r.Name)
+		if p == nil {
+			continue
+		}
+		ps := s.Probes[p.Name]
+		if ps == nil || ps.Digest != p.Digest {
+			ps = &ProbeState{Digest: p.Digest}
+			s.Probes[p.Name] = ps
+		}
+		r := r
+		ps.Last = &r
+		if r.Passed {
+			ps.Passes++
+			ps.Fails = 0
+			if ps.Down && ps.Passes >= th.recoverAfter(p) {
+				ps.Down = false
+				ev = append(ev, Event{Type: "probe_up", Probe: p.Name, At: now})
+			}
+		} else {
+			ps.Fails++
+			ps.Passes = 0
+			if !ps.Down && ps.Fails >= th.after(p) {
+				ps.Down = true
+				ev = append(ev, Event{Type: "probe_down", Probe: p.Name, Reason: firstLines(r.Output, 1), At: now})
+			}
+		}
+	}
+	if s.anyFailing(pol) {
+		s.ConsecutiveFailures++
+	} else {
+		s.ConsecutiveFailures = 0
+	}
+	return append(ev, s.settle(pol, now)...)
+}
+
+// anyFailing reports whether a probe's last result failed.
+func (s *State) anyFailing(pol *Policy) bool {
+	for _, p := range pol.Probes {
+		if ps := s.Probes[p.Name]; ps != nil && ps.Last != nil && !ps.Last.Passed {
+			return true
+		}
+	}
+	return false
+}
+
+// Escalating lists, sorted, the probes that are down and may escalate: not
+// witnesses, and not suppressed by a failing parent.
+func (s *State) Escalating(pol *Policy) (names []string, critical bool) {
+	for _, p := range pol.Probes {
+		ps := s.Probes[p.Name]
+		if ps == nil || !ps.Down || p.Witness || s.suppressed(pol, p, 0) {
+			continue
+		}
+		names = append(names, p.Name)
+		critical = critical || p.Critical
+	}
+	sort.Strings(names)
+	return names, critical
+}
+
+// suppressed reports whether a parent of p (transitively) is failing.
+func (s *State) suppressed(pol *Policy, p *Probe, depth int) bool {
+	if depth > len(pol.Probes) {
+		return false
+	}
+	for _, name := range p.DependsOn {
+		parent := pol.Probe(name)
+		if parent == nil {
+			continue
+		}
+		if ps := s.Probes[name]; ps != nil && (ps.Down || (ps.Last != nil && !ps.Last.Passed)) {
+			return true
+		}
+		if s.suppressed(pol, parent, depth+1) {
+			return true
+		}
+	}
+	return false
+}
+
+// settle opens or resolves the incident and sets the phase.
+func (s *State) settle(pol *Policy, now time.Time) []Event {
+	var ev []Event
+	names, critical := s.Escalating(pol)
+	if s.Incident == nil && len(names) > 0 {
+		s.Incidents++
+		s.Incident = &Incident{
+			ID:      fmt.Sprintf("%s-%d", now.UTC().Format("20060102T150405Z"), s.Incidents),
+			Started: now, Rungs: map[string]*RungState{},
+		}
+		ev = append(ev, Event{Type: "incident_open", Incident: s.Incident.ID, Reason: fmt.Sprint(names), At: now})
+	}
+	if inc := s.Incident; inc != nil {
+		if len(names) == 0 {
+			ev = append(ev, s.resolve(now, "probes recovered"))
+		} else {
+			inc.Probes = names
+			inc.Critical = inc.Critical || critical
+		}
+	}
+	return append(ev, s.setPhase(pol, now)...)
+}
+
+func (s *State) resolve(now time.Time, reason string) Event {
+	inc := s.Incident
+	s.Incident = nil
+	return Event{Type: "incident_resolved", Incident: inc.ID, Reason: reason, Channels: append([]string(nil), inc.Paged...), At: now}
+}
+
+// setPhase derives the phase from the probes and the incident.
+func (s *State) setPhase(pol *Policy, now time.Time) []Event {
+	next := s.Phase
+	switch inc := s.Incident; {
+	case inc == nil:
+		next = Healthy
+		if s.anyFailing(pol) {
+			next = Degraded
+		}
+		for _, ps := range s.Probes {
+			if ps.Down {
+				next = Degraded
+			}
+		}
+	default:
+		if next == Healthy || next == Degraded {
+			next = Failed
+		}
+		ct := pol.Thresholds.CriticalAfter
+		if (next == Failed || next == Investigating) && (inc.Exhausted || (ct > 0 && now.Sub(inc.Started) >= ct)) {
+			next = Critical
+		}
+		if (next == Critical || next == SOS) && inc.CriticalSince.IsZero() {
+			inc.CriticalSince = now
+		}
+	}
+	return s.transition(next, now)
+}
+
+func (s *State) transition(to Phase, now time.Time) []Event {
+	if to == s.Phase {
+		return nil
+	}
+	e := Event{Type: "transition", From: s.Phase, To: to, At: now}
+	if s.Incident != nil {
+		e.Incident = s.Incident.ID
+	}
+	s.Phase, s.PhaseSince = to, now
+	return []Event{e}
+}
+
+// FailingResults returns the last failing and passing results of the policy's probes.
+func (s *State) Results(pol *Policy) (failing, passing []Result) {
+	for _, p := range pol.Probes {
+		ps := s.Probes[p.Name]
+		if ps == nil || ps.Last == nil {
+			continue
+		}
+		if ps.Last.Passed {
+			passing = append(passing, *ps.Last)
+		} else {
+			failing = append(failing, *ps.Last)
+		}
+	}
+	return failing, passing
+}
+
+// View is the incident as predicates and actions see it; nil without an incident.
+func (s *State) View(pol *Policy, now time.Time) *IncidentView {
+	inc := s.Incident
+	if inc == nil {
+		return nil
+	}
+	failing, passing := s.Results(pol)
+	v := &IncidentView{ID: inc.ID, Started: inc.Started, Now: now, State: string(s.Phase),
+		Failing: failing, Passing: passing, Rungs: map[string]RungRecord{}, Critical: inc.Critical}
+	for name, rs := range inc.Rungs {
+		v.Rungs[name] = rs.RungRecord
+	}
+	return v
+}

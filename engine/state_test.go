@@ -1,0 +1,371 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+
+type fakeAction struct{ name string }
+
+func (a fakeAction) Describe() string   { return a.name }
+func (a fakeAction) Programs() []string { return nil }
+func (a fakeAction) Run(context.Context, *ActionEnv) ActionResult {
+	return ActionResult{OK: true}
+}
+
+type fakePager struct{ fakeAction }
+
+func (p fakePager) Channel() string                                 { return p.name }
+func (p fakePager) Send(context.Context, *ActionEnv, Message) error { return nil }
+
+func testPolicy(probes []*Probe, ladder ...*Rung) *Policy {
+	for _, p := range probes {
+		if p.Digest == "" {
+			p.Digest = "d-" + p.Name
+		}
+	}
+	return &Policy{Hash: "h1", Probes: probes, Thresholds: Thresholds{FailedAfter: 2, CriticalAfter: 15 * time.Minute, RecoverAfter: 1}, Ladder: ladder}
+}
+
+func res(name string, passed bool) Result {
+	return Result{Name: name, Passed: passed, Output: name + " out"}
+}
+
+func phases(ev []Event) string {
+	var s []string
+	for _, e := range ev {
+		if e.Type == "transition" {
+			s = append(s, string(e.From)+">"+string(e.To))
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+func TestObserveTransitions(t *testing.T) {
+	t.Parallel()
+	type cycle struct {
+		results []Result
+		phase   Phase
+		trans   string // transitions of this cycle
+		open    bool   // incident open after it
+	}
+	crit := func() []*Probe { return []*Probe{{Name: "api", Critical: true}, {Name: "web"}} }
+	cases := []struct {
+		name   string
+		probes []*Probe
+		cycles []cycle
+	}{
+		{"healthy stays healthy", crit(), []cycle{
+			{[]Result{res("api", true), res("web", true)}, Healthy, "", false},
+		}},
+		{"one miss is degraded, not failed (debounce)", crit(), []cycle{
+			{[]Result{res("api", false), res("web", true)}, Degraded, "healthy>degraded", false},
+			{[]Result{res("api", true), res("web", true)}, Healthy, "degraded>healthy", false},
+		}},
+		{"two misses open an incident", crit(), []cycle{
+			{[]Result{res("api", false), res("web", true)}, Degraded, "healthy>degraded", false},
+			{[]Result{res("api", false), res("web", true)}, Failed, "degraded>failed", true},
+			{[]Result{res("api", true), res("web", true)}, Healthy, "failed>healthy", false},
+		}},
+		{"a non-critical probe escalates too (it just never pages)", crit(), []cycle{
+			{[]Result{res("api", true), res("web", false)}, Degraded, "healthy>degraded", false},
+			{[]Result{res("api", true), res("web", false)}, Failed, "degraded>failed", true},
+		}},
+		{"a witness never escalates", []*Probe{{Name: "vm:redis", Witness: true}}, []cycle{
+			{[]Result{res("vm:redis", false)}, Degraded, "healthy>degraded", false},
+			{[]Result{res("vm:redis", false)}, Degraded, "", false},
+			{[]Result{res("vm:redis", false)}, Degraded, "", false},
+		}},
+		{"per-probe after overrides the default", []*Probe{{Name: "slack", Critical: true, After: 3}}, []cycle{
+			{[]Result{res("slack", false)}, Degraded, "healthy>degraded", false},
+			{[]Result{res("slack", false)}, Degraded, "", false},
+			{[]Result{res("slack", false)}, Failed, "degraded>failed", true},
+		}},
+		{"after=1 fails at once", []*Probe{{Name: "disk", Critical: true, After: 1}}, []cycle{
+			{[]Result{res("disk", false)}, Failed, "healthy>failed", true},
+		}},
+		{"recover_after keeps the incident through one pass", []*Probe{{Name: "api", Critical: true, After: 1, RecoverAfter: 2}}, []cycle{
+			{[]Result{res("api", false)}, Failed, "healthy>failed", true},
+			{[]Result{res("api", true)}, Failed, "", true},
+			{[]Result{res("api", false)}, Failed, "", true},
+			{[]Result{res("api", true)}, Failed, "", true},
+			{[]Result{res("api", true)}, Healthy, "failed>healthy", false},
+		}},
+		{"depends_on suppresses the child while the parent is down", []*Probe{{Name: "colima", After: 5}, {Name: "docker", Critical: true, After: 1, DependsOn: []string{"colima"}}}, []cycle{
+			{[]Result{res("colima", false), res("docker", false)}, Degraded, "healthy>degraded", false},
+			{[]Result{res("colima", false), res("docker", false)}, Degraded, "", false},
+			// The parent recovers; the child is now escalating on its own.
+			{[]Result{res("colima", true), res("docker", false)}, Failed, "degraded>failed", true},
+		}},
+		{"depends_on never blocks recovery", []*Probe{{Name: "colima", After: 1}, {Name: "docker", After: 1, DependsOn: []string{"colima"}}}, []cycle{
+			{[]Result{res("colima", true), res("docker", false)}, Failed, "healthy>failed", true},
+			{[]Result{res("colima", false), res("docker", true)}, Failed, "", true},
+			{[]Result{res("colima", true), res("docker", true)}, Healthy, "failed>healthy", false},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pol := testPolicy(tc.probes)
+			s := NewState(t0)
+			for i, c := range tc.cycles {
+				now := t0.Add(time.Duration(i) * time.Minute)
+				ev := Observe(s, pol, c.results, now)
+				if s.Phase != c.phase || phases(ev) != c.trans || (s.Incident != nil) != c.open {
+					t.Fatalf("cycle %d: phase %s transitions %q incident %v; want %s %q %v", i, s.Phase, phases(ev), s.Incident != nil, c.phase, c.trans, c.open)
+				}
+			}
+		})
+	}
+}
+
+func TestCriticalAfterTime(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}})
+	s := NewState(t0)
+	Observe(s, pol, []Result{res("api", false)}, t0)
+	Observe(s, pol, []Result{res("api", false)}, t0.Add(14*time.Minute))
+	if s.Phase != Failed {
+		t.Fatalf("phase %s before critical_after", s.Phase)
+	}
+	ev := Observe(s, pol, []Result{res("api", false)}, t0.Add(15*time.Minute))
+	if s.Phase != Critical || phases(ev) != "failed>critical" || !s.Incident.CriticalSince.Equal(t0.Add(15*time.Minute)) {
+		t.Fatalf("phase %s %q critical since %v", s.Phase, phases(ev), s.Incident.CriticalSince)
+	}
+}
+
+// ladderRun drives the ladder like the daemon does, with scripted outcomes.
+type ladderRun struct {
+	t   *testing.T
+	s   *State
+	pol *Policy
+}
+
+func (l *ladderRun) step(now time.Time, results []Result, outcome func(r *Rung) RungOutcome) (ran string, ev []Event) {
+	ev = Observe(l.s, l.pol, results, now)
+	d := Decide(l.s, l.pol, now, func(r *Rung) (bool, error) {
+		return r.When(context.Background(), l.s.View(l.pol, now))
+	})
+	ev = append(ev, d.Events...)
+	if d.Run < 0 {
+		return "", ev
+	}
+	r := l.pol.Ladder[d.Run]
+	id := l.s.Incident.ID
+	ev = append(ev, BeginRung(l.s, l.pol, d.Run, now)...)
+	out := outcome(r)
+	ev = append(ev, FinishRung(l.s, l.pol, id, r.Name, out, now)...)
+	return r.Name, ev
+}
+
+func TestLadderWalk(t *testing.T) {
+	t.Parallel()
+	probes := []*Probe{{Name: "api", Critical: true, After: 1}}
+	pol := testPolicy(probes,
+		&Rung{Name: "heal", Do: []Action{fakeAction{"heal"}}, Cooldown: 10 * time.Minute, Verify: true},
+		&Rung{Name: "agent", Do: []Action{fakeAction{"agent"}}, Cooldown: 10 * time.Minute, State: "investigating", Verify: true},
+		&Rung{Name: "sos", Do: []Action{fakePager{fakeAction{"telegram"}}}, After: 15 * time.Minute, Repeat: 4 * time.Hour, State: "sos"},
+	)
+	l := &ladderRun{t: t, s: NewState(t0), pol: pol}
+	down := []Result{res("api", false)}
+	failOutcome := func(r *Rung) RungOutcome {
+		if r.Pages() {
+			return RungOutcome{Pages: true, Paged: []string{"telegram"}}
+		}
+		return RungOutcome{OK: true, Verify: []Result{res("api", false)}}
+	}
+	var ran []string
+	var trans []string
+	for i := 0; i <= 40; i++ { // one cycle a minute for 40 minutes
+		now := t0.Add(time.Duration(i) * time.Minute)
+		r, ev := l.step(now, down, failOutcome)
+		if r != "" {
+			ran = append(ran, r+"@"+now.Sub(t0).String())
+		}
+		if p := phases(ev); p != "" {
+			trans = append(trans, p)
+		}
+	}
+	// The first walk goes in order: heal, agent, then SOS held until the
+	// incident is 15 minutes old. After that heal and agent run again only
+	// when their cooldown has passed, and SOS is not re-sent inside its repeat.
+	want := []string{"heal@0s", "agent@1m0s", "sos@15m0s", "heal@16m0s", "agent@17m0s", "heal@26m0s", "agent@27m0s", "heal@36m0s", "agent@37m0s"}
+	if !reflect.DeepEqual(ran, want) {
+		t.Fatalf("rungs ran %v\nwant       %v", ran, want)
+	}
+	if got := strings.Join(trans, " "); got != "healthy>failed failed>investigating investigating>critical,critical>sos" {
+		t.Fatalf("transitions %s", got)
+	}
+	// Recovery resolves and names the paged channel for a "resolved" message.
+	ev := Observe(l.s, pol, []Result{res("api", true)}, t0.Add(41*time.Minute))
+	var resolved *Event
+	for i := range ev {
+		if ev[i].Type == "incident_resolved" {
+			resolved = &ev[i]
+		}
+	}
+	if resolved == nil || !reflect.DeepEqual(resolved.Channels, []string{"telegram"}) || l.s.Phase != Healthy {
+		t.Fatalf("resolution %+v phase %s", resolved, l.s.Phase)
+	}
+}
+
+func TestLadderSkipsAndVerification(t *testing.T) {
+	t.Parallel()
+	falseWhen := func(context.Context, *IncidentView) (bool, error) { return false, nil }
+	pol := testPolicy([]*Probe{{Name: "web", After: 1}},
+		&Rung{Name: "bridge", When: falseWhen, Do: []Action{fakeAction{"bridge"}}},
+		&Rung{Name: "heal", Do: []Action{fakeAction{"heal"}}, Verify: true},
+		&Rung{Name: "page", Do: []Action{fakePager{fakeAction{"tg"}}}},
+	)
+	l := &ladderRun{t: t, s: NewState(t0), pol: pol}
+	ran, ev := l.step(t0, []Result{res("web", false)}, func(r *Rung) RungOutcome {
+		return RungOutcome{OK: true, Verify: []Result{res("web", true)}}
+	})
+	if ran != "heal" || l.s.Incident != nil || l.s.Phase != Healthy {
+		t.Fatalf("ran %q incident %+v phase %s", ran, l.s.Incident, l.s.Phase)
+	}
+	var skips []string
+	for _, e := range ev {
+		if e.Type == "rung_skip" {
+			skips = append(skips, e.Rung+": "+e.Reason)
+		}
+	}
+	if !reflect.DeepEqual(skips, []string{"bridge: when= is false"}) {
+		t.Fatalf("skips %v", skips)
+	}
+	// A non-critical incident walks past the page rung without paging.
+	l2 := &ladderRun{t: t, s: NewState(t0), pol: pol}
+	var pagesTried int
+	for i := 0; i < 5; i++ {
+		l2.step(t0.Add(time.Duration(i)*time.Minute), []Result{res("web", false)}, func(r *Rung) RungOutcome {
+			if r.Pages() {
+				pagesTried++
+			}
+			return RungOutcome{OK: false, Output: "no luck", Verify: []Result{res("web", false)}}
+		})
+	}
+	if pagesTried != 0 || l2.s.Phase != Critical {
+		t.Fatalf("non-critical incident paged %d times; phase %s", pagesTried, l2.s.Phase)
+	}
+}
+
+func TestFailedPageBacksOff(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}},
+		&Rung{Name: "sos", Do: []Action{fakePager{fakeAction{"tg"}}}, State: "sos", Repeat: 4 * time.Hour})
+	l := &ladderRun{t: t, s: NewState(t0), pol: pol}
+	var tries []string
+	delivered := false
+	for i := 0; i <= 8*60; i++ { // every 5 s for 40 minutes
+		now := t0.Add(time.Duration(i) * 5 * time.Second)
+		l.step(now, []Result{res("api", false)}, func(r *Rung) RungOutcome {
+			tries = append(tries, now.Sub(t0).String())
+			if now.Sub(t0) >= 20*time.Minute {
+				delivered = true
+				return RungOutcome{Pages: true, Paged: []string{"tg"}}
+			}
+			return RungOutcome{Pages: true}
+		})
+	}
+	want := []string{"0s", "30s", "1m30s", "3m30s", "7m30s", "15m30s", "31m30s"}
+	if !reflect.DeepEqual(tries, want) || !delivered || l.s.Phase != SOS {
+		t.Fatalf("page attempts at %v (want %v), phase %s", tries, want, l.s.Phase)
+	}
+}
+
+func TestInterruptedRungCountsAsAttempt(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}},
+		&Rung{Name: "heal", Do: []Action{fakeAction{"heal"}}, Cooldown: 10 * time.Minute})
+	s := NewState(t0)
+	Observe(s, pol, []Result{res("api", false)}, t0)
+	d := Decide(s, pol, t0, nil)
+	BeginRung(s, pol, d.Run, t0)
+	// The daemon is killed here; a new one starts a minute later.
+	Interrupted(s, pol, t0.Add(time.Minute))
+	Observe(s, pol, []Result{res("api", false)}, t0.Add(time.Minute))
+	if d := Decide(s, pol, t0.Add(2*time.Minute), nil); d.Run != -1 {
+		t.Fatalf("heal re-ran inside its cooldown after a restart")
+	}
+	if d := Decide(s, pol, t0.Add(10*time.Minute), nil); d.Run != 0 {
+		t.Fatalf("heal did not run after its cooldown: %+v", d)
+	}
+}
+
+func TestReconcileByDigest(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "a", After: 3}, {Name: "b", After: 3}, {Name: "c", After: 3}})
+	s := NewState(t0)
+	Observe(s, pol, []Result{res("a", false), res("b", false), res("c", false)}, t0)
+	pol2 := testPolicy([]*Probe{{Name: "a", After: 3}, {Name: "b", After: 3, Digest: "changed"}})
+	s.Reconcile(pol2)
+	if s.Probes["a"] == nil || s.Probes["a"].Fails != 1 || s.Probes["b"] != nil || s.Probes["c"] != nil {
+		t.Fatalf("reconcile kept %v", s.Probes)
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, &Rung{Name: "heal", Do: []Action{fakeAction{"h"}}})
+	s := NewState(t0)
+	Observe(s, pol, []Result{{Name: "api", Output: "café ✓ \x01 終", At: t0}}, t0)
+	BeginRung(s, pol, 0, t0)
+	if err := SaveState(path, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Fatalf("round trip differs:\n%+v\n%+v", got, s)
+	}
+	if got.Probes["api"].Last.Output != "café ✓ \x01 終" {
+		t.Fatalf("UTF-8 mangled: %q", got.Probes["api"].Last.Output)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("temp files left: %v", entries)
+	}
+}
+
+func TestLoadStateStrict(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, body, err string }{
+		{"truncated", `{"version":1,"phase":"hea`, "is corrupt: unexpected EOF"},
+		{"unknown field", `{"version":1,"phase":"healthy","current_state":"Healthy"}`, `is corrupt: json: unknown field "current_state"`},
+		{"unknown phase", `{"version":1,"phase":"Exploding"}`, `unknown phase "Exploding"`},
+		{"version", `{"version":7,"phase":"healthy"}`, "has version 7, this talon reads version 1"},
+		{"trailing", `{"version":1,"phase":"healthy"} {}`, "trailing data"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "state.json")
+			os.WriteFile(path, []byte(tc.body), 0o600)
+			_, err := LoadState(path)
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("got %v, want %q", err, tc.err)
+			}
+			aside, err := SetAside(path, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(aside); string(b) != tc.body {
+				t.Fatal("set-aside file lost the evidence")
+			}
+		})
+	}
+	if _, err := LoadState(filepath.Join(t.TempDir(), "none.json")); err != ErrNoState {
+		t.Fatalf("missing file: %v", err)
+	}
+}

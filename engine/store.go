@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// WriteFileAtomic writes data to path so that a reader sees either the old
+// file or the new one, never a mix, and a crash leaves no half-written file:
+// temp file in the same directory, fsync, rename, fsync of the directory.
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// SaveState persists s atomically as indented JSON.
+func SaveState(path string, s *State) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	if err := WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save state %s: %w", path, err)
+	}
+	return nil
+}
+
+// ErrNoState is returned by LoadState when there is no state file yet.
+var ErrNoState = errors.New("no state file")
+
+// LoadState reads a state file strictly: unknown fields, a wrong version,
+// an unknown phase or trailing garbage are errors. It never substitutes
+// defaults for a file it could not read.
+func LoadState(path string) (*State, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoState
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s State
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt: %v", path, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("state file %s is corrupt: trailing data after the JSON object", path)
+	}
+	if s.Version != StateVersion {
+		return nil, fmt.Errorf("state file %s has version %d, this talon reads version %d", path, s.Version, StateVersion)
+	}
+	if !ValidPhase(s.Phase) {
+		return nil, fmt.Errorf("state file %s is corrupt: unknown phase %q", path, s.Phase)
+	}
+	if s.Probes == nil {
+		s.Probes = map[string]*ProbeState{}
+	}
+	if s.LastRun == nil {
+		s.LastRun = map[string]time.Time{}
+	}
+	if s.Incident != nil && s.Incident.Rungs == nil {
+		s.Incident.Rungs = map[string]*RungState{}
+	}
+	return &s, nil
+}
+
+// SetAside renames a corrupt state file out of the way and returns the new name,
+// so that the evidence is kept and the daemon can start fresh, loudly.
+func SetAside(path string, now time.Time) (string, error) {
+	dst := fmt.Sprintf("%s.corrupt-%s", path, now.UTC().Format("20060102T150405Z"))
+	if err := os.Rename(path, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
