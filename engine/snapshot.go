@@ -1,0 +1,55 @@
+package engine
+
+import "time"
+
+// Snapshot is the daemon's published health, served by /health and read by
+// `talon status`. The first eight fields keep the names and meaning the
+// predecessor's consumers read.
+type Snapshot struct {
+	OK                  bool     `json:"ok"`
+	State               Phase    `json:"state"`
+	ConsecutiveFailures int      `json:"consecutive_failures"`
+	ProbeCount          int      `json:"probe_count"`
+	FailedProbeCount    int      `json:"failed_probe_count"`
+	FailedProbes        []string `json:"failed_probes"`
+	WorkerRestarts      int      `json:"worker_restarts"`
+	UpdatedAtUnix       int64    `json:"updated_at_unix"`
+
+	PolicyHash  string        `json:"policy_hash"`
+	PolicyError *string       `json:"policy_error"`
+	Incident    *IncidentInfo `json:"incident"`
+	Rung        *string       `json:"rung"`
+	LastCycle   time.Time     `json:"last_cycle"`
+	DryRun      bool          `json:"dry_run"`
+	Reloads     int           `json:"reloads"`
+	Probes      []Result      `json:"probes"`
+}
+
+// IncidentInfo is the open incident as /health shows it.
+type IncidentInfo struct {
+	ID       string    `json:"id"`
+	Started  time.Time `json:"started"`
+	Probes   []string  `json:"probes"`
+	Critical bool      `json:"critical"`
+	Position int       `json:"position"`
+	Paged    []string  `json:"paged"`
+}
+
+// Record is one line of the journal. Type says which fields are set:
+// "cycle" (Results), "event" (Event), "intent" (Intent, under --dry-run),
+// "action" (Rung, Action, Output), "reload" (OldHash, Error), "start", "stop".
+type Record struct {
+	Time    time.Time `json:"t"`
+	Type    string    `json:"type"`
+	Policy  string    `json:"policy"`
+	Results []Result  `json:"results,omitempty"`
+	Event   *Event    `json:"event,omitempty"`
+	Rung    string    `json:"rung,omitempty"`
+	Action  string    `json:"action,omitempty"`
+	OK      *bool     `json:"ok,omitempty"`
+	Output  string    `json:"output,omitempty"`
+	Intent  string    `json:"intent,omitempty"`
+	OldHash string    `json:"old_policy,omitempty"`
+	Error   string    `json:"error,omitempty"`
+	Phase   Phase     `json:"phase,omitempty"`
+}
