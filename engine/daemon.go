@@ -1,0 +1,657 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/talon-dev/talon/engine/effect"
+)
+
+// Journal receives the daemon's records.
+type Journal interface {
+	Append(Record) error
+	Sync() error
+}
+
+// Options configure a Daemon. Everything with a side effect is injected.
+type Options struct {
+	// Load loads the policy; called at start and on every reload.
+	Load func() *LoadResult
+	// Interval is the global check interval.
+	Interval time.Duration
+	// StateFile is where the state is persisted ("" keeps it in memory).
+	StateFile string
+	// Env is the environment of every child process.
+	Env []string
+	// Parallel bounds concurrent probes.
+	Parallel int
+	// Probes performs probe side effects; Actions performs rung side effects
+	// (a Recorder under --dry-run).
+	Probes, Actions effect.Effects
+	DryRun          bool
+	Journal         Journal
+	Logger          *log.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Host names this machine in pages.
+	Host string
+	// ShutdownGrace bounds how long in-flight actions get after a stop.
+	ShutdownGrace time.Duration
+	// WhenBudget bounds one evaluation of a `when=` predicate.
+	WhenBudget time.Duration
+}
+
+// Daemon runs probes on their intervals and walks the ladder beside them.
+type Daemon struct {
+	opts Options
+	log  *log.Logger
+
+	reloadMu sync.Mutex // serialises reloads
+
+	mu        sync.Mutex // guards everything below
+	state     *State
+	policy    *Policy
+	policyErr string
+	reloads   int
+	lastCycle time.Time
+	snapshot  Snapshot
+	nextDue   map[string]time.Time
+	inflight  map[string]bool
+	rungName  string
+	rungStop  context.CancelFunc
+
+	swap     chan *swapReq
+	results  chan []Result
+	rungDone chan rungDone
+	bg       sync.WaitGroup // rung, resolution and probe goroutines
+}
+
+type swapReq struct {
+	res  *LoadResult
+	done chan struct{}
+}
+
+type rungDone struct {
+	incident, rung string
+	out            RungOutcome
+}
+
+// New builds a daemon; Run starts it.
+func New(opts Options) *Daemon {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(os.Stderr)
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = 60 * time.Second
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 5 * time.Second
+	}
+	if opts.WhenBudget <= 0 {
+		opts.WhenBudget = 2 * time.Second
+	}
+	if opts.Host == "" {
+		opts.Host, _ = os.Hostname()
+	}
+	return &Daemon{opts: opts, log: opts.Logger,
+		nextDue: map[string]time.Time{}, inflight: map[string]bool{},
+		swap: make(chan *swapReq), results: make(chan []Result, 16), rungDone: make(chan rungDone, 1)}
+}
+
+func (d *Daemon) now() time.Time { return d.opts.Now() }
+
+func (d *Daemon) journal(r Record) {
+	if d.opts.Journal == nil {
+		return
+	}
+	if r.Time.IsZero() {
+		r.Time = d.now()
+	}
+	if r.Policy == "" && d.policy != nil {
+		r.Policy = d.policy.Hash
+	}
+	if err := d.opts.Journal.Append(r); err != nil {
+		d.log.Error("journal write failed", "err", err)
+	}
+}
+
+// start loads the state and the policy. A bad policy does not stop the
+// daemon: it runs with no probes, says why on /health, and waits for a fix.
+func (d *Daemon) start() {
+	now := d.now()
+	st, err := d.loadState(now)
+	if err != nil {
+		d.log.Error("state file unusable; starting fresh", "err", err)
+	}
+	res := d.opts.Load()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.state = st
+	if res.Err() != nil {
+		d.policy = &Policy{Hash: res.Hash, Thresholds: DefaultThresholds()}
+		d.policyErr = res.ErrorText()
+		d.log.Error("policy failed to load; running no probes until it is fixed", "err", d.policyErr)
+	} else {
+		d.policy = res.Policy
+	}
+	d.state.Reconcile(d.policy)
+	for _, e := range Interrupted(d.state, d.policy, now) {
+		d.record(e)
+	}
+	d.journal(Record{Type: "start", Phase: d.state.Phase, Error: d.policyErr})
+	d.schedule(now, true)
+	d.publish()
+	d.persist()
+	d.log.Info("talon started", "state", d.state.Phase, "policy", short(d.policy.Hash), "probes", len(d.policy.Probes), "dry_run", d.opts.DryRun)
+}
+
+func (d *Daemon) loadState(now time.Time) (*State, error) {
+	if d.opts.StateFile == "" {
+		return NewState(now), nil
+	}
+	st, err := LoadState(d.opts.StateFile)
+	switch {
+	case err == nil:
+		return st, nil
+	case errors.Is(err, ErrNoState):
+		return NewState(now), nil
+	}
+	if aside, aerr := SetAside(d.opts.StateFile, now); aerr == nil {
+		err = fmt.Errorf("%w (kept as %s)", err, aside)
+	}
+	return NewState(now), err
+}
+
+// schedule sets when each probe is next due. On the first run the probes
+// start jittered over a short window, so a large policy does not fork
+// everything in the same millisecond.
+func (d *Daemon) schedule(now time.Time, first bool) {
+	keep := map[string]bool{}
+	for _, p := range d.policy.Probes {
+		keep[p.Name] = true
+		if _, ok := d.nextDue[p.Name]; ok && !first {
+			continue
+		}
+		var jitter time.Duration
+		if p.Every > 0 {
+			jitter = time.Duration(rand.Int64N(int64(min(p.Every/10, 2*time.Second)) + 1))
+		}
+		d.nextDue[p.Name] = now.Add(jitter)
+	}
+	for name := range d.nextDue {
+		if !keep[name] {
+			delete(d.nextDue, name)
+		}
+	}
+}
+
+func (d *Daemon) interval(p *Probe) time.Duration {
+	if p.Every > 0 {
+		return p.Every
+	}
+	return d.opts.Interval
+}
+
+// Run runs until ctx ends, then cancels in-flight actions, saves state and returns.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.start()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.stop()
+			return nil
+		case <-tick.C:
+			d.launchDue(ctx)
+		case rs := <-d.results:
+			d.observe(ctx, rs)
+		case rd := <-d.rungDone:
+			d.finishRung(ctx, rd)
+		case req := <-d.swap:
+			d.apply(req.res)
+			close(req.done)
+		}
+	}
+}
+
+// launchDue starts the probes that are due and not already running; one
+// probe never overlaps itself.
+func (d *Daemon) launchDue(ctx context.Context) {
+	now := d.now()
+	d.mu.Lock()
+	var due []*Probe
+	for _, p := range d.policy.Probes {
+		if t, ok := d.nextDue[p.Name]; ok && !now.Before(t) && !d.inflight[p.Name] {
+			due = append(due, p)
+			d.inflight[p.Name] = true
+			d.nextDue[p.Name] = t.Add(d.interval(p))
+			if d.nextDue[p.Name].Before(now) { // we fell behind: skip, never burst
+				d.nextDue[p.Name] = now.Add(d.interval(p))
+			}
+		}
+	}
+	d.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	runner := d.runner()
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		rs := runner.Run(ctx, due)
+		select {
+		case d.results <- rs:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (d *Daemon) runner() *Runner {
+	return &Runner{Effects: d.opts.Probes, Env: d.opts.Env, Parallel: d.opts.Parallel, Now: d.opts.Now}
+}
+
+// observe feeds results to the state machine, then lets the ladder act.
+func (d *Daemon) observe(ctx context.Context, rs []Result) {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range rs {
+		delete(d.inflight, r.Name)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	d.lastCycle = now
+	var known []Result
+	for _, r := range rs {
+		if d.policy.Probe(r.Name) != nil { // a probe removed by a reload mid-run
+			known = append(known, r)
+		}
+	}
+	d.journal(Record{Type: "cycle", Results: known})
+	events := Observe(d.state, d.policy, known, now)
+	for _, e := range events {
+		d.record(e)
+	}
+	d.summary(known)
+	d.escalate(ctx, now)
+	d.publish()
+	d.persist()
+	if d.opts.Journal != nil {
+		d.opts.Journal.Sync()
+	}
+}
+
+func (d *Daemon) summary(rs []Result) {
+	var failing []string
+	var slowest int64
+	for _, r := range rs {
+		if !r.Passed {
+			failing = append(failing, r.Name)
+		}
+		slowest = max(slowest, r.DurationMS)
+	}
+	kv := []any{"state", d.state.Phase, "probes", len(rs), "failed", len(failing), "dur", time.Duration(slowest) * time.Millisecond}
+	if len(failing) > 0 {
+		kv = append(kv, "failing", strings.Join(failing, ","))
+	}
+	if inc := d.state.Incident; inc != nil {
+		kv = append(kv, "incident", inc.ID)
+	}
+	d.log.Info("cycle", kv...)
+}
+
+// record journals and logs one state machine event.
+func (d *Daemon) record(e Event) {
+	e2 := e
+	d.journal(Record{Type: "event", Event: &e2, Time: e.At})
+	switch e.Type {
+	case "transition":
+		d.log.Info("state transition", "from", e.From, "to", e.To, "incident", e.Incident)
+	case "incident_open":
+		d.log.Warn("incident opened", "incident", e.Incident, "probes", e.Reason)
+	case "incident_resolved":
+		d.log.Info("incident resolved", "incident", e.Incident, "reason", e.Reason)
+	case "probe_down":
+		d.log.Warn("probe down", "probe", e.Probe, "output", e.Reason)
+	case "probe_up":
+		d.log.Info("probe up", "probe", e.Probe)
+	case "rung_start":
+		d.log.Info("rung started", "rung", e.Rung, "incident", e.Incident)
+	case "rung_done":
+		d.log.Info("rung finished", "rung", e.Rung, "outcome", e.Reason)
+	case "rung_skip":
+		d.log.Info("rung skipped", "rung", e.Rung, "reason", e.Reason)
+	case "page_failed":
+		d.log.Error("page not delivered", "rung", e.Rung, "reason", e.Reason)
+	}
+	if e.Type == "incident_resolved" && len(e.Channels) > 0 {
+		d.sendResolved(e)
+	}
+}
+
+// escalate starts the next rung if one is due and none is running.
+func (d *Daemon) escalate(ctx context.Context, now time.Time) {
+	if d.rungName != "" || d.state.Incident == nil {
+		return
+	}
+	view := d.state.View(d.policy, now)
+	dec := Decide(d.state, d.policy, now, func(r *Rung) (bool, error) {
+		wctx, cancel := context.WithTimeout(ctx, d.opts.WhenBudget)
+		defer cancel()
+		return r.When(wctx, view)
+	})
+	for _, e := range dec.Events {
+		d.record(e)
+	}
+	if dec.Run < 0 {
+		return
+	}
+	r := d.policy.Ladder[dec.Run]
+	incID := d.state.Incident.ID
+	for _, e := range BeginRung(d.state, d.policy, dec.Run, now) {
+		d.record(e)
+	}
+	d.persist() // a crash from here on is remembered as an attempt
+	rctx, cancel := context.WithCancel(ctx)
+	d.rungName, d.rungStop = r.Name, cancel
+	pol := d.policy
+	view = d.state.View(pol, now)
+	verify := d.failingProbes(pol)
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		defer cancel()
+		out := d.runRung(rctx, pol, r, view, verify)
+		d.rungDone <- rungDone{incident: incID, rung: r.Name, out: out}
+	}()
+}
+
+func (d *Daemon) failingProbes(pol *Policy) []*Probe {
+	var out []*Probe
+	for _, p := range pol.Probes {
+		if ps := d.state.Probes[p.Name]; ps != nil && (ps.Down || (ps.Last != nil && !ps.Last.Passed)) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// runRung performs a rung's actions outside the loop: probes keep running
+// and /health stays fresh while a five-minute heal is in flight.
+func (d *Daemon) runRung(ctx context.Context, pol *Policy, r *Rung, view *IncidentView, verify []*Probe) RungOutcome {
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = DefaultRungTimeout
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	env := &ActionEnv{Effects: d.opts.Actions, Env: d.opts.Env, Incident: view, Rung: r.Name,
+		Message: Message{Kind: "sos", Incident: view.ID, Text: d.pageText(view)},
+		Log:     func(msg string, kv ...any) { d.log.Info(msg, append([]any{"rung", r.Name}, kv...)...) }}
+	out := RungOutcome{OK: true}
+	var pagers []Pager
+	var outputs []string
+	for _, a := range r.Do {
+		if p, ok := a.(Pager); ok {
+			pagers = append(pagers, p)
+			continue
+		}
+		res := a.Run(ctx, env)
+		ok := res.OK
+		d.mu.Lock()
+		d.journal(Record{Type: "action", Rung: r.Name, Action: a.Describe(), OK: &ok, Output: capText(res.Output, 2000)})
+		d.mu.Unlock()
+		outputs = append(outputs, res.Output)
+		if !res.OK {
+			out.OK = false
+			break
+		}
+	}
+	if len(pagers) > 0 {
+		out.Pages = true
+		out.Paged = d.sendAll(ctx, env, pagers, env.Message)
+		out.OK = out.OK && len(out.Paged) > 0
+	}
+	out.Output = strings.Join(outputs, "\n")
+	// Verify by re-probing, under the daemon's context rather than the
+	// rung's timeout: a heal that used its whole budget still gets checked.
+	if r.Verify && len(verify) > 0 && parent.Err() == nil && len(pagers) < len(r.Do) {
+		out.Verify = d.runner().Run(parent, verify)
+	}
+	return out
+}
+
+// sendAll delivers msg on every channel concurrently and returns the
+// channels that accepted it.
+func (d *Daemon) sendAll(ctx context.Context, env *ActionEnv, pagers []Pager, msg Message) []string {
+	var mu sync.Mutex
+	var delivered []string
+	var wg sync.WaitGroup
+	for _, p := range pagers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := p.Send(ctx, env, msg)
+			ok := err == nil
+			rec := Record{Type: "action", Rung: env.Rung, Action: "page " + msg.Kind + " via " + p.Channel(), OK: &ok}
+			if err != nil {
+				rec.Output = err.Error()
+				d.log.Error("page channel failed", "rung", env.Rung, "channel", p.Channel(), "err", err)
+			} else {
+				d.log.Info("page sent", "rung", env.Rung, "channel", p.Channel(), "kind", msg.Kind)
+			}
+			mu.Lock()
+			if ok {
+				delivered = append(delivered, p.Channel())
+			}
+			mu.Unlock()
+			d.mu.Lock()
+			d.journal(rec)
+			d.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Strings(delivered)
+	return delivered
+}
+
+func (d *Daemon) pageText(v *IncidentView) string {
+	prefix := "TALON SOS"
+	if d.opts.DryRun {
+		prefix = "TALON SOS (dry run)"
+	}
+	return fmt.Sprintf("🚨 %s on %s: %s", prefix, d.opts.Host, v.Summary())
+}
+
+// sendResolved tells every channel that was paged that the incident is over.
+func (d *Daemon) sendResolved(e Event) {
+	var pagers []Pager
+	want := map[string]bool{}
+	for _, c := range e.Channels {
+		want[c] = true
+	}
+	for _, r := range d.policy.Ladder {
+		for _, a := range r.Do {
+			if p, ok := a.(Pager); ok && want[p.Channel()] {
+				pagers = append(pagers, p)
+				delete(want, p.Channel())
+			}
+		}
+	}
+	msg := Message{Kind: "resolved", Incident: e.Incident,
+		Text: fmt.Sprintf("✅ TALON resolved on %s: incident %s is over (%s)", d.opts.Host, e.Incident, e.Reason)}
+	env := &ActionEnv{Effects: d.opts.Actions, Env: d.opts.Env, Rung: "resolved", Message: msg,
+		Log: func(m string, kv ...any) { d.log.Info(m, kv...) }}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		d.sendAll(ctx, env, pagers, msg)
+	}()
+}
+
+func (d *Daemon) finishRung(ctx context.Context, rd rungDone) {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rungName, d.rungStop = "", nil
+	if ctx.Err() != nil {
+		return // stop() records the interruption
+	}
+	for _, e := range FinishRung(d.state, d.policy, rd.incident, rd.rung, rd.out, now) {
+		d.record(e)
+	}
+	if len(rd.out.Verify) > 0 {
+		d.journal(Record{Type: "cycle", Results: rd.out.Verify, Rung: rd.rung})
+	}
+	d.escalate(ctx, now)
+	d.publish()
+	d.persist()
+}
+
+// apply swaps in a freshly loaded policy between cycles.
+func (d *Daemon) apply(res *LoadResult) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.policy.Hash
+	if res.Err() != nil {
+		d.policyErr = res.ErrorText()
+		d.journal(Record{Type: "reload", OldHash: old, Error: d.policyErr})
+		d.log.Error("reload failed; keeping the last good policy", "err", d.policyErr, "policy", short(old))
+		d.publish()
+		return
+	}
+	d.policyErr = ""
+	if res.Policy.Hash == old {
+		d.publish()
+		return
+	}
+	d.policy = res.Policy
+	d.reloads++
+	d.state.Reconcile(d.policy)
+	d.schedule(d.now(), false)
+	d.journal(Record{Type: "reload", OldHash: old})
+	d.log.Info("policy reloaded", "policy", short(d.policy.Hash), "old", short(old), "probes", len(d.policy.Probes))
+	d.publish()
+	d.persist()
+}
+
+// Reload loads the policy again and swaps it in if it is good. It is what
+// SIGHUP, `talon reload` and the file watcher call.
+func (d *Daemon) Reload(ctx context.Context) (string, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	res := d.opts.Load()
+	req := &swapReq{res: res, done: make(chan struct{})}
+	select {
+	case d.swap <- req:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	<-req.done
+	if err := res.Err(); err != nil {
+		return "", errors.New(res.ErrorText())
+	}
+	return res.Hash, nil
+}
+
+// stop cancels a running rung, records it as interrupted, and saves.
+func (d *Daemon) stop() {
+	d.mu.Lock()
+	if d.rungStop != nil {
+		d.rungStop()
+	}
+	d.mu.Unlock()
+	done := make(chan struct{})
+	go func() { d.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d.opts.ShutdownGrace + 2*time.Second):
+		d.log.Warn("in-flight work did not stop in time")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range Interrupted(d.state, d.policy, d.now()) {
+		d.record(e)
+	}
+	d.journal(Record{Type: "stop", Phase: d.state.Phase})
+	d.persist()
+	if d.opts.Journal != nil {
+		d.opts.Journal.Sync()
+	}
+	d.log.Info("talon stopped", "state", d.state.Phase)
+}
+
+func (d *Daemon) persist() {
+	if d.opts.StateFile == "" {
+		return
+	}
+	d.state.UpdatedAt = d.now()
+	if err := SaveState(d.opts.StateFile, d.state); err != nil {
+		d.log.Error("state not saved", "err", err)
+	}
+}
+
+// publish rebuilds the snapshot; callers hold d.mu.
+func (d *Daemon) publish() {
+	s := Snapshot{State: d.state.Phase, ConsecutiveFailures: d.state.ConsecutiveFailures,
+		ProbeCount: len(d.policy.Probes), WorkerRestarts: d.state.WorkerRestarts,
+		UpdatedAtUnix: d.now().Unix(), PolicyHash: d.policy.Hash, LastCycle: d.lastCycle,
+		DryRun: d.opts.DryRun, Reloads: d.reloads, FailedProbes: []string{}}
+	for _, p := range d.policy.Probes {
+		if ps := d.state.Probes[p.Name]; ps != nil && ps.Last != nil {
+			s.Probes = append(s.Probes, *ps.Last)
+			if !ps.Last.Passed {
+				s.FailedProbes = append(s.FailedProbes, p.Name)
+			}
+		}
+	}
+	s.FailedProbeCount = len(s.FailedProbes)
+	if d.policyErr != "" {
+		pe := d.policyErr
+		s.PolicyError = &pe
+	}
+	if inc := d.state.Incident; inc != nil {
+		s.Incident = &IncidentInfo{ID: inc.ID, Started: inc.Started, Probes: inc.Probes, Critical: inc.Critical, Position: inc.Position, Paged: inc.Paged}
+	}
+	if d.rungName != "" {
+		r := d.rungName
+		s.Rung = &r
+	}
+	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil
+	d.snapshot = s
+}
+
+// Snapshot returns the last published health.
+func (d *Daemon) Snapshot() Snapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.snapshot
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// StatePath is the state file inside a state directory.
+func StatePath(dir string) string { return filepath.Join(dir, "state.json") }

@@ -1,0 +1,203 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/talon-dev/talon/engine/effect"
+)
+
+type memJournal struct {
+	mu   sync.Mutex
+	recs []Record
+}
+
+func (j *memJournal) Append(r Record) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.recs = append(j.recs, r)
+	return nil
+}
+func (j *memJournal) Sync() error { return nil }
+
+func (j *memJournal) count(f func(Record) bool) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for _, r := range j.recs {
+		if f(r) {
+			n++
+		}
+	}
+	return n
+}
+
+type recAction struct {
+	name  string
+	sleep time.Duration
+	runs  atomic.Int32
+}
+
+func (a *recAction) Describe() string   { return a.name }
+func (a *recAction) Programs() []string { return nil }
+func (a *recAction) Run(ctx context.Context, _ *ActionEnv) ActionResult {
+	a.runs.Add(1)
+	select {
+	case <-time.After(a.sleep):
+	case <-ctx.Done():
+	}
+	return ActionResult{OK: true, Output: a.name + " done"}
+}
+
+type recPager struct {
+	mu   sync.Mutex
+	msgs []Message
+}
+
+func (p *recPager) Describe() string   { return "rec" }
+func (p *recPager) Programs() []string { return nil }
+func (p *recPager) Channel() string    { return "rec" }
+func (p *recPager) Run(ctx context.Context, env *ActionEnv) ActionResult {
+	return ActionResult{OK: p.Send(ctx, env, env.Message) == nil}
+}
+func (p *recPager) Send(_ context.Context, _ *ActionEnv, m Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.msgs = append(p.msgs, m)
+	return nil
+}
+func (p *recPager) kinds() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var k []string
+	for _, m := range p.msgs {
+		k = append(k, m.Kind)
+	}
+	return k
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	var healthy atomic.Bool
+	healthy.Store(true)
+	probe := &Probe{Name: "api", Critical: true, Digest: "api1", Check: func(context.Context, *ProbeEnv) Outcome {
+		if healthy.Load() {
+			return Outcome{Passed: true, Output: "ok"}
+		}
+		return Outcome{Output: "HTTP 503"}
+	}}
+	heal := &recAction{name: "heal", sleep: time.Second}
+	pager := &recPager{}
+	pol := &Policy{Hash: "pol1", Probes: []*Probe{probe},
+		Thresholds: Thresholds{FailedAfter: 2, CriticalAfter: 2 * time.Second, RecoverAfter: 1},
+		Ladder: []*Rung{
+			{Name: "heal", Do: []Action{heal}, Cooldown: time.Hour, Verify: true},
+			{Name: "sos", Do: []Action{pager}, State: "sos", Repeat: time.Hour},
+		}}
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	j := &memJournal{}
+	newDaemon := func() *Daemon {
+		return New(Options{Load: func() *LoadResult { return &LoadResult{Policy: pol, Hash: pol.Hash} },
+			Interval: 200 * time.Millisecond, StateFile: statePath, Probes: effect.NewLive(), Actions: effect.NewLive(),
+			Journal: j, Logger: log.New(io.Discard)})
+	}
+	d := newDaemon()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "healthy", 3*time.Second, func() bool { return d.Snapshot().OK })
+
+	healthy.Store(false)
+	waitFor(t, "heal to start", 5*time.Second, func() bool { return heal.runs.Load() == 1 })
+	// The heal sleeps a second; cycles must keep coming meanwhile.
+	cyclesAtStart := j.count(func(r Record) bool { return r.Type == "cycle" })
+	time.Sleep(700 * time.Millisecond)
+	if s := d.Snapshot(); s.Rung == nil || *s.Rung != "heal" {
+		t.Fatalf("snapshot does not show the running rung: %+v", s.Rung)
+	}
+	if n := j.count(func(r Record) bool { return r.Type == "cycle" }) - cyclesAtStart; n < 2 {
+		t.Fatalf("only %d cycles ran during a 1 s heal: escalation blocks the probe loop", n)
+	}
+	waitFor(t, "SOS page", 8*time.Second, func() bool { return len(pager.kinds()) == 1 })
+	waitFor(t, "sos state", 2*time.Second, func() bool { return d.Snapshot().State == SOS })
+
+	// Stop mid-incident and start again: no second page inside the repeat,
+	// no second heal inside its cooldown.
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	d2 := newDaemon()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go func() { done <- d2.Run(ctx2) }()
+	time.Sleep(1500 * time.Millisecond)
+	if s := d2.Snapshot(); s.State != SOS || s.Incident == nil {
+		t.Fatalf("restart forgot the incident: %+v", s)
+	}
+	if k := pager.kinds(); len(k) != 1 || heal.runs.Load() != 1 {
+		t.Fatalf("after restart: pages %v heals %d", k, heal.runs.Load())
+	}
+	healthy.Store(true)
+	waitFor(t, "resolution", 3*time.Second, func() bool { return d2.Snapshot().OK })
+	waitFor(t, "resolved message", 3*time.Second, func() bool { return len(pager.kinds()) == 2 })
+	if k := pager.kinds(); k[1] != "resolved" {
+		t.Fatalf("messages %v", k)
+	}
+	cancel2()
+	<-done
+}
+
+func TestDaemonBadPolicyKeepsRunning(t *testing.T) {
+	t.Parallel()
+	good := &Policy{Hash: "good", Thresholds: DefaultThresholds(), Probes: []*Probe{{Name: "p", Digest: "p", Check: func(context.Context, *ProbeEnv) Outcome {
+		return Outcome{Passed: true}
+	}}}}
+	var bad atomic.Bool
+	bad.Store(true)
+	load := func() *LoadResult {
+		if bad.Load() {
+			return &LoadResult{Hash: "bad", Errors: []*PosError{{File: "talon.star", Line: 3, Col: 1, Message: "got newline, want ')'"}}}
+		}
+		return &LoadResult{Policy: good, Hash: good.Hash}
+	}
+	d := New(Options{Load: load, Interval: 100 * time.Millisecond, Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(io.Discard)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	waitFor(t, "snapshot", 2*time.Second, func() bool { return d.Snapshot().PolicyError != nil })
+	if s := d.Snapshot(); s.OK || *s.PolicyError != "talon.star:3:1: got newline, want ')'" {
+		t.Fatalf("snapshot %+v", s)
+	}
+	bad.Store(false)
+	if h, err := d.Reload(ctx); err != nil || h != "good" {
+		t.Fatalf("reload: %q %v", h, err)
+	}
+	waitFor(t, "healthy", 2*time.Second, func() bool { return d.Snapshot().OK })
+	bad.Store(true)
+	if _, err := d.Reload(ctx); err == nil {
+		t.Fatal("bad reload reported success")
+	}
+	s := d.Snapshot()
+	if s.PolicyHash != "good" || s.PolicyError == nil || s.ProbeCount != 1 {
+		t.Fatalf("bad reload did not keep the last good policy: %+v", s)
+	}
+}
