@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/effect"
+)
+
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+func (a *app) check(args []string) error {
+	var asJSON bool
+	var only stringsFlag
+	if _, err := a.flags("check", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "JSON output")
+		fs.Var(&only, "probe", "run only this probe (repeatable)")
+	}); err != nil {
+		return err
+	}
+	e, err := a.loadEnv()
+	if err != nil {
+		return err
+	}
+	res := e.load()
+	if res.Err() != nil {
+		return fail(1, "%s", oneLine(res.ErrorText()))
+	}
+	probes := res.Policy.Probes
+	if len(only) > 0 {
+		probes = nil
+		for _, name := range only {
+			p := res.Policy.Probe(name)
+			if p == nil {
+				return fail(2, "check: no probe named %q in %s", name, e.policyName())
+			}
+			probes = append(probes, p)
+		}
+	}
+	// SIGINT or SIGTERM during a check kills the running probes' groups.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &engine.Runner{Effects: effect.NewLive(), Env: e.cfg.ChildEnv(os.Environ()), Parallel: e.cfg.Parallel}
+	results := r.Run(ctx, probes)
+	if asJSON || !a.tty {
+		if results == nil {
+			results = []engine.Result{}
+		}
+		if err := a.json(results); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PROBE\tRESULT\tTIME\tOUTPUT")
+		for _, r := range results {
+			verdict := "ok"
+			switch {
+			case !r.Passed && r.Critical:
+				verdict = "FAIL (critical)"
+			case !r.Passed:
+				verdict = "FAIL"
+			case r.Warning:
+				verdict = "warn"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%dms\t%s\n", r.Name, verdict, r.DurationMS, firstLine(r.Output, 100))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	for _, r := range results {
+		if !r.Passed {
+			return &exitError{code: 1}
+		}
+	}
+	return nil
+}
+
+func firstLine(s string, n int) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}

@@ -1,0 +1,293 @@
+// Package cli implements the talon command line: it parses arguments, builds
+// the configuration, the policy and the engine, and hands off. It holds no
+// watchdog logic of its own.
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/talon-dev/talon/builtins"
+	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/policies"
+)
+
+const usage = `usage: talon [global flags] [command] [flags]
+
+commands:
+  run [--dry-run]            the daemon: probes, escalation, /health (the default)
+  validate [--json] [--strict]
+                             load config, services and policy; print a summary
+  check [--json] [--probe NAME]...
+                             one probe cycle; exit 1 if a probe fails
+  status [--json]            state machine position (daemon first, then state file)
+  reload                     ask the running daemon to reload its policy now
+  drill [RUNG]               send a page marked DRILL through a rung's channels
+
+global flags (also TALON_CONFIG, TALON_POLICY, TALON_STATE_DIR):
+  --config FILE     config.toml (default ~/.config/talon/config.toml)
+  --policy DIR      policy directory holding talon.star (default: config policy_dir,
+                    else the embedded default policy)
+  --state-dir DIR   state directory (default ~/.local/state/talon)
+
+old spellings kept: --check, --status, --validate, validate, --dry-run (print the
+resolved config and policy), --worker-only
+`
+
+// exitError carries an exit code and an optional one-line message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func fail(code int, format string, args ...any) error {
+	return &exitError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// globals are the flags every command accepts.
+type globals struct {
+	config, policy, stateDir string
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.config, "config", g.config, "config.toml path")
+	fs.StringVar(&g.policy, "policy", g.policy, "policy directory")
+	fs.StringVar(&g.stateDir, "state-dir", g.stateDir, "state directory")
+}
+
+// app is one invocation.
+type app struct {
+	g      globals
+	stdout io.Writer
+	stderr io.Writer
+	tty    bool
+}
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	// A closed stdout (talon check | head -c 1) must end the command quietly.
+	signal.Ignore(syscall.SIGPIPE)
+	a := &app{stdout: &pipeWriter{w: stdout}, stderr: stderr,
+		g: globals{config: os.Getenv("TALON_CONFIG"), policy: os.Getenv("TALON_POLICY"), stateDir: os.Getenv("TALON_STATE_DIR")}}
+	if f, ok := stdout.(*os.File); ok {
+		a.tty = isatty.IsTerminal(f.Fd())
+	}
+	err := a.dispatch(args)
+	if errors.Is(err, errClosedPipe) {
+		return 0
+	}
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, "talon: "+ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "talon: "+oneLine(err.Error()))
+	return 1
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+
+// dispatch finds the command, accepting the old flag spellings.
+func (a *app) dispatch(args []string) error {
+	cmd, rest := a.command(args)
+	switch cmd {
+	case "help":
+		fmt.Fprint(a.stdout, usage)
+		return nil
+	case "worker-only":
+		return fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
+	case "run":
+		return a.run(rest)
+	case "validate":
+		return a.validate(rest)
+	case "check":
+		return a.check(rest)
+	case "status":
+		return a.status(rest)
+	case "reload":
+		return a.reload(rest)
+	case "drill":
+		return a.drill(rest)
+	case "print":
+		return a.print(rest)
+	}
+	return fail(2, "unknown command %q; see talon --help", cmd)
+}
+
+// command returns the command word and the remaining arguments. The first
+// word that is not a flag or a flag's value is the command; the old flag
+// spellings (--check, --status, --validate, --dry-run, --worker-only) name
+// one too.
+func (a *app) command(args []string) (string, []string) {
+	aliases := map[string]string{"--check": "check", "--status": "status", "--validate": "validate",
+		"--worker-only": "worker-only", "-h": "help", "--help": "help", "-help": "help"}
+	for i, arg := range args {
+		if c, ok := aliases[arg]; ok {
+			return c, without(args, i)
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if strings.HasPrefix(arg, "-") {
+			if takesValue(arg) && !strings.Contains(arg, "=") {
+				i++
+			}
+			continue
+		}
+		return arg, without(args, i)
+	}
+	// No command word: the daemon, or the old --dry-run that printed the config.
+	for i, arg := range args {
+		if arg == "--dry-run" || arg == "-dry-run" {
+			return "print", without(args, i)
+		}
+	}
+	return "run", args
+}
+
+func takesValue(flagArg string) bool {
+	name := strings.TrimLeft(flagArg, "-")
+	switch name {
+	case "config", "policy", "state-dir", "probe":
+		return true
+	}
+	return false
+}
+
+func without(s []string, i int) []string {
+	return append(append([]string(nil), s[:i]...), s[i+1:]...)
+}
+
+func contains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// flags parses a command's flags together with the global ones.
+func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) ([]string, error) {
+	fs := flag.NewFlagSet("talon "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	a.g.register(fs)
+	if define != nil {
+		define(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(a.stdout, usage)
+			return nil, &exitError{code: 0}
+		}
+		return nil, fail(2, "%s: %v; see talon --help", name, err)
+	}
+	return fs.Args(), nil
+}
+
+// env is the loaded configuration and the resolved paths of one invocation.
+type env struct {
+	cfg       *config.Config
+	policyDir string // "" means the embedded default policy
+	stateDir  string
+}
+
+func (a *app) loadEnv() (*env, error) {
+	path := a.g.config
+	if path == "" {
+		path = filepath.Join(homeDir(), ".config", "talon", "config.toml")
+	}
+	cfg, err := config.Load(config.ExpandHome(path, homeDir()))
+	if err != nil {
+		return nil, err
+	}
+	e := &env{cfg: cfg, stateDir: cfg.StateDir}
+	if a.g.stateDir != "" {
+		e.stateDir = config.ExpandHome(a.g.stateDir, homeDir())
+	}
+	switch {
+	case a.g.policy != "":
+		e.policyDir = config.ExpandHome(a.g.policy, homeDir())
+		if _, err := os.Stat(filepath.Join(e.policyDir, "talon.star")); err != nil {
+			return nil, fail(1, "policy %s has no talon.star: %v", e.policyDir, errors.Unwrap(err))
+		}
+	default:
+		if _, err := os.Stat(filepath.Join(cfg.PolicyDir, "talon.star")); err == nil {
+			e.policyDir = cfg.PolicyDir
+		}
+	}
+	return e, nil
+}
+
+// load loads the policy of e.
+func (e *env) load() *engine.LoadResult {
+	opts := builtins.Options{Config: e.cfg, GOOS: runtime.GOOS}
+	dir := e.policyDir
+	if dir == "" {
+		opts.FS = policies.Default
+		dir = "(embedded default)"
+	}
+	return builtins.Load(dir, opts)
+}
+
+func (e *env) policyName() string {
+	if e.policyDir == "" {
+		return "(embedded default)"
+	}
+	return e.policyDir
+}
+
+func homeDir() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return h
+	}
+	return "/"
+}
+
+// json writes v as indented JSON.
+func (a *app) json(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+var errClosedPipe = errors.New("closed pipe")
+
+// pipeWriter turns EPIPE into errClosedPipe so a command piped into
+// `head -c 1` ends quietly with status 0.
+type pipeWriter struct {
+	w      io.Writer
+	closed bool
+}
+
+func (p *pipeWriter) Write(b []byte) (int, error) {
+	if p.closed {
+		return 0, errClosedPipe
+	}
+	n, err := p.w.Write(b)
+	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed)) {
+		p.closed = true
+		return n, errClosedPipe
+	}
+	return n, err
+}

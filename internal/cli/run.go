@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/engine/health"
+	"github.com/talon-dev/talon/engine/journal"
+	"github.com/talon-dev/talon/internal/logging"
+)
+
+// run is the daemon.
+func (a *app) run(args []string) error {
+	var dryRun, workerOnly bool
+	if _, err := a.flags("run", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&dryRun, "dry-run", false, "shadow mode: real probes, actions only recorded")
+		fs.BoolVar(&workerOnly, "worker-only", false, "run only the worker supervisor")
+	}); err != nil {
+		return err
+	}
+	if workerOnly {
+		return fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
+	}
+	e, err := a.loadEnv()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
+		return fail(1, "state dir: %v", err)
+	}
+	logger, closeLog, err := logging.New(logging.Options{File: filepath.Join(e.stateDir, "talon.log"), Stderr: a.stderr})
+	if err != nil {
+		return fail(1, "log: %v", err)
+	}
+	defer closeLog.Close()
+	j, err := journal.Open(filepath.Join(e.stateDir, "journal.jsonl"), journal.Options{})
+	if err != nil {
+		return fail(1, "journal: %v", err)
+	}
+	defer j.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var actions effect.Effects = effect.NewLive()
+	var d *engine.Daemon
+	if dryRun {
+		actions = &effect.Recorder{OnIntent: func(in effect.Intent) {
+			j.Append(engine.Record{Time: time.Now(), Type: "intent", Intent: in.Kind + ": " + in.Detail})
+			logger.Info("dry run: action recorded, not performed", "kind", in.Kind, "intent", in.Detail)
+		}}
+	}
+	d = engine.New(engine.Options{
+		Load:      e.load,
+		Interval:  time.Duration(e.cfg.CheckIntervalSecs) * time.Second,
+		StateFile: engine.StatePath(e.stateDir),
+		Env:       e.cfg.ChildEnv(os.Environ()),
+		Parallel:  e.cfg.Parallel,
+		Probes:    effect.NewLive(),
+		Actions:   actions,
+		DryRun:    dryRun,
+		Journal:   j,
+		Logger:    logger,
+	})
+
+	if e.cfg.Health.Enabled {
+		srv := health.New(health.Options{Bind: e.cfg.Health.Bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger})
+		addr, err := srv.Start()
+		if err != nil {
+			// The watchdog keeps watching without its endpoint, loudly.
+			logger.Error("health endpoint not started", "bind", e.cfg.Health.Bind, "err", err)
+		} else {
+			logger.Info("health endpoint listening", "addr", addr)
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				srv.Shutdown(sctx)
+			}()
+		}
+	}
+	if removePID, err := writePID(e.stateDir); err != nil {
+		logger.Warn("pid file not written; `talon reload` needs /health", "err", err)
+	} else {
+		defer removePID()
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				logger.Info("SIGHUP: reloading")
+				if _, err := d.Reload(ctx); err != nil {
+					logger.Error("reload after SIGHUP failed", "err", err)
+				}
+			}
+		}
+	}()
+	return d.Run(ctx)
+}
