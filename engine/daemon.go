@@ -62,6 +62,7 @@ type Daemon struct {
 	state     *State
 	policy    *Policy
 	policyErr string
+	files     []string // what the last load read, good or bad: the watcher watches these
 	reloads   int
 	lastCycle time.Time
 	snapshot  Snapshot
@@ -140,6 +141,7 @@ func (d *Daemon) start() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.state = st
+	d.files = res.Files
 	if res.Err() != nil {
 		d.policy = &Policy{Hash: res.Hash, Thresholds: DefaultThresholds()}
 		d.policyErr = res.ErrorText()
@@ -202,7 +204,19 @@ func (d *Daemon) interval(p *Probe) time.Duration {
 	if p.Every > 0 {
 		return p.Every
 	}
+	if d.policy.Interval > 0 {
+		return d.policy.Interval
+	}
 	return d.opts.Interval
+}
+
+// env is the child environment: the policy's (from the config it was loaded
+// with) or the daemon's.
+func (d *Daemon) env() []string {
+	if d.policy != nil && d.policy.Env != nil {
+		return d.policy.Env
+	}
+	return d.opts.Env
 }
 
 // Run runs until ctx ends, then cancels in-flight actions, saves state and returns.
@@ -261,7 +275,7 @@ func (d *Daemon) launchDue(ctx context.Context) {
 }
 
 func (d *Daemon) runner() *Runner {
-	return &Runner{Effects: d.opts.Probes, Env: d.opts.Env, Parallel: d.opts.Parallel, Now: d.opts.Now}
+	return &Runner{Effects: d.opts.Probes, Env: d.env(), Parallel: d.opts.Parallel, Now: d.opts.Now}
 }
 
 // observe feeds results to the state machine, then lets the ladder act.
@@ -372,11 +386,12 @@ func (d *Daemon) escalate(ctx context.Context, now time.Time) {
 	pol := d.policy
 	view = d.state.View(pol, now)
 	verify := d.failingProbes(pol)
+	runner, childEnv := d.runner(), d.env()
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
 		defer cancel()
-		out := d.runRung(rctx, pol, r, view, verify)
+		out := d.runRung(rctx, runner, childEnv, r, view, verify)
 		d.rungDone <- rungDone{incident: incID, rung: r.Name, out: out}
 	}()
 }
@@ -393,7 +408,7 @@ func (d *Daemon) failingProbes(pol *Policy) []*Probe {
 
 // runRung performs a rung's actions outside the loop: probes keep running
 // and /health stays fresh while a five-minute heal is in flight.
-func (d *Daemon) runRung(ctx context.Context, pol *Policy, r *Rung, view *IncidentView, verify []*Probe) RungOutcome {
+func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string, r *Rung, view *IncidentView, verify []*Probe) RungOutcome {
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = DefaultRungTimeout
@@ -401,7 +416,7 @@ func (d *Daemon) runRung(ctx context.Context, pol *Policy, r *Rung, view *Incide
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	env := &ActionEnv{Effects: d.opts.Actions, Env: d.opts.Env, Incident: view, Rung: r.Name,
+	env := &ActionEnv{Effects: d.opts.Actions, Env: childEnv, Incident: view, Rung: r.Name,
 		Message: Message{Kind: "sos", Incident: view.ID, Text: d.pageText(view)},
 		Log:     func(msg string, kv ...any) { d.log.Info(msg, append([]any{"rung", r.Name}, kv...)...) }}
 	out := RungOutcome{OK: true}
@@ -432,7 +447,7 @@ func (d *Daemon) runRung(ctx context.Context, pol *Policy, r *Rung, view *Incide
 	// Verify by re-probing, under the daemon's context rather than the
 	// rung's timeout: a heal that used its whole budget still gets checked.
 	if r.Verify && len(verify) > 0 && parent.Err() == nil && len(pagers) < len(r.Do) {
-		out.Verify = d.runner().Run(parent, verify)
+		out.Verify = runner.Run(parent, verify)
 	}
 	return out
 }
@@ -496,7 +511,7 @@ func (d *Daemon) sendResolved(e Event) {
 	}
 	msg := Message{Kind: "resolved", Incident: e.Incident,
 		Text: fmt.Sprintf("✅ TALON resolved on %s: incident %s is over (%s)", d.opts.Host, e.Incident, e.Reason)}
-	env := &ActionEnv{Effects: d.opts.Actions, Env: d.opts.Env, Rung: "resolved", Message: msg,
+	env := &ActionEnv{Effects: d.opts.Actions, Env: d.env(), Rung: "resolved", Message: msg,
 		Log: func(m string, kv ...any) { d.log.Info(m, kv...) }}
 	d.bg.Add(1)
 	go func() {
@@ -531,6 +546,9 @@ func (d *Daemon) apply(res *LoadResult) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.policy.Hash
+	if len(res.Files) > 0 {
+		d.files = res.Files
+	}
 	if res.Err() != nil {
 		d.policyErr = res.ErrorText()
 		d.journal(Record{Type: "reload", OldHash: old, Error: d.policyErr})
@@ -637,6 +655,13 @@ func (d *Daemon) publish() {
 	}
 	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil
 	d.snapshot = s
+}
+
+// Files lists the files the last policy load read, good or bad.
+func (d *Daemon) Files() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.files...)
 }
 
 // Snapshot returns the last published health.

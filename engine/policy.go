@@ -19,6 +19,10 @@ type Policy struct {
 	Probes     []*Probe
 	Thresholds Thresholds
 	Ladder     []*Rung
+	// Interval and Env come from the configuration the policy was loaded
+	// with, so a config.toml reload takes effect with the policy swap.
+	Interval time.Duration
+	Env      []string
 }
 
 // Probe returns the probe called name, or nil.

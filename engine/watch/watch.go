@@ -1,0 +1,184 @@
+// Package watch reloads the policy when one of the files it was loaded from
+// changes. It watches directories, not files, so editors that save by
+// renaming a temp file over the original (vim, VS Code, sed -i) are seen,
+// and a file deleted and recreated is picked up again.
+package watch
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/charmbracelet/log"
+	"github.com/fsnotify/fsnotify"
+)
+
+// Options configure a Watcher.
+type Options struct {
+	// Files returns the files the current policy was loaded from (also after
+	// a failed load: the files it read), plus the config and services files.
+	Files func() []string
+	// Dirs are directories watched whatever Files says (the policy directory).
+	Dirs []string
+	// Reload performs the reload; its outcome is logged by whoever owns it.
+	Reload func(ctx context.Context) (string, error)
+	// Debounce groups a burst of events into one reload.
+	Debounce time.Duration
+	Logger   *log.Logger
+}
+
+// Watcher is a running file watcher.
+type Watcher struct {
+	opts    Options
+	fsw     *fsnotify.Watcher
+	watched map[string]bool
+	digest  [32]byte
+}
+
+// New starts watching. Close it with the context given to Run.
+func New(opts Options) (*Watcher, error) {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{opts: opts, fsw: fsw, watched: map[string]bool{}}
+	w.refresh()
+	w.digest = w.contentDigest()
+	return w, nil
+}
+
+// dirs returns the directories to watch: every directory holding a file the
+// policy loaded, and the configured ones.
+func (w *Watcher) dirs() map[string]bool {
+	out := map[string]bool{}
+	for _, d := range w.opts.Dirs {
+		out[filepath.Clean(d)] = true
+	}
+	for _, f := range w.opts.Files() {
+		out[filepath.Dir(f)] = true
+	}
+	return out
+}
+
+// refresh brings the watched set in line with the current files. A
+// directory that does not exist (yet) is retried at the next refresh.
+func (w *Watcher) refresh() {
+	want := w.dirs()
+	for d := range want {
+		if w.watched[d] {
+			continue
+		}
+		if err := w.fsw.Add(d); err != nil {
+			w.opts.Logger.Warn("cannot watch directory; edits there need `talon reload`", "dir", d, "err", err)
+			continue
+		}
+		w.watched[d] = true
+	}
+	for d := range w.watched {
+		if !want[d] {
+			w.fsw.Remove(d)
+			delete(w.watched, d)
+		}
+	}
+}
+
+// relevant reports whether an event path can change the policy: a file it
+// loaded, or a .star/.toml file in a watched directory (a new file that the
+// entry file may load after its next edit, or a file recreated by rename).
+func (w *Watcher) relevant(path string) bool {
+	for _, f := range w.opts.Files() {
+		if f == path {
+			return true
+		}
+	}
+	switch filepath.Ext(path) {
+	case ".star", ".toml":
+		return w.watched[filepath.Dir(path)]
+	}
+	return false
+}
+
+// contentDigest hashes the names and contents of the loaded files, so a
+// burst that leaves them as they were (touch, an editor's backup dance)
+// does not reload.
+func (w *Watcher) contentDigest() [32]byte {
+	files := append([]string(nil), w.opts.Files()...)
+	sort.Strings(files)
+	h := sha256.New()
+	for _, f := range files {
+		io.WriteString(h, f+"\x00")
+		if fh, err := os.Open(f); err == nil {
+			io.Copy(h, fh)
+			fh.Close()
+		} else {
+			io.WriteString(h, "\x01missing")
+		}
+		io.WriteString(h, "\x00")
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// Run watches until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	defer w.fsw.Close()
+	var timer *time.Timer
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.fsw.Events:
+			if !ok {
+				return nil
+			}
+			if !w.relevant(ev.Name) {
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(w.opts.Debounce)
+			} else {
+				timer.Reset(w.opts.Debounce)
+			}
+			fire = timer.C
+		case err, ok := <-w.fsw.Errors:
+			if !ok {
+				return nil
+			}
+			w.opts.Logger.Warn("file watcher error", "err", err)
+		case <-fire:
+			fire = nil
+			d := w.contentDigest()
+			if d == w.digest {
+				continue
+			}
+			w.digest = d
+			before := w.opts.Files()
+			w.opts.Reload(ctx)
+			w.refresh()
+			if !sameFiles(before, w.opts.Files()) {
+				w.digest = w.contentDigest()
+			}
+		}
+	}
+}
+
+func sameFiles(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
