@@ -71,6 +71,7 @@ type Daemon struct {
 	rungName  string
 	rungStop  context.CancelFunc
 
+	ready    chan struct{}
 	swap     chan *swapReq
 	results  chan []Result
 	rungDone chan rungDone
@@ -109,7 +110,7 @@ func New(opts Options) *Daemon {
 	}
 	return &Daemon{opts: opts, log: opts.Logger,
 		nextDue: map[string]time.Time{}, inflight: map[string]bool{},
-		swap: make(chan *swapReq), results: make(chan []Result, 16), rungDone: make(chan rungDone, 1)}
+		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), rungDone: make(chan rungDone, 1)}
 }
 
 func (d *Daemon) now() time.Time { return d.opts.Now() }
@@ -222,6 +223,7 @@ func (d *Daemon) env() []string {
 // Run runs until ctx ends, then cancels in-flight actions, saves state and returns.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.start()
+	close(d.ready)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -656,6 +658,9 @@ func (d *Daemon) publish() {
 	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil
 	d.snapshot = s
 }
+
+// Ready is closed once the daemon has loaded its state and policy.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
 // Files lists the files the last policy load read, good or bad.
 func (d *Daemon) Files() []string {

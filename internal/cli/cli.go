@@ -4,6 +4,8 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-isatty"
 
@@ -207,8 +210,12 @@ func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 // env is the loaded configuration and the resolved paths of one invocation.
 type env struct {
 	cfg       *config.Config
+	cfgPath   string
 	policyDir string // "" means the embedded default policy
 	stateDir  string
+	// reloadConfig makes every load read config.toml again (the daemon).
+	reloadConfig bool
+	warn         func(msg string, kv ...any)
 }
 
 func (a *app) loadEnv() (*env, error) {
@@ -220,7 +227,7 @@ func (a *app) loadEnv() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{cfg: cfg, stateDir: cfg.StateDir}
+	e := &env{cfg: cfg, cfgPath: cfg.File, stateDir: cfg.StateDir}
 	if a.g.stateDir != "" {
 		e.stateDir = config.ExpandHome(a.g.stateDir, homeDir())
 	}
@@ -238,15 +245,54 @@ func (a *app) loadEnv() (*env, error) {
 	return e, nil
 }
 
-// load loads the policy of e.
+// load loads the policy of e. For the daemon it reads config.toml again
+// first, so a config edit takes effect with the next swap; a bad config is
+// an error of this load and the last good policy keeps running.
 func (e *env) load() *engine.LoadResult {
-	opts := builtins.Options{Config: e.cfg, GOOS: runtime.GOOS}
+	cfg := e.cfg
+	if e.reloadConfig {
+		c, err := config.Load(e.cfgPath)
+		if err != nil {
+			return &engine.LoadResult{Errors: []*engine.PosError{asPosError(err)}, Files: []string{e.cfgPath}}
+		}
+		e.restartOnly(c)
+		cfg = c
+	}
+	opts := builtins.Options{Config: cfg, GOOS: runtime.GOOS}
 	dir := e.policyDir
 	if dir == "" {
 		opts.FS = policies.Default
 		dir = "(embedded default)"
 	}
-	return builtins.Load(dir, opts)
+	res := builtins.Load(dir, opts)
+	res.Files = append(res.Files, e.cfgPath)
+	// The config is part of what the policy sees (config.*), so it is part
+	// of the hash: a config edit is a new policy.
+	h := sha256.New()
+	io.WriteString(h, res.Hash+"\x00")
+	if b, err := os.ReadFile(e.cfgPath); err == nil {
+		h.Write(b)
+	}
+	res.Hash = hex.EncodeToString(h.Sum(nil))
+	if res.Policy != nil {
+		res.Policy.Hash = res.Hash
+		res.Policy.Interval = time.Duration(cfg.CheckIntervalSecs) * time.Second
+		res.Policy.Env = cfg.ChildEnv(os.Environ())
+	}
+	return res
+}
+
+// restartOnly warns about config changes that take effect only on restart.
+func (e *env) restartOnly(c *config.Config) {
+	if e.warn == nil {
+		return
+	}
+	if c.Health.Bind != e.cfg.Health.Bind || c.Health.Enabled != e.cfg.Health.Enabled {
+		e.warn("config: the [health] change takes effect after a restart", "bind", c.Health.Bind)
+	}
+	if c.StateDir != e.cfg.StateDir {
+		e.warn("config: a new state_dir takes effect after a restart", "state_dir", c.StateDir)
+	}
 }
 
 func (e *env) policyName() string {

@@ -13,6 +13,7 @@ import (
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/engine/health"
 	"github.com/talon-dev/talon/engine/journal"
+	"github.com/talon-dev/talon/engine/watch"
 	"github.com/talon-dev/talon/internal/logging"
 )
 
@@ -45,6 +46,8 @@ func (a *app) run(args []string) error {
 		return fail(1, "journal: %v", err)
 	}
 	defer j.Close()
+
+	e.reloadConfig, e.warn = true, logger.Warn
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -107,5 +110,30 @@ func (a *app) run(args []string) error {
 			}
 		}
 	}()
+	{
+		dirs := watchDirs(e)
+		go func() {
+			select {
+			case <-d.Ready():
+			case <-ctx.Done():
+				return
+			}
+			w, err := watch.New(watch.Options{Files: d.Files, Dirs: dirs, Reload: d.Reload, Logger: logger})
+			if err != nil {
+				logger.Error("file watcher not started; use `talon reload` or SIGHUP", "err", err)
+				return
+			}
+			w.Run(ctx)
+		}()
+	}
 	return d.Run(ctx)
+}
+
+// watchDirs are the directories watched whatever the policy loaded.
+func watchDirs(e *env) []string {
+	dirs := []string{filepath.Dir(e.cfgPath)}
+	if e.policyDir != "" {
+		dirs = append(dirs, e.policyDir)
+	}
+	return dirs
 }

@@ -1,0 +1,196 @@
+// Package e2e drives the real talon binary against real processes and
+// loopback servers: a scripted outage through the whole ladder, kill -9 in
+// the middle of an incident, and live edits of a running daemon's policy.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/talon-dev/talon/engine"
+)
+
+var talonBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "talon-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	talonBin = filepath.Join(dir, "talon")
+	out, err := exec.Command("go", "build", "-o", talonBin, "github.com/talon-dev/talon/cmd/talon").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build talon: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// daemon is a running `talon run`.
+type daemon struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	bind     string
+	stateDir string
+	stderr   *lockedBuf
+	done     chan error
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// writeConfig writes a config.toml for a test daemon and returns its path.
+func writeConfig(t *testing.T, dir, bind, stateDir, extra string) string {
+	t.Helper()
+	path := filepath.Join(dir, "config.toml")
+	body := fmt.Sprintf("check_interval_secs = 1\nstate_dir = %q\nservices_file = %q\npath = [\"/usr/local/bin\", \"/usr/bin\", \"/bin\", \"/usr/sbin\", \"/sbin\"]\n%s\n[health]\nbind = %q\n",
+		stateDir, filepath.Join(dir, "services.toml"), extra, bind)
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func startDaemon(t *testing.T, cfgPath, policyDir, bind, stateDir string, env ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(talonBin, "run", "--config", cfgPath, "--policy", policyDir)
+	cmd.Env = append(os.Environ(), env...)
+	d := &daemon{t: t, cmd: cmd, bind: bind, stateDir: stateDir, stderr: &lockedBuf{}, done: make(chan error, 1)}
+	cmd.Stderr = d.stderr
+	cmd.Stdout = d.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-d.done
+		if t.Failed() {
+			t.Logf("daemon output:\n%s", d.stderr.String())
+		}
+	})
+	d.waitFor("the health endpoint", 10*time.Second, func(s engine.Snapshot) bool { return true })
+	return d
+}
+
+func (d *daemon) health() (engine.Snapshot, error) {
+	var s engine.Snapshot
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + d.bind + "/health")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	return s, err
+}
+
+func (d *daemon) waitFor(what string, limit time.Duration, cond func(engine.Snapshot) bool) engine.Snapshot {
+	d.t.Helper()
+	deadline := time.Now().Add(limit)
+	var last engine.Snapshot
+	var lastErr error
+	for time.Now().Before(deadline) {
+		s, err := d.health()
+		if err == nil && cond(s) {
+			return s
+		}
+		last, lastErr = s, err
+		time.Sleep(25 * time.Millisecond)
+	}
+	d.t.Fatalf("timed out after %v waiting for %s; last health %+v err %v", limit, what, last, lastErr)
+	return last
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err != nil {
+			d.t.Fatalf("daemon exited with %v after SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		d.t.Fatal("daemon did not stop within 10 s of SIGTERM")
+	}
+}
+
+// kill9 kills the daemon the hard way.
+func (d *daemon) kill9() {
+	syscall.Kill(d.cmd.Process.Pid, syscall.SIGKILL)
+	err := <-d.done
+	d.done <- err
+}
+
+// journal reads the daemon's journal.
+func readJournal(t *testing.T, stateDir string) []engine.Record {
+	t.Helper()
+	f, err := os.Open(filepath.Join(stateDir, "journal.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var recs []engine.Record
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var r engine.Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("journal line %q: %v", sc.Text(), err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func writeFile(t *testing.T, path, body string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
