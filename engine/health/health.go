@@ -1,0 +1,322 @@
+// Package health is Talon's HTTP endpoint: GET /health (the JSON snapshot
+// that `talon status`, the gateway heartbeat and other consumers read),
+// POST /reload (what `talon reload` calls), and GET /metrics (Prometheus
+// text exposition).
+//
+// It is a plain net/http server with read, write and idle timeouts: every
+// connection is served on its own goroutine, so an idle or slow client can
+// never hold up another — the predecessor served one connection at a time
+// and a single idle client took the endpoint down. Routes match exactly
+// (`/healthz` is not `/health`); the query string is ignored.
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/talon-dev/talon/engine"
+)
+
+// DefaultBind is where the endpoint listens unless the config says otherwise.
+const DefaultBind = "127.0.0.1:9999"
+
+// Server timeouts. ReloadTimeout is how long POST /reload waits for the
+// daemon before answering; it stays under WriteTimeout so that the client
+// always gets an answer.
+const (
+	ReadHeaderTimeout = 2 * time.Second
+	ReadTimeout       = 5 * time.Second
+	WriteTimeout      = 5 * time.Second
+	IdleTimeout       = 30 * time.Second
+	MaxHeaderBytes    = 16 << 10
+	ReloadTimeout     = 4 * time.Second
+)
+
+// MetricsContentType is the Content-Type of GET /metrics: the Prometheus
+// text exposition format, version 0.0.4.
+const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Options configure a Server.
+type Options struct {
+	// Bind is the listen address, host:port. Empty means DefaultBind.
+	Bind string
+	// Snapshot returns the daemon's current health. Required.
+	Snapshot func() engine.Snapshot
+	// Reload reloads the policy and returns its hash, or an error whose text
+	// is "file:line:col: message". Nil: POST /reload answers 501.
+	Reload func(ctx context.Context) (hash string, err error)
+	// Metrics writes the whole /metrics body in the text exposition format.
+	// Nil: metrics are derived from Snapshot (see WriteMetrics).
+	Metrics func(w io.Writer)
+	// Logger receives server errors at debug level and lifecycle at info.
+	// Nil discards.
+	Logger *log.Logger
+}
+
+// Server is the health endpoint.
+type Server struct {
+	opts Options
+	log  *log.Logger
+	srv  *http.Server
+
+	mu   sync.Mutex
+	ln   net.Listener
+	done chan struct{}
+	// fresh holds connections that have not sent a request yet; Shutdown
+	// closes them at once instead of waiting for their header timeout.
+	fresh map[net.Conn]struct{}
+}
+
+// New builds a server; Start makes it listen.
+func New(opts Options) *Server {
+	if opts.Bind == "" {
+		opts.Bind = DefaultBind
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = log.New(io.Discard)
+	}
+	s := &Server{opts: opts, log: logger, fresh: map[net.Conn]struct{}{}}
+	s.srv = &http.Server{
+		ConnState:         s.connState,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          logger.StandardLog(log.StandardLogOptions{ForceLevel: log.DebugLevel}),
+	}
+	return s
+}
+
+// Start listens on the bind address and serves in the background. It
+// returns the address actually bound (useful with port 0).
+func (s *Server) Start() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return "", errors.New("health server already started")
+	}
+	if s.opts.Snapshot == nil {
+		return "", errors.New("health server: no Snapshot function")
+	}
+	ln, err := net.Listen("tcp", s.opts.Bind)
+	if err != nil {
+		return "", fmt.Errorf("health endpoint: %w", err)
+	}
+	s.ln = ln
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("health endpoint stopped", "err", err)
+		}
+	}()
+	addr := ln.Addr().String()
+	s.log.Info("health endpoint listening", "bind", addr)
+	return addr, nil
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	started := s.ln != nil
+	done := s.done
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.srv.Shutdown(ctx) }()
+	// Connections that never sent a request have nothing to finish; without
+	// this, Shutdown would wait for their header timeout.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for waiting := true; waiting; {
+		s.closeFresh()
+		select {
+		case err = <-stopped:
+			waiting = false
+		case <-tick.C:
+		}
+	}
+	if err != nil {
+		s.srv.Close()
+	}
+	<-done
+	return err
+}
+
+func (s *Server) closeFresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.fresh {
+		c.Close()
+	}
+}
+
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == http.StateNew {
+		s.fresh[c] = struct{}{}
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+// Handler is the endpoint's routing, for tests and for embedding.
+func (s *Server) Handler() http.Handler {
+	reload := http.NewCrossOriginProtection()
+	reload.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusForbidden, errorBody("cross_origin_request_refused"))
+	}))
+	reloadHandler := reload.Handler(http.HandlerFunc(s.reload))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health":
+			if !allow(w, r, http.MethodGet, http.MethodHead) {
+				return
+			}
+			s.health(w, r)
+		case "/reload":
+			if !allow(w, r, http.MethodPost) {
+				return
+			}
+			reloadHandler.ServeHTTP(w, r)
+		case "/metrics":
+			if !allow(w, r, http.MethodGet, http.MethodHead) {
+				return
+			}
+			s.metrics(w, r)
+		default:
+			writeJSON(w, http.StatusNotFound, errorBody("not_found"))
+		}
+	})
+}
+
+// allow answers 405 unless the request uses one of the methods.
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeJSON(w, http.StatusMethodNotAllowed, errorBody("method_not_allowed"))
+	return false
+}
+
+type errBody struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error"`
+}
+
+func errorBody(msg string) errBody { return errBody{OK: false, Error: msg} }
+
+type reloadBody struct {
+	OK         bool   `json:"ok"`
+	PolicyHash string `json:"policy_hash"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(errorBody("encode: " + err.Error()))
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	snap := s.opts.Snapshot()
+	if snap.FailedProbes == nil {
+		snap.FailedProbes = []string{} // consumers read an array, never null
+	}
+	writeJSON(w, http.StatusOK, snap)
+}
+
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Reload == nil {
+		writeJSON(w, http.StatusNotImplemented, errorBody("reload is not available"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), ReloadTimeout)
+	defer cancel()
+	type result struct {
+		hash string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() { // answer in time even if the reload itself does not honour ctx
+		h, err := s.opts.Reload(ctx)
+		ch <- result{h, err}
+	}()
+	var res result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		res.err = fmt.Errorf("reload did not finish within %s; it may still complete", ReloadTimeout)
+	}
+	if res.err != nil {
+		s.log.Debug("reload via health endpoint failed", "err", res.err)
+		writeJSON(w, http.StatusInternalServerError, errorBody(res.err.Error()))
+		return
+	}
+	writeJSON(w, http.StatusOK, reloadBody{OK: true, PolicyHash: res.hash})
+}
+
+func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", MetricsContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	if s.opts.Metrics != nil {
+		s.opts.Metrics(w)
+		return
+	}
+	if err := WriteMetrics(w, s.opts.Snapshot()); err != nil {
+		s.log.Error("metrics exposition failed", "err", err)
+	}
+}
+
+// RefuseNonLoopback returns an error for a bind address that is not on the
+// loopback interface, unless allow is set. Only loopback IP literals
+// (127.0.0.0/8, ::1) and "localhost" count as loopback: a host name is never
+// resolved here, and an empty host (":9999") means every interface.
+func RefuseNonLoopback(bind string, allow bool) error {
+	host, _, err := net.SplitHostPort(bind)
+	if err != nil {
+		return fmt.Errorf("health bind %q: %w", bind, err)
+	}
+	if allow || isLoopback(host) {
+		return nil
+	}
+	return fmt.Errorf("health bind %s is not a loopback address; set [health] allow_non_loopback = true to expose it", bind)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,7 @@
+//go:build !unix
+
+package logging
+
+import "os"
+
+func dupStderr() (*os.File, error) { return os.Stderr, nil }

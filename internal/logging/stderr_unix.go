@@ -1,0 +1,23 @@
+//go:build unix
+
+package logging
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// dupStderr returns a close-on-exec duplicate of file descriptor 2. Writes
+// to a closed pipe through it fail with EPIPE; written through descriptor 2
+// itself they would kill the process with SIGPIPE (see os/signal).
+func dupStderr() (*os.File, error) {
+	fd, err := unix.FcntlInt(uintptr(2), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		if err == unix.EBADF { // no stderr at all: write nowhere
+			return nil, nil
+		}
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/stderr"), nil
+}
