@@ -124,3 +124,11 @@ var (
 	_ Effects = (*Recorder)(nil)
 	_ Effects = (*Fake)(nil)
 )
+
+// SecretPlaceholder lets secret resolution stand in for a value in shadow
+// mode: the lease is recorded as an intent and never performed, and the
+// placeholder is shaped like a real token so the rest of the path runs.
+func (r *Recorder) SecretPlaceholder(_ context.Context, name string) string {
+	r.record(Intent{Kind: "secret", Detail: "resolve secret " + name})
+	return "0:dry-run-" + name
+}
