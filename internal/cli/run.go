@@ -36,7 +36,7 @@ func (a *app) run(args []string) error {
 	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
 		return fail(1, "state dir: %v", err)
 	}
-	logger, closeLog, err := logging.New(logging.Options{File: filepath.Join(e.stateDir, "talon.log"), Stderr: a.stderr})
+	logger, closeLog, err := logging.New(logging.Options{Dir: e.stateDir})
 	if err != nil {
 		return fail(1, "log: %v", err)
 	}
@@ -47,7 +47,8 @@ func (a *app) run(args []string) error {
 	}
 	defer j.Close()
 
-	e.reloadConfig, e.warn = true, logger.Warn
+	e.reloadConfig = true
+	e.warn = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,290 @@
+package builtins
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
+
+	"github.com/talon-dev/talon/builtins/probe"
+	"github.com/talon-dev/talon/builtins/secret"
+	"github.com/talon-dev/talon/builtins/star"
+	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/engine/effect"
+)
+
+// collector receives what one load declares. Each load builds a fresh one;
+// finish turns it into an immutable engine.Policy.
+type collector struct {
+	cfg      *config.Config
+	cfgValue starlark.Value
+	dir      string
+	rt       *runner
+
+	probes        []*engine.Probe
+	byName        map[string]*engine.Probe
+	thresholds    engine.Thresholds
+	thresholdsPos string
+	ladder        []*engine.Rung
+	ladderPos     string
+	ladderSet     bool
+
+	// freeze holds the functions the policy handed to builtins; they are
+	// frozen when the load ends, so run-phase calls can share them.
+	freeze   []starlark.Value
+	warnings []string
+	files    []readFile
+	pre      starlark.StringDict
+}
+
+var _ star.Collector = (*collector)(nil)
+
+func newCollector(cfg *config.Config, dir string, rt *runner) *collector {
+	t := engine.DefaultThresholds()
+	t.FailedAfter = cfg.Probes.CriticalAfterConsecutiveFailures
+	t.CriticalAfter = time.Duration(cfg.Escalation.CriticalThresholdSecs) * time.Second
+	return &collector{cfg: cfg, cfgValue: configValue(cfg), dir: dir, rt: rt, byName: map[string]*engine.Probe{}, thresholds: t}
+}
+
+// AddProbe implements star.Collector.
+func (c *collector) AddProbe(p *engine.Probe) error {
+	if q, dup := c.byName[p.Name]; dup {
+		return fmt.Errorf("probe %q is already declared at %s; probe names must be unique", p.Name, q.Pos)
+	}
+	c.byName[p.Name] = p
+	c.probes = append(c.probes, p)
+	return nil
+}
+
+// SetThresholds implements star.Collector.
+func (c *collector) SetThresholds(t engine.Thresholds, pos string) error {
+	if c.thresholdsPos != "" {
+		return fmt.Errorf("thresholds are already set at %s; call state.thresholds once", c.thresholdsPos)
+	}
+	c.thresholds, c.thresholdsPos = t, pos
+	return nil
+}
+
+// SetLadder implements star.Collector.
+func (c *collector) SetLadder(rungs []*engine.Rung, pos string) error {
+	if c.ladderSet {
+		return fmt.Errorf("the ladder is already declared at %s; call ladder() once with every rung", c.ladderPos)
+	}
+	c.ladder, c.ladderPos, c.ladderSet = rungs, pos, true
+	return nil
+}
+
+// Config implements star.Collector.
+func (c *collector) Config() starlark.Value { return c.cfgValue }
+
+// Dir implements star.Collector.
+func (c *collector) Dir() string { return c.dir }
+
+func (c *collector) warn(format string, args ...any) {
+	c.warnings = append(c.warnings, fmt.Sprintf(format, args...))
+}
+
+// policyCollector is the collector of a load-phase thread run by Load.
+func policyCollector(thread *starlark.Thread, b *starlark.Builtin) (*collector, error) {
+	col, err := star.LoadPhase(thread, b)
+	if err != nil {
+		return nil, err
+	}
+	c, ok := col.(*collector)
+	if !ok {
+		return nil, fmt.Errorf("%s: only works in a policy loaded by talon", b.Name())
+	}
+	return c, nil
+}
+
+// predeclared builds the names every policy file sees. Modules made of
+// registered builtins (probe.Register) are merged with the loader's own.
+func (c *collector) predeclared() starlark.StringDict {
+	if c.pre != nil {
+		return c.pre
+	}
+	own := map[string]starlark.StringDict{
+		"probe":  {"func": starlark.NewBuiltin("probe.func", probeFunc)},
+		"exec":   Exec.Members,
+		"notify": Notify.Members,
+		"state":  State.Members,
+	}
+	names := probe.Modules()
+	for name := range own {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	pre := starlark.StringDict{}
+	for _, name := range names {
+		if _, done := pre[name]; done {
+			continue
+		}
+		members := starlark.StringDict{}
+		for k, v := range own[name] {
+			members[k] = v
+		}
+		for _, b := range probe.Registered(name) {
+			short := strings.TrimPrefix(b.Name, name+".")
+			if _, taken := members[short]; !taken {
+				members[short] = starlark.NewBuiltin(b.Name, b.Fn)
+			}
+		}
+		pre[name] = &starlarkstruct.Module{Name: name, Members: members}
+	}
+	pre["ladder"] = starlark.NewBuiltin("ladder", ladderBuiltin)
+	pre["rung"] = starlark.NewBuiltin("rung", rungBuiltin)
+	pre["services"] = starlark.NewBuiltin("services", servicesBuiltin)
+	pre["config"] = c.cfgValue
+	pre["secret"] = secret.Builtin
+	pre["struct"] = starlark.NewBuiltin("struct", starlarkstruct.Make)
+	pre.Freeze()
+	c.pre = pre
+	return pre
+}
+
+func (l *loader) predeclared() starlark.StringDict { return l.c.predeclared() }
+
+// finish validates what the load declared and builds the policy.
+func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
+	for _, v := range c.freeze {
+		v.Freeze()
+	}
+	var errs []*engine.PosError
+	for _, p := range c.probes {
+		for _, d := range p.DependsOn {
+			if d == p.Name {
+				errs = append(errs, errorAt(p.Pos, "probe %q depends on itself; remove it from depends_on", p.Name))
+			} else if c.byName[d] == nil {
+				errs = append(errs, errorAt(p.Pos, "probe %q depends on %q, which is not declared", p.Name, d))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		if cycle := dependsCycle(c.probes, c.byName); cycle != nil {
+			errs = append(errs, errorAt(c.byName[cycle[0]].Pos, "depends_on cycle: %s", strings.Join(cycle, " → ")))
+		}
+	}
+	if c.thresholds.FailedAfter < 1 {
+		errs = append(errs, errorAt(c.thresholdsPos, "failed_after must be at least 1, got %d", c.thresholds.FailedAfter))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+
+	known := map[string]bool{}
+	for _, p := range c.probes {
+		known[p.Name] = true
+	}
+	c.rt.probes = known
+
+	var kept []*engine.Probe
+	dropped := map[string]bool{}
+	for _, p := range c.probes {
+		if p.OS != "" && p.OS != opts.GOOS {
+			dropped[p.Name] = true
+			c.warn("%s: probe %q is for %s; it does not run on %s", p.Pos, p.Name, p.OS, opts.GOOS)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	for _, p := range kept {
+		if len(dropped) > 0 {
+			var deps []string
+			for _, d := range p.DependsOn {
+				if !dropped[d] {
+					deps = append(deps, d)
+				}
+			}
+			p.DependsOn = deps
+		}
+	}
+	if len(kept) == 0 {
+		c.warn("%s: the policy declares no probe that runs on %s", EntryFile, opts.GOOS)
+	}
+
+	path := c.cfg.PathList()
+	seen := map[string]bool{}
+	missing := func(pos, who, prog string) {
+		key := pos + "\x00" + prog
+		if seen[key] {
+			return
+		}
+		seen[key] = true
+		if _, err := effect.LookPath(prog, path); err != nil {
+			if strings.Contains(prog, "/") {
+				c.warn("%s: program %q (%s) cannot run: %v", pos, prog, who, err)
+			} else {
+				c.warn("%s: program %q not found on PATH (%s); install it or add its directory to path in config.toml", pos, prog, who)
+			}
+		}
+	}
+	for _, p := range kept {
+		for _, prog := range p.Programs {
+			missing(p.Pos, fmt.Sprintf("probe %q", p.Name), prog)
+		}
+	}
+	for _, r := range c.ladder {
+		for _, a := range r.Do {
+			for _, prog := range a.Programs() {
+				missing(r.Pos, fmt.Sprintf("rung %q", r.Name), prog)
+			}
+		}
+	}
+
+	return &engine.Policy{
+		Dir:        c.dir,
+		Probes:     kept,
+		Thresholds: c.thresholds,
+		Ladder:     c.ladder,
+		Interval:   time.Duration(c.cfg.CheckIntervalSecs) * time.Second,
+		Env:        c.cfg.ChildEnv(opts.Environ),
+	}, nil
+}
+
+// dependsCycle returns a depends_on cycle as probe names, first repeated
+// last, or nil.
+func dependsCycle(probes []*engine.Probe, byName map[string]*engine.Probe) []string {
+	const (
+		unvisited = iota
+		visiting
+		done
+	)
+	mark := map[string]int{}
+	var stack []string
+	var visit func(name string) []string
+	visit = func(name string) []string {
+		switch mark[name] {
+		case visiting:
+			for i, n := range stack {
+				if n == name {
+					return append(append([]string(nil), stack[i:]...), name)
+				}
+			}
+		case done:
+			return nil
+		}
+		mark[name] = visiting
+		stack = append(stack, name)
+		for _, d := range byName[name].DependsOn {
+			if byName[d] == nil {
+				continue
+			}
+			if cyc := visit(d); cyc != nil {
+				return cyc
+			}
+		}
+		stack = stack[:len(stack)-1]
+		mark[name] = done
+		return nil
+	}
+	for _, p := range probes {
+		if cyc := visit(p.Name); cyc != nil {
+			return cyc
+		}
+	}
+	return nil
+}

@@ -1,0 +1,413 @@
+// Package builtins loads Talon policies. Load runs a policy's talon.star, and
+// the files it loads, on a load-phase thread with the policy builtins
+// predeclared (probe, the other probe modules, state, ladder, rung, exec,
+// notify, agent, secret, config, services, struct), collects what the policy
+// declares into a fresh collection, validates it and returns it as an
+// immutable engine.Policy. Load always returns a result: errors and the files
+// read are fields of it, so a watcher keeps watching a policy that failed.
+//
+// The Starlark dialect (FileOptions): top-level if and for are allowed, so a
+// policy can declare probes in a loop; while, recursion and reassigning a
+// global are not. Without while and recursion every policy terminates, and no
+// policy can overflow the Go stack; the step budget bounds how long it runs.
+//
+// Budgets: the whole load gets Options.MaxSteps (DefaultLoadSteps) Starlark
+// steps; each run-phase call — a probe.func, a when= predicate, a do=
+// function — gets Options.RunMaxSteps (DefaultRunSteps) and is cancelled when
+// its context ends.
+package builtins
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+
+	"go.starlark.net/resolve"
+	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
+
+	"github.com/talon-dev/talon/builtins/agent"
+	_ "github.com/talon-dev/talon/builtins/notify" // registers notify.telegram, notify.webhook, ...
+	"github.com/talon-dev/talon/builtins/secret"
+	"github.com/talon-dev/talon/builtins/star"
+	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/config"
+)
+
+// EntryFile is the file a policy directory starts from.
+const EntryFile = "talon.star"
+
+// Step budgets; see the package documentation.
+const (
+	DefaultLoadSteps uint64 = 10_000_000
+	DefaultRunSteps  uint64 = 1_000_000
+)
+
+// maxPolicyFile bounds each policy file read.
+const maxPolicyFile = 1 << 20
+
+// Options configure one Load.
+type Options struct {
+	// Config is what the policy reads as `config`, and gives the services
+	// file, the child PATH, the check interval and threshold defaults.
+	// Nil means config.Default().
+	Config *config.Config
+	// FS, when set, holds the policy (talon.star at its root) instead of the
+	// directory on disk: the embedded default policy is loaded this way. The
+	// dir argument of Load then only names the policy in Files and errors.
+	FS fs.FS
+	// MaxSteps is the Starlark step budget of the whole load; 0 means DefaultLoadSteps.
+	MaxSteps uint64
+	// RunMaxSteps is the step budget of each run-phase call; 0 means DefaultRunSteps.
+	RunMaxSteps uint64
+	// GOOS is the platform probes are checked against; "" means runtime.GOOS.
+	// Probes declared for another OS are left out of the policy, with a warning.
+	GOOS string
+	// Environ is the environment children inherit from (filtered by
+	// config.ChildEnv); nil means os.Environ().
+	Environ []string
+	// Print receives the policy's print() output while it loads; nil
+	// discards it. At run time print() goes to the run environment's Log.
+	Print func(msg string)
+}
+
+// FileOptions is the Starlark dialect of policy files; see the package documentation.
+func FileOptions() *syntax.FileOptions {
+	return &syntax.FileOptions{Set: true, TopLevelControl: true}
+}
+
+// Load loads the policy in dir (talon.star and what it loads). It never
+// panics and always returns a result: on success Policy is set, on failure
+// Errors say why with file:line:col positions relative to dir. Files lists
+// every file read on disk (absolute paths, the services file included; with
+// Options.FS the policy files are not on disk and are not listed), and Hash is
+// the sha256 of the names and contents of every file read.
+func Load(dir string, opts Options) *engine.LoadResult {
+	if opts.Config == nil {
+		opts.Config = config.Default()
+	}
+	if opts.MaxSteps == 0 {
+		opts.MaxSteps = DefaultLoadSteps
+	}
+	if opts.RunMaxSteps == 0 {
+		opts.RunMaxSteps = DefaultRunSteps
+	}
+	if opts.GOOS == "" {
+		opts.GOOS = runtime.GOOS
+	}
+	if opts.Environ == nil {
+		opts.Environ = os.Environ()
+	}
+	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
+	if opts.FS == nil {
+		if abs, err := filepath.Abs(dir); err == nil {
+			l.dir = abs
+		}
+	}
+	l.rt = &runner{maxSteps: opts.RunMaxSteps}
+	l.c = newCollector(opts.Config, l.dir, l.rt)
+	res := l.load()
+	res.Files, res.Hash = l.c.filesAndHash()
+	if res.Policy != nil {
+		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash
+	}
+	return res
+}
+
+type loader struct {
+	opts    Options
+	dir     string
+	fsys    fs.FS
+	c       *collector
+	rt      *runner
+	modules map[string]*module
+	stack   []string // files being loaded, outermost first
+}
+
+type module struct {
+	globals starlark.StringDict
+	err     error
+	done    bool
+}
+
+// loadError carries the positioned errors of a loaded file through the
+// `load` statement of the file that loaded it.
+type loadError struct{ errs []*engine.PosError }
+
+func (e *loadError) Error() string { return e.errs[0].Error() }
+
+// readError is a file that could not be read; its `load` statement is the
+// position to report.
+type readError struct{ msg string }
+
+func (e *readError) Error() string { return e.msg }
+
+func (l *loader) load() *engine.LoadResult {
+	res := &engine.LoadResult{}
+	if l.fsys == nil {
+		root, err := os.OpenRoot(l.dir)
+		if err != nil {
+			res.Errors = []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("cannot open policy directory: %v", err)}}
+			return res
+		}
+		defer root.Close()
+		l.fsys = root.FS()
+	}
+	thread := &starlark.Thread{Name: "load " + l.dir, Load: l.loadModule}
+	thread.Print = func(_ *starlark.Thread, msg string) {
+		if l.opts.Print != nil {
+			l.opts.Print(msg)
+		}
+	}
+	thread.SetMaxExecutionSteps(l.opts.MaxSteps)
+	star.SetCollector(thread, l.c)
+	secret.SetLeaseCommand(thread, l.opts.Config.Secrets.LeaseCommand)
+	agent.SetCaller(thread, l.rt.callWithIncident)
+
+	l.modules[EntryFile] = &module{}
+	l.stack = []string{EntryFile}
+	_, err := l.exec(thread, EntryFile)
+	if err != nil {
+		res.Errors = l.posErrors(err)
+		res.Warnings = l.c.warnings
+		return res
+	}
+	pol, errs := l.c.finish(l.opts)
+	res.Warnings = l.c.warnings
+	if len(errs) > 0 {
+		res.Errors = errs
+		return res
+	}
+	res.Policy = pol
+	return res
+}
+
+// exec reads and runs one policy file; name is relative to the policy dir.
+func (l *loader) exec(thread *starlark.Thread, name string) (starlark.StringDict, error) {
+	src, err := l.read(name)
+	if err != nil {
+		return nil, err
+	}
+	return starlark.ExecFileOptions(FileOptions(), thread, name, src, l.predeclared())
+}
+
+func (l *loader) read(name string) ([]byte, error) {
+	f, err := l.fsys.Open(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if name == EntryFile {
+				return nil, &engine.PosError{File: EntryFile, Message: fmt.Sprintf("no %s in policy directory %s; create it or point policy_dir elsewhere", EntryFile, l.dir)}
+			}
+			return nil, &readError{fmt.Sprintf("no file %s in the policy directory", name)}
+		}
+		return nil, l.readErr(name, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, l.readErr(name, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, l.readErr(name, errors.New("not a regular file"))
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
+	if err != nil {
+		return nil, l.readErr(name, err)
+	}
+	if len(data) > maxPolicyFile {
+		return nil, l.readErr(name, fmt.Errorf("larger than %d bytes", maxPolicyFile))
+	}
+	path := ""
+	if l.opts.FS == nil {
+		path = filepath.Join(l.dir, filepath.FromSlash(name))
+	}
+	l.c.record(name, path, data)
+	return data, nil
+}
+
+func (l *loader) readErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if name == EntryFile {
+		return &engine.PosError{File: EntryFile, Message: fmt.Sprintf("cannot read: %v", err)}
+	}
+	return &readError{fmt.Sprintf("cannot read %s: %v", name, err)}
+}
+
+// loadModule implements load(): paths are relative to the policy directory
+// and never leave it; each file runs once (later loads share its frozen
+// globals); a file that loads itself, directly or not, is a cycle.
+func (l *loader) loadModule(thread *starlark.Thread, spec string) (starlark.StringDict, error) {
+	name, err := cleanLoadPath(spec)
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := l.modules[name]; ok {
+		if !m.done {
+			return nil, fmt.Errorf("load cycle: %s", strings.Join(append(slices.Clone(l.stack), name), " → "))
+		}
+		return m.globals, m.err
+	}
+	m := &module{}
+	l.modules[name] = m
+	l.stack = append(l.stack, name)
+	g, err := l.exec(thread, name)
+	l.stack = l.stack[:len(l.stack)-1]
+	var re *readError
+	if err != nil && !errors.As(err, &re) {
+		err = &loadError{errs: l.posErrors(err)}
+	}
+	m.globals, m.err, m.done = g, err, true
+	return g, err
+}
+
+func cleanLoadPath(spec string) (string, error) {
+	switch {
+	case spec == "":
+		return "", errors.New("empty path")
+	case strings.HasPrefix(spec, "/") || filepath.IsAbs(spec):
+		return "", errors.New("absolute paths are not allowed; load files by their path inside the policy directory")
+	case strings.Contains(spec, `\`):
+		return "", errors.New(`use "/" to separate directories`)
+	}
+	name := path.Clean(spec)
+	if name == ".." || strings.HasPrefix(name, "../") {
+		return "", errors.New("the path leaves the policy directory; keep loaded files inside it")
+	}
+	if !strings.HasSuffix(name, ".star") {
+		return "", errors.New("only .star files can be loaded")
+	}
+	if !fs.ValidPath(name) {
+		return "", fmt.Errorf("invalid path %q", spec)
+	}
+	return name, nil
+}
+
+// posErrors turns an error of a load into positioned errors.
+func (l *loader) posErrors(err error) []*engine.PosError {
+	var le *loadError
+	if errors.As(err, &le) {
+		return le.errs
+	}
+	var pe *engine.PosError
+	if errors.As(err, &pe) {
+		return []*engine.PosError{pe}
+	}
+	var rl resolve.ErrorList
+	if errors.As(err, &rl) {
+		var out []*engine.PosError
+		for _, e := range rl {
+			out = append(out, atPos(e.Pos, e.Msg))
+		}
+		return out
+	}
+	var se syntax.Error
+	if errors.As(err, &se) {
+		return []*engine.PosError{atPos(se.Pos, se.Msg)}
+	}
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) {
+		return []*engine.PosError{evalPosError(ee, l.opts.MaxSteps, loadAdvice)}
+	}
+	return []*engine.PosError{{Message: err.Error()}}
+}
+
+func atPos(p syntax.Position, msg string) *engine.PosError {
+	return &engine.PosError{File: p.Filename(), Line: int(p.Line), Col: int(p.Col), Message: msg}
+}
+
+const builtinFile = "<builtin>"
+
+// What to do when a step budget runs out, while loading and at run time.
+const (
+	loadAdvice = "shorten it or move the work into a probe.func"
+	runAdvice  = "shorten it"
+)
+
+// evalPosError places an evaluation error at its innermost frame in a
+// policy file, and explains cancellations.
+func evalPosError(ee *starlark.EvalError, budget uint64, advice string) *engine.PosError {
+	msg := ee.Msg
+	if reason, ok := strings.CutPrefix(msg, "Starlark computation cancelled: "); ok {
+		switch reason {
+		case "too many steps":
+			msg = fmt.Sprintf("step budget of %d steps exhausted: a loop runs too long; %s", budget, advice)
+		default:
+			msg = "cancelled: " + reason
+		}
+	}
+	for i := len(ee.CallStack) - 1; i >= 0; i-- {
+		p := ee.CallStack[i].Pos
+		if p.Filename() != builtinFile && p.Filename() != "" {
+			return atPos(p, msg)
+		}
+	}
+	return &engine.PosError{Message: msg}
+}
+
+// parsePos splits a "file:line:col" position as written by star.Pos.
+func parsePos(pos string) (file string, line, col int) {
+	file = pos
+	nums := [2]int{}
+	for i := 1; i >= 0; i-- {
+		j := strings.LastIndexByte(file, ':')
+		if j < 0 {
+			return pos, 0, 0
+		}
+		n := 0
+		if _, err := fmt.Sscanf(file[j+1:], "%d", &n); err != nil {
+			return pos, 0, 0
+		}
+		nums[i], file = n, file[:j]
+	}
+	return file, nums[0], nums[1]
+}
+
+// errorAt is a PosError at a "file:line:col" position.
+func errorAt(pos, format string, args ...any) *engine.PosError {
+	f, line, col := parsePos(pos)
+	return &engine.PosError{File: f, Line: line, Col: col, Message: fmt.Sprintf(format, args...)}
+}
+
+type readFile struct {
+	key  string // name in the hash: the policy-relative name, or the absolute path of a services file
+	path string // absolute path for Files; "" for a file of Options.FS, which is not on disk
+	data []byte
+}
+
+func (c *collector) record(key, path string, data []byte) {
+	for _, f := range c.files {
+		if f.key == key {
+			return
+		}
+	}
+	c.files = append(c.files, readFile{key: key, path: path, data: data})
+}
+
+// filesAndHash lists the files read, sorted, and hashes their names and
+// contents in that order.
+func (c *collector) filesAndHash() ([]string, string) {
+	fs := slices.Clone(c.files)
+	sort.Slice(fs, func(i, j int) bool { return fs[i].key < fs[j].key })
+	h := sha256.New()
+	var files []string
+	for _, f := range fs {
+		fmt.Fprintf(h, "%s\x00%d\x00", f.key, len(f.data))
+		h.Write(f.data)
+		if f.path != "" {
+			files = append(files, f.path)
+		}
+	}
+	sort.Strings(files)
+	return slices.Compact(files), hex.EncodeToString(h.Sum(nil))
+}

@@ -1,0 +1,33 @@
+// Package policies holds the policies shipped with Talon. Default is the
+// embedded default policy, run when the user has none of their own.
+package policies
+
+import (
+	"embed"
+	"io/fs"
+)
+
+//go:embed default.star
+var embedded embed.FS
+
+// DefaultSource returns the text of default.star.
+func DefaultSource() []byte {
+	b, _ := embedded.ReadFile("default.star")
+	return b
+}
+
+// Default is a policy directory holding default.star as its talon.star:
+//
+//	builtins.Load("<embedded default>", builtins.Options{FS: policies.Default, ...})
+//
+// It can open talon.star and nothing else.
+var Default fs.FS = defaultFS{}
+
+type defaultFS struct{}
+
+func (defaultFS) Open(name string) (fs.File, error) {
+	if name != "talon.star" {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return embedded.Open("default.star")
+}
