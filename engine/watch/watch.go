@@ -36,7 +36,11 @@ type Watcher struct {
 	opts    Options
 	fsw     *fsnotify.Watcher
 	watched map[string]bool
-	digest  [32]byte
+	// seen are relevant paths that had events; they join the digest so a
+	// file that a failed load could not list (the entry file, deleted
+	// mid-edit and now recreated) still counts as a change.
+	seen   map[string]bool
+	digest [32]byte
 }
 
 // New starts watching. Close it with the context given to Run.
@@ -48,7 +52,7 @@ func New(opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{opts: opts, fsw: fsw, watched: map[string]bool{}}
+	w := &Watcher{opts: opts, fsw: fsw, watched: map[string]bool{}, seen: map[string]bool{}}
 	w.refresh()
 	w.digest = w.contentDigest()
 	return w, nil
@@ -67,10 +71,12 @@ func (w *Watcher) dirs() map[string]bool {
 	return out
 }
 
-// refresh brings the watched set in line with the current files. A
-// directory that does not exist (yet) is retried at the next refresh.
-func (w *Watcher) refresh() {
+// refresh brings the watched set in line with the current files and
+// reports whether it added a directory. A directory that does not exist
+// (yet) is retried at the next refresh.
+func (w *Watcher) refresh() bool {
 	want := w.dirs()
+	added := false
 	for d := range want {
 		if w.watched[d] {
 			continue
@@ -80,6 +86,7 @@ func (w *Watcher) refresh() {
 			continue
 		}
 		w.watched[d] = true
+		added = true
 	}
 	for d := range w.watched {
 		if !want[d] {
@@ -87,6 +94,7 @@ func (w *Watcher) refresh() {
 			delete(w.watched, d)
 		}
 	}
+	return added
 }
 
 // relevant reports whether an event path can change the policy: a file it
@@ -109,7 +117,17 @@ func (w *Watcher) relevant(path string) bool {
 // burst that leaves them as they were (touch, an editor's backup dance)
 // does not reload.
 func (w *Watcher) contentDigest() [32]byte {
-	files := append([]string(nil), w.opts.Files()...)
+	set := map[string]bool{}
+	for _, f := range w.opts.Files() {
+		set[f] = true
+	}
+	for f := range w.seen {
+		set[f] = true
+	}
+	files := make([]string, 0, len(set))
+	for f := range set {
+		files = append(files, f)
+	}
 	sort.Strings(files)
 	h := sha256.New()
 	for _, f := range files {
@@ -132,6 +150,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer w.fsw.Close()
 	var timer *time.Timer
 	var fire <-chan time.Time
+	arm := func() {
+		if timer == nil {
+			timer = time.NewTimer(w.opts.Debounce)
+		} else {
+			timer.Reset(w.opts.Debounce)
+		}
+		fire = timer.C
+	}
+	// force reloads even if the digest looks unchanged: a directory was
+	// just added, and a file in it may have changed before it was watched.
+	force := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,12 +172,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !w.relevant(ev.Name) {
 				continue
 			}
-			if timer == nil {
-				timer = time.NewTimer(w.opts.Debounce)
-			} else {
-				timer.Reset(w.opts.Debounce)
-			}
-			fire = timer.C
+			w.seen[ev.Name] = true
+			arm()
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
 				return nil
@@ -157,13 +182,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-fire:
 			fire = nil
 			d := w.contentDigest()
-			if d == w.digest {
+			if d == w.digest && !force {
 				continue
 			}
+			force = false
 			w.digest = d
 			before := w.opts.Files()
 			w.opts.Reload(ctx)
-			w.refresh()
+			if w.refresh() {
+				force = true
+				arm()
+			}
 			if !sameFiles(before, w.opts.Files()) {
 				w.digest = w.contentDigest()
 			}

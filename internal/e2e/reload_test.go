@@ -94,9 +94,9 @@ func TestLiveEditsOfARunningPolicy(t *testing.T) {
 
 	// A runtime error and an endless loop behave the same.
 	r.edit(v2 + "probe.exec(\"c\", 42)\n")
-	r.policyError("the runtime error", "talon.star:4:")
+	r.policyError("the runtime error", "talon.star:4:11: probe.exec: for parameter argv")
 	r.edit(v2 + "for i in range(1000000000):\n    pass\n")
-	r.policyError("the step budget", "talon.star:")
+	r.policyError("the step budget", "step budget")
 
 	// Fix it: the error clears.
 	v3 := v2 + "probe.exec(\"c\", [\"true\"])\n"
@@ -117,7 +117,7 @@ func TestLiveEditsOfARunningPolicy(t *testing.T) {
 	if err := os.Remove(r.entry()); err != nil {
 		t.Fatal(err)
 	}
-	s6 := r.policyError("the deleted file", "talon.star")
+	s6 := r.policyError("the deleted file", "no talon.star")
 	if s6.PolicyHash != s5.PolicyHash || s6.ProbeCount != 4 {
 		t.Fatalf("deleted file dropped the policy: %+v", s6)
 	}
