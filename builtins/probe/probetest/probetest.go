@@ -94,3 +94,32 @@ func Run(t testing.TB, p *engine.Probe) (engine.Result, time.Duration) {
 	res := r.RunOne(context.Background(), p)
 	return res, time.Since(start)
 }
+
+// RunWithEnv is Run with extra child environment entries ("KEY=value"),
+// which override Env's (the last value of a key wins).
+func RunWithEnv(t testing.TB, p *engine.Probe, extra ...string) (engine.Result, time.Duration) {
+	t.Helper()
+	r := &engine.Runner{Effects: effect.NewLive(), Env: append(Env(), extra...)}
+	start := time.Now()
+	res := r.RunOne(context.Background(), p)
+	return res, time.Since(start)
+}
+
+// Call executes src as "talon.star" on a run-phase thread (the way probe.func
+// and rung functions run) with live effects, the child environment Env()
+// plus extra, and timeout as the deadline. It returns the file's globals.
+func Call(src string, timeout time.Duration, extra ...string) (starlark.StringDict, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	thread := &starlark.Thread{Name: "probetest-run"}
+	star.SetRun(thread, &star.RunEnv{Ctx: ctx, Effects: effect.NewLive(), Env: append(Env(), extra...)})
+	globals, err := starlark.ExecFileOptions(&syntax.FileOptions{}, thread, "talon.star", src, Modules())
+	if err != nil {
+		var ee *starlark.EvalError
+		if errors.As(err, &ee) {
+			return nil, errors.New(ee.Backtrace())
+		}
+		return nil, err
+	}
+	return globals, nil
+}
