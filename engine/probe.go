@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,7 +65,9 @@ type ProbeEnv struct {
 
 // Command returns an effect.Command for argv with the probe environment.
 func (e *ProbeEnv) Command(argv ...string) effect.Command {
-	return effect.Command{Argv: argv, Env: e.Env}
+	// Clip the shared environment so a kind appending to its copy can never
+	// write into the runner's slice that other probes read concurrently.
+	return effect.Command{Argv: argv, Env: slices.Clip(e.Env)}
 }
 
 // Outcome is what a check observed.

@@ -120,6 +120,8 @@ type Secrets struct {
 var DefaultPath = []string{
 	"/opt/homebrew/bin", "/opt/homebrew/sbin", "~/.local/bin",
 	"/usr/local/bin", "/usr/local/sbin", "/usr/bin", "/bin", "/usr/sbin", "/sbin",
+	// Nagios/Monitoring plugins as Debian installs them.
+	"/usr/lib/nagios/plugins", "/usr/lib/monitoring-plugins",
 }
 
 // Default returns the configuration used when config.toml is missing, with
@@ -208,6 +210,12 @@ func (c *Config) finish(home string, enabledSet bool) {
 	for _, p := range []*string{&c.HealScript, &c.ServicesFile, &c.PolicyDir, &c.StateDir,
 		&c.Worker.Dir, &c.Worker.LogStdout, &c.Worker.LogStderr, &c.Worker.EnvFile, &c.Secrets.Dir} {
 		*p = ExpandHome(*p, home)
+		// A relative path in config.toml is relative to the file, not to
+		// wherever the daemon happens to start (launchd starts it in /).
+		// (A heal_script without a slash is a program looked up on PATH.)
+		if *p != "" && !filepath.IsAbs(*p) && c.File != "" && (p != &c.HealScript || strings.Contains(*p, "/")) {
+			*p = filepath.Join(filepath.Dir(c.File), *p)
+		}
 	}
 	for i := range c.Path {
 		c.Path[i] = ExpandHome(c.Path[i], home)

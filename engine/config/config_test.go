@@ -130,7 +130,7 @@ func TestDefaults(t *testing.T) {
 	if c.Worker.Enabled || c.Worker.Port != 3111 || c.Worker.ExternalLaunchdLabel != "" {
 		t.Errorf("worker defaults: %+v", c.Worker)
 	}
-	wantPath := []string{"/opt/homebrew/bin", "/opt/homebrew/sbin", "/home/u/.local/bin", "/usr/local/bin", "/usr/local/sbin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"}
+	wantPath := []string{"/opt/homebrew/bin", "/opt/homebrew/sbin", "/home/u/.local/bin", "/usr/local/bin", "/usr/local/sbin", "/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/lib/nagios/plugins", "/usr/lib/monitoring-plugins"}
 	if !slices.Equal(c.Path, wantPath) {
 		t.Errorf("path = %v", c.Path)
 	}

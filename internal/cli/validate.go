@@ -40,6 +40,7 @@ func (a *app) validate(args []string) error {
 	rep := validateReport{ProbesByKind: map[string]int{}, Rungs: []string{}, Errors: []*engine.PosError{}, Warnings: []string{}}
 	e, err := a.loadEnv()
 	if err != nil {
+		rep.ConfigPath = a.g.config
 		rep.Errors = append(rep.Errors, asPosError(err))
 	} else {
 		rep.ConfigPath, rep.ConfigFound = e.cfg.File, e.cfg.Found

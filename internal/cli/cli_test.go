@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/talon-dev/talon/engine"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// talon runs the command line in-process; stdout is not a terminal, so
+// output is JSON as when piped.
+func talon(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	t.Setenv("TALON_STATE_DIR", t.TempDir())
+	code = Main(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func testdata(t *testing.T, name string) string {
+	t.Helper()
+	abs, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// normalize makes output independent of where the repository and HOME are.
+func normalize(t *testing.T, s string) string {
+	td, _ := filepath.Abs("testdata")
+	home, _ := os.UserHomeDir()
+	s = strings.ReplaceAll(s, td, "$TESTDATA")
+	return strings.ReplaceAll(s, home, "$HOME")
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("output differs from %s (run go test -update and review the diff):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestValidateGolden(t *testing.T) {
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"validate_good", []string{"validate", "--json", "--config", "$D/good/config.toml", "--policy", "$D/good"}, 0, ""},
+		{"validate_syntax", []string{"validate", "--json", "--config", "$D/good/config.toml", "--policy", "$D/syntax"}, 1, ""},
+		{"validate_missing_program", []string{"validate", "--config", "$D/good/config.toml", "--policy", "$D/missingprog"}, 0, ""},
+		{"validate_missing_program_strict", []string{"validate", "--strict", "--config", "$D/good/config.toml", "--policy", "$D/missingprog"}, 1, ""},
+		{"validate_bad_config", []string{"validate", "--config", "$D/badconfig/config.toml", "--policy", "$D/badconfig"}, 1, ""},
+		{"validate_old_spelling", []string{"--config", "$D/good/config.toml", "--validate", "--policy", "$D/missingprog"}, 0, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := make([]string, len(tc.args))
+			for i, a := range tc.args {
+				args[i] = strings.ReplaceAll(a, "$D", testdata(t, ""))
+			}
+			out, errOut, code := talon(t, args...)
+			if code != tc.code || errOut != tc.stderr {
+				t.Fatalf("exit %d stderr %q; want %d %q\n%s", code, errOut, tc.code, tc.stderr, out)
+			}
+			golden(t, tc.name, normalize(t, out))
+		})
+	}
+}
+
+func TestValidateSyntaxErrorLine(t *testing.T) {
+	out, _, code := talon(t, "validate", "--json", "--config", testdata(t, "good/config.toml"), "--policy", testdata(t, "syntax"))
+	var rep struct {
+		OK     bool               `json:"ok"`
+		Errors []*engine.PosError `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if code != 1 || rep.OK || len(rep.Errors) == 0 || rep.Errors[0].Line != 3 || rep.Errors[0].File != "talon.star" {
+		t.Fatalf("exit %d report %+v", code, rep)
+	}
+}
+
+func writePolicy(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "talon.star"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestCheckRunsProbesConcurrently(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 10; i++ {
+		b.WriteString(`probe.exec("sleep` + string(rune('0'+i)) + `", ["sleep", "0.3"])` + "\n")
+	}
+	policy := writePolicy(t, b.String())
+	start := time.Now()
+	out, errOut, code := talon(t, "check", "--config", testdata(t, "good/config.toml"), "--policy", policy)
+	wall := time.Since(start)
+	var results []engine.Result
+	if err := json.Unmarshal([]byte(out), &results); err != nil || code != 0 || errOut != "" {
+		t.Fatalf("exit %d stderr %q err %v\n%s", code, errOut, err, out)
+	}
+	var sum int64
+	for _, r := range results {
+		sum += r.DurationMS
+	}
+	if len(results) != 10 || sum < 3000 {
+		t.Fatalf("%d results, %d ms in all", len(results), sum)
+	}
+	// Sequential would be 3 s; concurrency makes it about one probe's time.
+	// The bound is loose on purpose (a noisy 2-core machine): it only has to
+	// tell concurrent from sequential. Figures live in `make bench`.
+	if wall > 1500*time.Millisecond {
+		t.Fatalf("check took %v for 10 probes of 0.3 s: they did not run concurrently", wall)
+	}
+}
+
+func TestCheckExitCodesAndProbeFilter(t *testing.T) {
+	policy := writePolicy(t, "probe.exec(\"good\", [\"true\"])\nprobe.exec(\"bad\", [\"false\"], critical = True)\n")
+	cfg := testdata(t, "good/config.toml")
+	if _, _, code := talon(t, "check", "--config", cfg, "--policy", policy); code != 1 {
+		t.Fatalf("a failing probe: exit %d, want 1", code)
+	}
+	out, _, code := talon(t, "check", "--probe", "good", "--config", cfg, "--policy", policy)
+	if code != 0 || !strings.Contains(out, `"name": "good"`) || strings.Contains(out, `"bad"`) {
+		t.Fatalf("--probe good: exit %d\n%s", code, out)
+	}
+	out, _, code = talon(t, "--check", "--json", "--config", cfg, "--policy", policy)
+	var results []map[string]any
+	if err := json.Unmarshal([]byte(out), &results); err != nil || code != 1 || len(results) != 2 {
+		t.Fatalf("--check: exit %d %v\n%s", code, err, out)
+	}
+	for _, key := range []string{"name", "passed", "output", "duration_ms", "critical"} {
+		if _, ok := results[1][key]; !ok {
+			t.Fatalf("result lacks %q: %v", key, results[1])
+		}
+	}
+	if _, errOut, code := talon(t, "check", "--probe", "nope", "--config", cfg, "--policy", policy); code != 2 || !strings.Contains(errOut, `no probe named "nope"`) {
+		t.Fatalf("unknown probe: exit %d %q", code, errOut)
+	}
+}
+
+func TestErrorsAreOneLine(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"frobnicate"}, 2, `talon: unknown command "frobnicate"; see talon --help` + "\n"},
+		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon --help\n"},
+		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: policy /nonexistent/talon-policy has no talon.star: no such file or directory\n"},
+		{[]string{"--worker-only"}, 2, "talon: --worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd\n"},
+	}
+	for _, tc := range cases {
+		_, errOut, code := talon(t, append(tc.args, "--config", testdata(t, "good/config.toml"))...)
+		if code != tc.code || errOut != tc.want {
+			t.Errorf("talon %v: exit %d stderr %q; want %d %q", tc.args, code, errOut, tc.code, tc.want)
+		}
+	}
+}
+
+func TestStatusFromStateFile(t *testing.T) {
+	dir := t.TempDir()
+	st := engine.NewState(time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC))
+	st.Phase = engine.Critical
+	if err := engine.SaveState(engine.StatePath(dir), st); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte("[health]\nbind = \"127.0.0.1:1\"\n"), 0o644)
+	out, errOut, code := talon(t, "status", "--config", cfg, "--state-dir", dir)
+	if code != 0 || errOut != "" || !strings.Contains(out, `"source": "state_file"`) || !strings.Contains(out, `"phase": "critical"`) {
+		t.Fatalf("exit %d %q\n%s", code, errOut, out)
+	}
+	os.WriteFile(engine.StatePath(dir), []byte(`{"version":1,"phase":"critical"`), 0o600)
+	_, errOut, code = talon(t, "--status", "--config", cfg, "--state-dir", dir)
+	if code != 1 || !strings.Contains(errOut, "is corrupt") || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("corrupt state: exit %d %q", code, errOut)
+	}
+}
