@@ -190,7 +190,7 @@ func TestTelegramDryRun(t *testing.T) {
 			t.Fatalf("run: %+v", r)
 		}
 		in := rec.Intents()
-		if len(in) != 1 || in[0].Kind != "http" || in[0].Detail != "telegram sendMessage chat -100123" {
+		if len(in) != 2 || in[0].Detail != "resolve secret tg" || in[1].Kind != "http" || in[1].Detail != "telegram sendMessage chat -100123" {
 			t.Fatalf("intents %+v", in)
 		}
 	})

@@ -189,12 +189,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.digest = d
 			before := w.opts.Files()
 			w.opts.Reload(ctx)
-			if w.refresh() {
+			// A new directory or a changed file list means a file may have
+			// changed before it was watched or listed: look once more. (The
+			// daemon skips a reload whose hash is unchanged.)
+			if w.refresh() || !sameFiles(before, w.opts.Files()) {
 				force = true
 				arm()
-			}
-			if !sameFiles(before, w.opts.Files()) {
-				w.digest = w.contentDigest()
 			}
 		}
 	}

@@ -19,7 +19,15 @@ func TestAutoOnATerminalIsPretty(t *testing.T) {
 	script := testpeer.Need(t, "script")["script"]
 	dir := t.TempDir()
 	cmd := exec.Command(script, "-qec", "'"+strings.ReplaceAll(os.Args[0], "'", `'\''`)+"' -test.run='^TestHelperTTY$'", "/dev/null")
-	cmd.Env = append(os.Environ(), "TALON_LOGGING_TTY_DIR="+dir, "TERM=xterm-256color", "NO_COLOR=", "CLICOLOR_FORCE=")
+	// The colour library turns colours off when CI is set, as CI runs this
+	// test with CI=true; the child is an interactive terminal, so drop it.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CI=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "TALON_LOGGING_TTY_DIR="+dir, "TERM=xterm-256color", "NO_COLOR=", "CLICOLOR_FORCE=")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
