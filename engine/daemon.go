@@ -150,6 +150,7 @@ func (d *Daemon) start() {
 	} else {
 		d.policy = res.Policy
 	}
+	d.warn(res)
 	d.state.Reconcile(d.policy)
 	for _, e := range Interrupted(d.state, d.policy, now) {
 		d.record(e)
@@ -565,12 +566,22 @@ func (d *Daemon) apply(res *LoadResult) {
 	}
 	d.policy = res.Policy
 	d.reloads++
+	d.warn(res)
 	d.state.Reconcile(d.policy)
 	d.schedule(d.now(), false)
 	d.journal(Record{Type: "reload", OldHash: old})
 	d.log.Info("policy reloaded", "policy", short(d.policy.Hash), "old", short(old), "probes", len(d.policy.Probes))
 	d.publish()
 	d.persist()
+}
+
+// warn logs what validate would warn about: programs missing from the
+// children's PATH, probes for another OS. A recovery that cannot run must
+// never be silent (the predecessor lost six days to a missing limactl).
+func (d *Daemon) warn(res *LoadResult) {
+	for _, w := range res.Warnings {
+		d.log.Warn("policy warning", "warning", w)
+	}
 }
 
 // Reload loads the policy again and swaps it in if it is good. It is what

@@ -22,7 +22,7 @@ func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 func (a *app) check(args []string) error {
 	var asJSON bool
 	var only stringsFlag
-	if _, err := a.flags("check", args, func(fs *flag.FlagSet) {
+	if err := a.flagsOnly("check", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "JSON output")
 		fs.Var(&only, "probe", "run only this probe (repeatable)")
 	}); err != nil {

@@ -189,6 +189,15 @@ func contains(s []string, x string) bool {
 	return false
 }
 
+// flagsOnly is flags for a command that takes no positional arguments.
+func (a *app) flagsOnly(name string, args []string, define func(fs *flag.FlagSet)) error {
+	rest, err := a.flags(name, args, define)
+	if err == nil && len(rest) > 0 {
+		return fail(2, "%s takes no arguments, got %q; see talon --help", name, rest[0])
+	}
+	return err
+}
+
 // flags parses a command's flags together with the global ones.
 func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) ([]string, error) {
 	fs := flag.NewFlagSet("talon "+name, flag.ContinueOnError)
@@ -197,14 +206,27 @@ func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 	if define != nil {
 		define(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(a.stdout, usage)
-			return nil, &exitError{code: 0}
+	// Flags may come after positional arguments (talon drill sos --config x):
+	// parse, set the first positional aside, and go on with the rest.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(a.stdout, usage)
+				return nil, &exitError{code: 0}
+			}
+			return nil, fail(2, "%s: %v; see talon --help", name, err)
 		}
-		return nil, fail(2, "%s: %v; see talon --help", name, err)
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if rest[0] == "--" {
+			return append(positional, rest[1:]...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
-	return fs.Args(), nil
 }
 
 // env is the loaded configuration and the resolved paths of one invocation.

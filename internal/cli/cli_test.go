@@ -173,6 +173,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"frobnicate"}, 2, `talon: unknown command "frobnicate"; see talon --help` + "\n"},
 		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon --help\n"},
 		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: policy /nonexistent/talon-policy has no talon.star: no such file or directory\n"},
+		{[]string{"check", "foo"}, 2, "talon: check takes no arguments, got \"foo\"; see talon --help\n"},
 		{[]string{"--worker-only"}, 2, "talon: --worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd\n"},
 	}
 	for _, tc := range cases {

@@ -6,7 +6,7 @@ import (
 
 // print is the old `talon --dry-run`: the resolved configuration and policy.
 func (a *app) print(args []string) error {
-	if _, err := a.flags("print", args, nil); err != nil {
+	if err := a.flagsOnly("print", args, nil); err != nil {
 		return err
 	}
 	e, err := a.loadEnv()

@@ -20,7 +20,7 @@ import (
 // run is the daemon.
 func (a *app) run(args []string) error {
 	var dryRun, workerOnly bool
-	if _, err := a.flags("run", args, func(fs *flag.FlagSet) {
+	if err := a.flagsOnly("run", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&dryRun, "dry-run", false, "shadow mode: real probes, actions only recorded")
 		fs.BoolVar(&workerOnly, "worker-only", false, "run only the worker supervisor")
 	}); err != nil {

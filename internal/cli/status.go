@@ -23,7 +23,7 @@ type statusReport struct {
 
 func (a *app) status(args []string) error {
 	var asJSON bool
-	if _, err := a.flags("status", args, func(fs *flag.FlagSet) {
+	if err := a.flagsOnly("status", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "JSON output")
 	}); err != nil {
 		return err
@@ -87,7 +87,7 @@ func (a *app) status(args []string) error {
 }
 
 func (a *app) reload(args []string) error {
-	if _, err := a.flags("reload", args, nil); err != nil {
+	if err := a.flagsOnly("reload", args, nil); err != nil {
 		return err
 	}
 	e, err := a.loadEnv()

@@ -31,7 +31,7 @@ type validateReport struct {
 
 func (a *app) validate(args []string) error {
 	var asJSON, strict bool
-	if _, err := a.flags("validate", args, func(fs *flag.FlagSet) {
+	if err := a.flagsOnly("validate", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "JSON output")
 		fs.BoolVar(&strict, "strict", false, "warnings are errors")
 	}); err != nil {
