@@ -26,7 +26,6 @@ deps:
 	./hack/k8s/build.sh
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 5x ./engine/... ./builtins/... ./internal/...
 	./hack/bench.sh
 
 lint: vet
