@@ -201,3 +201,40 @@ func TestDaemonBadPolicyKeepsRunning(t *testing.T) {
 		t.Fatalf("bad reload did not keep the last good policy: %+v", s)
 	}
 }
+
+func TestReloadDuringIncidentNeverRepages(t *testing.T) {
+	t.Parallel()
+	check := func(context.Context, *ProbeEnv) Outcome { return Outcome{Output: "down"} }
+	pager := &recPager{}
+	mkPolicy := func(hash string, extra ...*Probe) *Policy {
+		return &Policy{Hash: hash, Probes: append([]*Probe{{Name: "api", Critical: true, After: 1, Digest: "api", Check: check}}, extra...),
+			Thresholds: Thresholds{FailedAfter: 1, CriticalAfter: time.Hour, RecoverAfter: 1},
+			Ladder:     []*Rung{{Name: "sos", Do: []Action{pager}, State: "sos", Repeat: time.Hour}}}
+	}
+	var cur atomic.Pointer[Policy]
+	cur.Store(mkPolicy("v1"))
+	d := New(Options{Load: func() *LoadResult { p := cur.Load(); return &LoadResult{Policy: p, Hash: p.Hash} },
+		Interval: 100 * time.Millisecond, Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(io.Discard)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	waitFor(t, "the page", 3*time.Second, func() bool { return len(pager.kinds()) == 1 })
+	inc := d.Snapshot().Incident.ID
+	for i, p := range []*Policy{
+		mkPolicy("v2", &Probe{Name: "extra", Digest: "extra", Check: func(context.Context, *ProbeEnv) Outcome { return Outcome{Passed: true} }}),
+		mkPolicy("v3"),
+	} {
+		cur.Store(p)
+		if h, err := d.Reload(ctx); err != nil || h != p.Hash {
+			t.Fatalf("reload %d: %q %v", i, h, err)
+		}
+		time.Sleep(400 * time.Millisecond) // several cycles under the new policy
+	}
+	s := d.Snapshot()
+	if s.Incident == nil || s.Incident.ID != inc || s.State != SOS || s.PolicyHash != "v3" || s.Reloads != 2 {
+		t.Fatalf("after reloads: %+v", s)
+	}
+	if k := pager.kinds(); len(k) != 1 {
+		t.Fatalf("a reload re-sent the page: %v", k)
+	}
+}
