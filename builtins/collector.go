@@ -1,6 +1,8 @@
 package builtins
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -181,6 +183,10 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 	}
 	c.rt.probes = known
 
+	if errs := c.checkPredicates(); len(errs) > 0 {
+		return nil, errs
+	}
+
 	var kept []*engine.Probe
 	dropped := map[string]bool{}
 	for _, p := range c.probes {
@@ -243,6 +249,47 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		Interval:   time.Duration(c.cfg.CheckIntervalSecs) * time.Second,
 		Env:        c.cfg.ChildEnv(opts.Environ),
 	}, nil
+}
+
+// checkPredicates finds a ladder naming an unknown probe. when= predicates
+// are pure, so evaluating them at load time is safe: each runs against a
+// synthetic incident where every probe passes, and one where every probe
+// fails, which between them reach most incident.failing/passed calls. Only
+// "no probe named" errors count here; any other error may depend on a real
+// incident and surfaces when the rung is considered.
+func (c *collector) checkPredicates() []*engine.PosError {
+	var errs []*engine.PosError
+	now := time.Unix(0, 0).UTC()
+	views := []*engine.IncidentView{}
+	for _, passed := range []bool{true, false} {
+		v := &engine.IncidentView{ID: "load-check", Started: now, Now: now, State: string(engine.Failed), Rungs: map[string]engine.RungRecord{}}
+		for _, p := range c.probes {
+			r := engine.Result{Name: p.Name, Passed: passed, Critical: p.Critical}
+			if passed {
+				v.Passing = append(v.Passing, r)
+			} else {
+				v.Failing = append(v.Failing, r)
+			}
+		}
+		views = append(views, v)
+	}
+	for _, r := range c.ladder {
+		if r.When == nil {
+			continue
+		}
+		for _, v := range views {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := r.When(ctx, v)
+			cancel()
+			var pe *engine.PosError
+			if errors.As(err, &pe) && strings.Contains(pe.Message, "no probe named") {
+				pe.Message += fmt.Sprintf(" (when= of rung %q)", r.Name)
+				errs = append(errs, pe)
+				break
+			}
+		}
+	}
+	return errs
 }
 
 // dependsCycle returns a depends_on cycle as probe names, first repeated

@@ -154,6 +154,13 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`talon.star:1:11: depends_on cycle: a → b → c → a`},
 		},
 		{
+			name: "ladder naming an unknown probe",
+			files: map[string]string{"talon.star": "probe.exec(\"colima\", [\"true\"])\nprobe.exec(\"docker\", [\"true\"])\n" +
+				"def split(incident):\n    return incident.passed(\"colima\") and incident.failing(\"dokcer\")\n" +
+				"ladder(rung(\"bridge\", when = split, do = exec.shell(\"true\")))\n"},
+			want: []string{`talon.star:4:58: incident.failing: no probe named "dokcer" in this policy (when= of rung "bridge")`},
+		},
+		{
 			name:  "rung with an empty do",
 			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nladder(\n    rung(\"heal\", do = []),\n)\n"},
 			want:  []string{`talon.star:3:9: rung: heal: do must name at least one action`},
