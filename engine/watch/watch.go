@@ -7,7 +7,9 @@ package watch
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -39,8 +41,9 @@ type Watcher struct {
 	// seen are relevant paths that had events; they join the digest so a
 	// file that a failed load could not list (the entry file, deleted
 	// mid-edit and now recreated) still counts as a change.
-	seen   map[string]bool
-	digest [32]byte
+	seen    map[string]bool
+	missing map[string]bool // directories already reported as unwatchable
+	digest  [32]byte
 }
 
 // New starts watching. Close it with the context given to Run.
@@ -52,7 +55,7 @@ func New(opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{opts: opts, fsw: fsw, watched: map[string]bool{}, seen: map[string]bool{}}
+	w := &Watcher{opts: opts, fsw: fsw, watched: map[string]bool{}, seen: map[string]bool{}, missing: map[string]bool{}}
 	w.refresh()
 	w.digest = w.contentDigest()
 	return w, nil
@@ -82,9 +85,19 @@ func (w *Watcher) refresh() bool {
 			continue
 		}
 		if err := w.fsw.Add(d); err != nil {
-			w.opts.Logger.Warn("cannot watch directory; edits there need `talon reload`", "dir", d, "err", err)
+			if !w.missing[d] {
+				w.missing[d] = true
+				if errors.Is(err, fs.ErrNotExist) {
+					// Normal on a fresh machine (no ~/.config/talon yet);
+					// retried at every refresh.
+					w.opts.Logger.Info("not watching a directory that does not exist yet", "dir", d)
+				} else {
+					w.opts.Logger.Warn("cannot watch directory; edits there need `talon reload`", "dir", d, "err", err)
+				}
+			}
 			continue
 		}
+		delete(w.missing, d)
 		w.watched[d] = true
 		added = true
 	}
@@ -161,10 +174,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 	// force reloads even if the digest looks unchanged: a directory was
 	// just added, and a file in it may have changed before it was watched.
 	force := false
+	// Directories that did not exist (a fresh ~/.config/talon, a policy
+	// directory removed and recreated) are looked for again now and then.
+	retry := time.NewTicker(5 * time.Second)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-retry.C:
+			if w.refresh() {
+				force = true
+				arm()
+			}
 		case ev, ok := <-w.fsw.Events:
 			if !ok {
 				return nil
