@@ -80,6 +80,12 @@ func (w *Watcher) dirs() map[string]bool {
 func (w *Watcher) refresh() bool {
 	want := w.dirs()
 	added := false
+	for d := range w.watched {
+		if _, err := os.Stat(d); err != nil { // removed: its watch is gone too
+			w.fsw.Remove(d)
+			delete(w.watched, d)
+		}
+	}
 	for d := range want {
 		if w.watched[d] {
 			continue
