@@ -38,9 +38,7 @@ type Watcher struct {
 	opts    Options
 	fsw     *fsnotify.Watcher
 	watched map[string]bool
-	// seen are relevant paths that had events; they join the digest so a
-	// file that a failed load could not list (the entry file, deleted
-	// mid-edit and now recreated) still counts as a change.
+	// seen holds every file any load read; they all join the digest.
 	seen    map[string]bool
 	missing map[string]bool // directories already reported as unwatchable
 	digest  [32]byte
@@ -57,6 +55,7 @@ func New(opts Options) (*Watcher, error) {
 	}
 	w := &Watcher{opts: opts, fsw: fsw, watched: map[string]bool{}, seen: map[string]bool{}, missing: map[string]bool{}}
 	w.refresh()
+	w.remember()
 	w.digest = w.contentDigest()
 	return w, nil
 }
@@ -116,20 +115,21 @@ func (w *Watcher) refresh() bool {
 	return added
 }
 
-// relevant reports whether an event path can change the policy: a file it
-// loaded, or a .star/.toml file in a watched directory (a new file that the
-// entry file may load after its next edit, or a file recreated by rename).
+// relevant reports whether an event path can change the policy: a file a
+// load read, now or before (so the entry file deleted mid-edit, which a
+// failed load cannot list, still counts when it comes back). A new file
+// nobody loaded is ignored: the edit that makes a policy load it is an
+// edit of a loaded file.
 func (w *Watcher) relevant(path string) bool {
+	w.remember()
+	return w.seen[path]
+}
+
+// remember adds the current files to the set of files ever loaded.
+func (w *Watcher) remember() {
 	for _, f := range w.opts.Files() {
-		if f == path {
-			return true
-		}
+		w.seen[f] = true
 	}
-	switch filepath.Ext(path) {
-	case ".star", ".toml":
-		return w.watched[filepath.Dir(path)]
-	}
-	return false
 }
 
 // contentDigest hashes the names and contents of the loaded files, so a
@@ -200,7 +200,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !w.relevant(ev.Name) {
 				continue
 			}
-			w.seen[ev.Name] = true
 			arm()
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
