@@ -13,6 +13,7 @@ import (
 	"go.starlark.net/starlarkstruct"
 	"go.starlark.net/starlarktest"
 
+	"github.com/talon-dev/talon/builtins/agent"
 	"github.com/talon-dev/talon/builtins/probe/probetest"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
@@ -56,6 +57,7 @@ func runStarFile(t *testing.T, file string) {
 	}}
 	starlarktest.SetReporter(thread, t)
 	star.SetCollector(thread, c)
+	agent.SetCaller(thread, rt.callWithIncident)
 	thread.SetMaxExecutionSteps(DefaultLoadSteps)
 	pre := starlark.StringDict{}
 	for k, v := range c.predeclared() {

@@ -110,7 +110,7 @@ func commandResult(r effect.ExecResult) starlark.Value {
 // environment entries) under the call's context, bounded further by
 // timeout when it is set, and returns commandResult.
 func runCommand(thread *starlark.Thread, b *starlark.Builtin, timeout time.Duration, build func(ctx context.Context, env []string) (argv, extraEnv []string)) (starlark.Value, error) {
-	re, err := star.RunPhase(thread, b)
+	re, err := star.Effects(thread, b)
 	if err != nil {
 		return nil, err
 	}

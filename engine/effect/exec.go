@@ -14,8 +14,9 @@ import (
 	"time"
 )
 
-// drainAfterExit is how long a KeepGroup command's output is still read after
-// its leader exited, in case a background process holds the pipe open.
+// drainAfterExit is how long output is still read after the leader exited
+// (or its group was killed), in case a process outside the group holds the
+// pipe open.
 const drainAfterExit = 500 * time.Millisecond
 
 // run is the one place Talon starts a child process. The child leads its own
@@ -115,18 +116,18 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 		// Whatever the leader left behind dies with it: no orphans, and no
 		// grandchild keeps our pipes open.
 		syscall.Kill(-pgid, syscall.SIGKILL)
-		readers.Wait()
-	} else {
-		done := make(chan struct{})
-		go func() { readers.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(drainAfterExit):
-			// A detached background process holds the pipe; stop reading.
-			outR.Close()
-			errR.Close()
-			<-done
-		}
+	}
+	// A descendant that left the group (setsid, a double fork) may still
+	// hold the pipes: read what is there for a moment, then stop reading,
+	// so the command never outlives its deadline by more than that.
+	done := make(chan struct{})
+	go func() { readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainAfterExit):
+		outR.Close()
+		errR.Close()
+		<-done
 	}
 	outR.Close()
 	errR.Close()

@@ -165,3 +165,22 @@ func pgrep(t *testing.T, marker string) string {
 	out, _ := exec.Command("pgrep", "-f", marker).Output()
 	return strings.TrimSpace(string(out))
 }
+
+// A descendant that leaves the process group (setsid) and keeps the pipe
+// open must not hold the result past the deadline.
+func TestExecSetsidPipeHolderCannotStallTheResult(t *testing.T) {
+	t.Parallel()
+	marker := "talon-setsid-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	start := time.Now()
+	r := execIn(t, time.Second, Command{Argv: []string{"bash", "-c", "setsid bash -c 'exec -a " + marker + " sleep 6' & sleep 30"}})
+	took := time.Since(start)
+	defer exec.Command("pkill", "-f", marker).Run()
+	if !r.TimedOut || took > 3*time.Second {
+		t.Fatalf("timed out %v after %v: a setsid grandchild held the result", r.TimedOut, took)
+	}
+	start = time.Now()
+	r = execIn(t, 10*time.Second, Command{Argv: []string{"bash", "-c", "setsid bash -c 'exec -a " + marker + " sleep 6' & echo done"}})
+	if !r.OK() || r.Stdout != "done\n" || time.Since(start) > 3*time.Second {
+		t.Fatalf("got %+v after %v", r, time.Since(start))
+	}
+}
