@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -63,19 +64,22 @@ type Daemon struct {
 	policy    *Policy
 	policyErr string
 	files     []string // what the last load read, good or bad: the watcher watches these
+	started   time.Time
 	reloads   int
 	lastCycle time.Time
-	snapshot  Snapshot
+	snapshot  atomic.Pointer[Snapshot] // read without d.mu: /health never waits on the loop
 	nextDue   map[string]time.Time
 	inflight  map[string]bool
 	rungName  string
 	rungStop  context.CancelFunc
 
-	ready    chan struct{}
-	swap     chan *swapReq
-	results  chan []Result
-	rungDone chan rungDone
-	bg       sync.WaitGroup // rung, resolution and probe goroutines
+	ready chan struct{}
+	// longestTimeout is the longest probe timeout of the current policy.
+	longestTimeout atomic.Value
+	swap           chan *swapReq
+	results        chan []Result
+	rungDone       chan rungDone
+	bg             sync.WaitGroup // rung, resolution and probe goroutines
 }
 
 type swapReq struct {
@@ -86,6 +90,8 @@ type swapReq struct {
 type rungDone struct {
 	incident, rung string
 	out            RungOutcome
+	// whole says the rung ran to its end, not cut short by a shutdown.
+	whole bool
 }
 
 // New builds a daemon; Run starts it.
@@ -151,7 +157,12 @@ func (d *Daemon) start() {
 		d.policy = res.Policy
 	}
 	d.warn(res)
-	d.state.Reconcile(d.policy)
+	if d.policyErr == "" {
+		// With no good policy there is nothing to fit the state to: keep
+		// every probe's state as it was until a good policy loads.
+		d.state.Reconcile(d.policy)
+	}
+	d.started = now
 	for _, e := range Interrupted(d.state, d.policy, now) {
 		d.record(e)
 	}
@@ -235,6 +246,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-tick.C:
 			d.launchDue(ctx)
 		case rs := <-d.results:
+			// Take every result that is already waiting: probes that finish
+			// together are observed (and persisted) together.
+			for more := true; more; {
+				select {
+				case r := <-d.results:
+					rs = append(rs, r...)
+				default:
+					more = false
+				}
+			}
 			d.observe(ctx, rs)
 		case rd := <-d.rungDone:
 			d.finishRung(ctx, rd)
@@ -269,11 +290,14 @@ func (d *Daemon) launchDue(ctx context.Context) {
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
-		rs := runner.Run(ctx, due)
-		select {
-		case d.results <- rs:
-		case <-ctx.Done():
-		}
+		// Each result goes to the loop as soon as its probe finishes: one
+		// slow probe never holds back the others' results or escalation.
+		runner.Stream(ctx, due, func(r Result) {
+			select {
+			case d.results <- []Result{r}:
+			case <-ctx.Done():
+			}
+		})
 	}()
 }
 
@@ -352,7 +376,12 @@ func (d *Daemon) record(e Event) {
 	case "rung_done":
 		d.log.Info("rung finished", "rung", e.Rung, "outcome", e.Reason)
 	case "rung_skip":
-		d.log.Info("rung skipped", "rung", e.Rung, "reason", e.Reason)
+		if strings.HasPrefix(e.Reason, "when= failed") {
+			// A predicate that errors disables its rung: never quietly.
+			d.log.Error("rung skipped: its when= predicate failed", "rung", e.Rung, "err", e.Reason)
+		} else {
+			d.log.Info("rung skipped", "rung", e.Rung, "reason", e.Reason)
+		}
 	case "page_failed":
 		d.log.Error("page not delivered", "rung", e.Rung, "reason", e.Reason)
 	}
@@ -365,6 +394,13 @@ func (d *Daemon) record(e Event) {
 func (d *Daemon) escalate(ctx context.Context, now time.Time) {
 	if d.rungName != "" || d.state.Incident == nil {
 		return
+	}
+	// After a restart, act only on what this run has seen: every probe of
+	// the incident must have run once since the start.
+	for _, name := range d.state.Incident.Probes {
+		if ps := d.state.Probes[name]; ps == nil || ps.Last == nil || ps.Last.At.Before(d.started) {
+			return
+		}
 	}
 	view := d.state.View(d.policy, now)
 	dec := Decide(d.state, d.policy, now, func(r *Rung) (bool, error) {
@@ -394,8 +430,16 @@ func (d *Daemon) escalate(ctx context.Context, now time.Time) {
 	go func() {
 		defer d.bg.Done()
 		defer cancel()
-		out := d.runRung(rctx, runner, childEnv, r, view, verify)
-		d.rungDone <- rungDone{incident: incID, rung: r.Name, out: out}
+		var out RungOutcome
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					out = RungOutcome{Output: fmt.Sprintf("internal error in rung %s: %v", r.Name, v), Pages: r.Pages()}
+				}
+			}()
+			out = d.runRung(rctx, runner, childEnv, r, view, verify)
+		}()
+		d.rungDone <- rungDone{incident: incID, rung: r.Name, out: out, whole: rctx.Err() == nil}
 	}()
 }
 
@@ -424,12 +468,18 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 		Log:     func(msg string, kv ...any) { d.log.Info(msg, append([]any{"rung", r.Name}, kv...)...) }}
 	out := RungOutcome{OK: true}
 	var pagers []Pager
-	var outputs []string
+	var actions []Action
 	for _, a := range r.Do {
 		if p, ok := a.(Pager); ok {
 			pagers = append(pagers, p)
-			continue
+		} else {
+			actions = append(actions, a)
 		}
+	}
+	var outputs []string
+	// Actions run in order and stop at the first failure; the rung's pages
+	// go out whatever the actions did.
+	for _, a := range actions {
 		res := a.Run(ctx, env)
 		ok := res.OK
 		d.mu.Lock()
@@ -449,7 +499,7 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 	out.Output = strings.Join(outputs, "\n")
 	// Verify by re-probing, under the daemon's context rather than the
 	// rung's timeout: a heal that used its whole budget still gets checked.
-	if r.Verify && len(verify) > 0 && parent.Err() == nil && len(pagers) < len(r.Do) {
+	if r.Verify && len(verify) > 0 && parent.Err() == nil && len(actions) > 0 {
 		out.Verify = runner.Run(parent, verify)
 	}
 	return out
@@ -465,7 +515,15 @@ func (d *Daemon) sendAll(ctx context.Context, env *ActionEnv, pagers []Pager, ms
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := p.Send(ctx, env, msg)
+			var err error
+			func() {
+				defer func() {
+					if v := recover(); v != nil {
+						err = fmt.Errorf("internal error in %s: %v", p.Channel(), v)
+					}
+				}()
+				err = p.Send(ctx, env, msg)
+			}()
 			ok := err == nil
 			rec := Record{Type: "action", Rung: env.Rung, Action: "page " + msg.Kind + " via " + p.Channel(), OK: &ok}
 			if err != nil {
@@ -530,8 +588,9 @@ func (d *Daemon) finishRung(ctx context.Context, rd rungDone) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.rungName, d.rungStop = "", nil
-	if ctx.Err() != nil {
-		return // stop() records the interruption
+	stopping := ctx.Err() != nil
+	if stopping && !rd.whole && len(rd.out.Paged) == 0 {
+		return // cut short by the shutdown: stop() records the interruption
 	}
 	for _, e := range FinishRung(d.state, d.policy, rd.incident, rd.rung, rd.out, now) {
 		d.record(e)
@@ -539,7 +598,9 @@ func (d *Daemon) finishRung(ctx context.Context, rd rungDone) {
 	if len(rd.out.Verify) > 0 {
 		d.journal(Record{Type: "cycle", Results: rd.out.Verify, Rung: rd.rung})
 	}
-	d.escalate(ctx, now)
+	if !stopping {
+		d.escalate(ctx, now)
+	}
 	d.publish()
 	d.persist()
 }
@@ -619,6 +680,17 @@ func (d *Daemon) stop() {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// A rung that finished while we were stopping keeps its real outcome
+	// (a delivered page must not be re-sent after the restart).
+	select {
+	case rd := <-d.rungDone:
+		if rd.whole || len(rd.out.Paged) > 0 {
+			for _, e := range FinishRung(d.state, d.policy, rd.incident, rd.rung, rd.out, d.now()) {
+				d.record(e)
+			}
+		}
+	default:
+	}
 	for _, e := range Interrupted(d.state, d.policy, d.now()) {
 		d.record(e)
 	}
@@ -642,6 +714,14 @@ func (d *Daemon) persist() {
 
 // publish rebuilds the snapshot; callers hold d.mu.
 func (d *Daemon) publish() {
+	longest := time.Duration(0)
+	for _, p := range d.policy.Probes {
+		longest = max(longest, p.EffectiveTimeout())
+	}
+	if d.policy.Interval > 0 && d.policy.Interval > d.opts.Interval {
+		longest += 3 * (d.policy.Interval - d.opts.Interval)
+	}
+	d.longestTimeout.Store(longest)
 	s := Snapshot{State: d.state.Phase, ConsecutiveFailures: d.state.ConsecutiveFailures,
 		ProbeCount: len(d.policy.Probes), WorkerRestarts: d.state.WorkerRestarts,
 		UpdatedAtUnix: d.now().Unix(), PolicyHash: d.policy.Hash, LastCycle: d.lastCycle,
@@ -667,7 +747,7 @@ func (d *Daemon) publish() {
 		s.Rung = &r
 	}
 	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil
-	d.snapshot = s
+	d.snapshot.Store(&s)
 }
 
 // Ready is closed once the daemon has loaded its state and policy.
@@ -680,11 +760,24 @@ func (d *Daemon) Files() []string {
 	return append([]string(nil), d.files...)
 }
 
-// Snapshot returns the last published health.
+// Snapshot returns the last published health. A daemon whose probe results
+// have stopped coming (a wedged loop) says so: it is not ok and Stale is set.
 func (d *Daemon) Snapshot() Snapshot {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.snapshot
+	p := d.snapshot.Load()
+	if p == nil {
+		return Snapshot{State: Healthy, FailedProbes: []string{}}
+	}
+	s := *p
+	if limit := d.staleAfter(); !s.LastCycle.IsZero() && d.now().Sub(s.LastCycle) > limit {
+		s.OK, s.Stale = false, true
+	}
+	return s
+}
+
+// staleAfter is how long without any probe result means the loop is stuck:
+// three intervals plus the longest probe timeout.
+func (d *Daemon) staleAfter() time.Duration {
+	return 3*d.opts.Interval + d.longestTimeout.Load().(time.Duration)
 }
 
 func short(h string) string {

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Page delivery retries back off from PageRetryMin, doubling up to PageRetryMax.
@@ -45,6 +46,13 @@ func Decide(s *State, pol *Policy, now time.Time, when WhenFunc) Decision {
 	skip := func(r *Rung, reason string) {
 		d.Events = append(d.Events, Event{Type: "rung_skip", Rung: r.Name, Incident: inc.ID, Reason: reason, At: now})
 	}
+	if inc.Position < 0 {
+		inc.Position = 0
+	}
+	if s.recovering(pol) {
+		d.Wait = "the failing probes pass again; waiting for them to recover"
+		return d
+	}
 	for inc.Position < len(pol.Ladder) {
 		r := pol.Ladder[inc.Position]
 		if r.Pages() && !inc.Critical {
@@ -81,6 +89,21 @@ func Decide(s *State, pol *Policy, now time.Time, when WhenFunc) Decision {
 	return d
 }
 
+// recovering reports whether every escalating probe of the incident passed
+// its last run: it is still down only by recovery hysteresis, and nothing
+// should run (or page) on a green result.
+func (s *State) recovering(pol *Policy) bool {
+	if len(s.Incident.Probes) == 0 {
+		return false
+	}
+	for _, name := range s.Incident.Probes {
+		if ps := s.Probes[name]; ps == nil || ps.Last == nil || !ps.Last.Passed {
+			return false
+		}
+	}
+	return true
+}
+
 func evalWhen(r *Rung, when WhenFunc) (bool, string) {
 	if r.When == nil || when == nil {
 		return true, ""
@@ -110,7 +133,9 @@ func (s *State) held(r *Rung, now time.Time) string {
 	return ""
 }
 
-// due reports whether r should run again after the first walk.
+// due reports whether r should run again after the first walk. Cooldowns
+// apply to every rung, pages included; a page also waits for its repeat
+// once delivered, or for its backoff after a failed delivery.
 func (s *State) due(r *Rung, now time.Time) bool {
 	inc := s.Incident
 	if r.After > 0 && now.Sub(inc.Started) < r.After {
@@ -118,6 +143,9 @@ func (s *State) due(r *Rung, now time.Time) bool {
 	}
 	rs := inc.Rungs[r.Name]
 	if rs != nil && now.Before(rs.NextTry) {
+		return false
+	}
+	if last, ok := s.LastRun[r.Name]; ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
 		return false
 	}
 	if r.Pages() {
@@ -132,8 +160,7 @@ func (s *State) due(r *Rung, now time.Time) bool {
 	if r.Cooldown <= 0 {
 		return rs == nil // once per incident
 	}
-	last, ok := s.LastRun[r.Name]
-	return !ok || now.Sub(last) >= r.Cooldown
+	return true
 }
 
 // BeginRung records that rung idx starts now. The caller persists the state
@@ -192,7 +219,6 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 	if out.Pages {
 		rs.LastOK = len(out.Paged) > 0
 	}
-	advance := true
 	if out.Pages {
 		if len(out.Paged) > 0 {
 			inc.Paged = union(inc.Paged, out.Paged)
@@ -202,14 +228,15 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 				ev = append(ev, s.raise(Phase(pol.Ladder[idx].State), now)...)
 			}
 		} else {
+			// The page is retried with backoff once the ladder has had its
+			// walk; later rungs (another channel, say) do not wait for it.
 			rs.Failures++
 			rs.NextTry = now.Add(pageBackoff(rs.Failures))
-			advance = false
 			ev = append(ev, Event{Type: "page_failed", Rung: rung, Incident: inc.ID,
 				Reason: fmt.Sprintf("no channel accepted the page; retry at %s", rs.NextTry.UTC().Format(time.RFC3339)), At: now})
 		}
 	}
-	if advance && idx >= 0 && inc.Position == idx {
+	if idx >= 0 && inc.Position == idx {
 		inc.Position = idx + 1
 	}
 	if len(out.Verify) > 0 {
@@ -266,9 +293,13 @@ func outcomeText(o RungOutcome) string {
 	return "failed: " + firstLines(o.Output, 1)
 }
 
+// capText cuts s to at most n bytes at a character boundary.
 func capText(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

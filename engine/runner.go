@@ -50,6 +50,32 @@ func (r *Runner) Run(ctx context.Context, probes []*Probe) []Result {
 	return out
 }
 
+// Stream runs probes concurrently and hands each result to emit as soon as
+// its probe finishes; it returns when all have been emitted. emit is called
+// from one goroutine at a time.
+func (r *Runner) Stream(ctx context.Context, probes []*Probe, emit func(Result)) {
+	n := r.Parallel
+	if n <= 0 || n > len(probes) {
+		n = len(probes)
+	}
+	sem := make(chan struct{}, max(n, 1))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			res := r.RunOne(ctx, p)
+			<-sem
+			mu.Lock()
+			defer mu.Unlock()
+			emit(res)
+		}()
+	}
+	wg.Wait()
+}
+
 // RunOne runs one probe under its deadline, applies `expect`, and never
 // panics: a panicking check is a failed result that says so.
 func (r *Runner) RunOne(ctx context.Context, p *Probe) (res Result) {

@@ -21,8 +21,11 @@ type Snapshot struct {
 	Rung        *string       `json:"rung"`
 	LastCycle   time.Time     `json:"last_cycle"`
 	DryRun      bool          `json:"dry_run"`
-	Reloads     int           `json:"reloads"`
-	Probes      []Result      `json:"probes"`
+	// Stale says no probe result arrived for several intervals: the
+	// daemon's loop is stuck and what /health shows is old.
+	Stale   bool     `json:"stale"`
+	Reloads int      `json:"reloads"`
+	Probes  []Result `json:"probes"`
 }
 
 // IncidentInfo is the open incident as /health shows it.

@@ -43,7 +43,7 @@ type State struct {
 	Phase      Phase                  `json:"phase"`
 	PhaseSince time.Time              `json:"phase_since"`
 	Probes     map[string]*ProbeState `json:"probes"`
-	// ConsecutiveFailures counts cycles in a row with any failing probe.
+	// ConsecutiveFailures is the longest current run of failures of any probe.
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	Incident            *Incident `json:"incident"`
 	// LastRun is when each rung last started, across incidents: cooldowns
@@ -129,7 +129,10 @@ func (s *State) Reconcile(pol *Policy) {
 	for _, p := range pol.Probes {
 		keep[p.Name] = true
 		if ps, ok := s.Probes[p.Name]; ok && ps.Digest != p.Digest {
-			delete(s.Probes, p.Name)
+			// A changed definition restarts the counts, but a probe that
+			// is down stays down until it recovers: editing a timeout in
+			// the middle of an incident must not "resolve" it and page anew.
+			ps.Digest, ps.Fails, ps.Passes = p.Digest, 0, 0
 		}
 	}
 	for name := range s.Probes {
@@ -151,9 +154,11 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 			continue
 		}
 		ps := s.Probes[p.Name]
-		if ps == nil || ps.Digest != p.Digest {
+		if ps == nil {
 			ps = &ProbeState{Digest: p.Digest}
 			s.Probes[p.Name] = ps
+		} else if ps.Digest != p.Digest {
+			ps.Digest, ps.Fails, ps.Passes = p.Digest, 0, 0
 		}
 		r := r
 		ps.Last = &r
@@ -173,10 +178,13 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 			}
 		}
 	}
-	if s.anyFailing(pol) {
-		s.ConsecutiveFailures++
-	} else {
-		s.ConsecutiveFailures = 0
+	// The worst probe's run of failures: unlike "cycles with any failure"
+	// it does not depend on how results are grouped as they arrive.
+	s.ConsecutiveFailures = 0
+	for _, p := range pol.Probes {
+		if ps := s.Probes[p.Name]; ps != nil {
+			s.ConsecutiveFailures = max(s.ConsecutiveFailures, ps.Fails)
+		}
 	}
 	return append(ev, s.settle(pol, now)...)
 }
@@ -274,7 +282,9 @@ func (s *State) setPhase(pol *Policy, now time.Time) []Event {
 			next = Failed
 		}
 		ct := pol.Thresholds.CriticalAfter
-		if (next == Failed || next == Investigating) && (inc.Exhausted || (ct > 0 && now.Sub(inc.Started) >= ct)) {
+		// Only an incident with a critical probe becomes critical: a
+		// non-critical outage is worked by the ladder but never pages.
+		if inc.Critical && (next == Failed || next == Investigating) && (inc.Exhausted || (ct > 0 && now.Sub(inc.Started) >= ct)) {
 			next = Critical
 		}
 		if (next == Critical || next == SOS) && inc.CriticalSince.IsZero() {

@@ -251,7 +251,8 @@ func TestLadderSkipsAndVerification(t *testing.T) {
 			return RungOutcome{OK: false, Output: "no luck", Verify: []Result{res("web", false)}}
 		})
 	}
-	if pagesTried != 0 || l2.s.Phase != Critical {
+	// ... and, without a critical probe, never turns critical either.
+	if pagesTried != 0 || l2.s.Phase != Failed {
 		t.Fatalf("non-critical incident paged %d times; phase %s", pagesTried, l2.s.Phase)
 	}
 }
@@ -306,8 +307,90 @@ func TestReconcileByDigest(t *testing.T) {
 	Observe(s, pol, []Result{res("a", false), res("b", false), res("c", false)}, t0)
 	pol2 := testPolicy([]*Probe{{Name: "a", After: 3}, {Name: "b", After: 3, Digest: "changed"}})
 	s.Reconcile(pol2)
-	if s.Probes["a"] == nil || s.Probes["a"].Fails != 1 || s.Probes["b"] != nil || s.Probes["c"] != nil {
+	if s.Probes["a"] == nil || s.Probes["a"].Fails != 1 || s.Probes["c"] != nil {
 		t.Fatalf("reconcile kept %v", s.Probes)
+	}
+	if b := s.Probes["b"]; b == nil || b.Fails != 0 || b.Digest != "changed" {
+		t.Fatalf("a changed probe must start its counts afresh: %+v", b)
+	}
+}
+
+// Editing a probe's definition in the middle of an incident (a longer
+// timeout, say) keeps it down: no false "resolved", no second page.
+func TestReconcileKeepsADownProbeDown(t *testing.T) {
+	t.Parallel()
+	pager := &Rung{Name: "sos", Do: []Action{fakePager{fakeAction{"tg"}}}, State: "sos"}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, pager)
+	s := NewState(t0)
+	Observe(s, pol, []Result{res("api", false)}, t0)
+	id := s.Incident.ID
+	pol2 := testPolicy([]*Probe{{Name: "api", Critical: true, After: 3, Digest: "edited"}}, pager)
+	s.Reconcile(pol2)
+	ev := Observe(s, pol2, []Result{res("api", false)}, t0.Add(time.Minute))
+	for _, e := range ev {
+		if e.Type == "incident_resolved" || e.Type == "incident_open" {
+			t.Fatalf("editing the probe caused %s", e.Type)
+		}
+	}
+	if s.Incident == nil || s.Incident.ID != id || !s.Probes["api"].Down {
+		t.Fatalf("incident %+v probe %+v", s.Incident, s.Probes["api"])
+	}
+}
+
+// A mixed rung (an action and a page) respects its cooldown once the ladder
+// is exhausted: while its page fails it retries no faster than the cooldown,
+// and once delivered it is not re-run (no repeat).
+func TestMixedRungRespectsCooldown(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		paged []string
+		want  string
+	}{{nil, "0s,10m0s,20m0s"}, {[]string{"tg"}, "0s"}} {
+		pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}},
+			&Rung{Name: "heal+page", Do: []Action{fakeAction{"heal"}, fakePager{fakeAction{"tg"}}}, Cooldown: 10 * time.Minute})
+		l := &ladderRun{t: t, s: NewState(t0), pol: pol}
+		var ran []string
+		for i := 0; i <= 25; i++ {
+			now := t0.Add(time.Duration(i) * time.Minute)
+			if r, _ := l.step(now, []Result{res("api", false)}, func(*Rung) RungOutcome {
+				return RungOutcome{OK: false, Pages: true, Paged: tc.paged, Output: "heal failed"}
+			}); r != "" {
+				ran = append(ran, now.Sub(t0).String())
+			}
+		}
+		if strings.Join(ran, ",") != tc.want {
+			t.Fatalf("paged %v: mixed rung ran at %v, want %s", tc.paged, ran, tc.want)
+		}
+	}
+}
+
+// Nothing runs while the incident's probes already pass and are only held
+// down by recovery hysteresis.
+func TestLadderWaitsWhileProbesRecover(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1, RecoverAfter: 3}},
+		&Rung{Name: "sos", Do: []Action{fakePager{fakeAction{"tg"}}}, After: 2 * time.Minute})
+	s := NewState(t0)
+	Observe(s, pol, []Result{res("api", false)}, t0)
+	Observe(s, pol, []Result{res("api", true)}, t0.Add(2*time.Minute))
+	if d := Decide(s, pol, t0.Add(2*time.Minute), nil); d.Run != -1 || !strings.Contains(d.Wait, "recover") {
+		t.Fatalf("paged on a green result: %+v", d)
+	}
+}
+
+func TestLoadStateRejectsUnusableShapes(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{
+		`{"version":1,"phase":"failed","probes":{"api":null}}`,
+		`{"version":1,"phase":"failed","incident":{"id":"x","position":-1}}`,
+		`{"version":1,"phase":"failed","incident":{"id":"x","rungs":{"heal":null}}}`,
+		`{"version":1,"phase":"failed","incident":{"position":0}}`,
+	} {
+		path := filepath.Join(t.TempDir(), "state.json")
+		os.WriteFile(path, []byte(body), 0o600)
+		if _, err := LoadState(path); err == nil || !strings.Contains(err.Error(), "is corrupt") {
+			t.Errorf("%s: got %v", body, err)
+		}
 	}
 }
 

@@ -95,6 +95,9 @@ func LoadState(path string) (*State, error) {
 	if !ValidPhase(s.Phase) {
 		return nil, fmt.Errorf("state file %s is corrupt: unknown phase %q", path, s.Phase)
 	}
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt: %v", path, err)
+	}
 	if s.Probes == nil {
 		s.Probes = map[string]*ProbeState{}
 	}
@@ -115,4 +118,34 @@ func SetAside(path string, now time.Time) (string, error) {
 		return "", err
 	}
 	return dst, nil
+}
+
+// check rejects shapes the JSON decoder accepts but the state machine
+// cannot use, so a bad file is set aside instead of crashing the daemon.
+func (s *State) check() error {
+	for name, ps := range s.Probes {
+		if ps == nil {
+			return fmt.Errorf("probe %q has no state", name)
+		}
+		if ps.Fails < 0 || ps.Passes < 0 {
+			return fmt.Errorf("probe %q has negative counts", name)
+		}
+	}
+	if s.ConsecutiveFailures < 0 || s.Incidents < 0 {
+		return fmt.Errorf("negative counters")
+	}
+	if inc := s.Incident; inc != nil {
+		if inc.ID == "" {
+			return fmt.Errorf("incident without an id")
+		}
+		if inc.Position < 0 {
+			return fmt.Errorf("incident %s has ladder position %d", inc.ID, inc.Position)
+		}
+		for name, rs := range inc.Rungs {
+			if rs == nil {
+				return fmt.Errorf("incident %s: rung %q has no state", inc.ID, name)
+			}
+		}
+	}
+	return nil
 }

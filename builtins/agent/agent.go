@@ -33,7 +33,7 @@ func init() {
 	probe.Register(probe.Builtin{Name: "agent.run", Fn: runBuiltin, Doc: `def run(command, *, prompt=None, timeout="5m", shell=None):
 Runs an AI agent CLI with the incident's recovery prompt on its standard input, in its own
 process group under the rung's deadline: at the timeout the group gets SIGTERM, then SIGKILL
-10s later. Exit status 0 counts as done; the rung's verify re-probe decides if it worked.
+5s later. Exit status 0 counts as done; the rung's verify re-probe decides if it worked.
 command: a shell command string (run with sh -c) or an argv list (no shell)
 prompt: a string, a function of the incident returning a string (e.g. calling agent.prompt), or None for agent.prompt's default
 timeout: deadline of the run, e.g. "5m"; the rung's own timeout also bounds it
@@ -52,7 +52,7 @@ max_output: characters kept of each failing probe's output (default 800)`})
 }
 
 // Grace is how long an agent gets between SIGTERM and SIGKILL.
-const Grace = 10 * time.Second
+const Grace = 5 * time.Second // below the daemon's shutdown wait, so no agent outlives a stop
 
 // DefaultTimeout bounds one agent run.
 const DefaultTimeout = 5 * time.Minute

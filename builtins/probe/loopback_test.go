@@ -75,7 +75,9 @@ func unansweredAddr(t *testing.T) string {
 // closedAddr is a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// 127.0.0.3, not 127.0.0.1: parallel tests listen on 127.0.0.1 and
+	// could be handed this port again the moment it is closed.
+	ln, err := net.Listen("tcp", "127.0.0.3:0")
 	if err != nil {
 		t.Fatal(err)
 	}

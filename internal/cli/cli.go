@@ -238,6 +238,10 @@ type env struct {
 	// reloadConfig makes every load read config.toml again (the daemon).
 	reloadConfig bool
 	warn         func(msg string, kv ...any)
+	// existed holds the files a good load read, for the daemon: a file that
+	// vanishes afterwards (a services file renamed away) fails the reload
+	// rather than silently dropping its probes.
+	existed map[string]bool
 }
 
 func (a *app) loadEnv() (*env, error) {
@@ -287,6 +291,23 @@ func (e *env) load() *engine.LoadResult {
 		dir = "(embedded default)"
 	}
 	res := builtins.Load(dir, opts)
+	if e.reloadConfig && res.Err() == nil {
+		for _, f := range res.Files {
+			if _, err := os.Stat(f); err != nil && e.existed[f] {
+				res.Errors = append(res.Errors, &engine.PosError{File: f,
+					Message: "this file was part of the running policy and is gone; restore it, or remove it from the policy, to reload"})
+				res.Policy = nil
+			}
+		}
+		if res.Policy != nil {
+			e.existed = map[string]bool{}
+			for _, f := range res.Files {
+				if _, err := os.Stat(f); err == nil {
+					e.existed[f] = true
+				}
+			}
+		}
+	}
 	res.Files = append(res.Files, e.cfgPath)
 	// The config is part of what the policy sees (config.*), so it is part
 	// of the hash: a config edit is a new policy.

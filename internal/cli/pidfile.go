@@ -37,3 +37,23 @@ func signalDaemon(stateDir string) (bool, error) {
 	}
 	return true, nil
 }
+
+// lockStateDir takes an exclusive lock on the state directory, so two
+// daemons never write one state file (and page twice). The lock dies with
+// the process, even on kill -9.
+func lockStateDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "talon.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fail(1, "lock %s: %v", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		holder := ""
+		if b, err := os.ReadFile(pidPath(dir)); err == nil {
+			holder = " (pid " + strings.TrimSpace(string(b)) + ")"
+		}
+		return nil, fail(1, "another talon daemon%s is running on state dir %s; stop it first or use --state-dir", holder, dir)
+	}
+	return func() { f.Close() }, nil
+}

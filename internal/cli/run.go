@@ -33,9 +33,19 @@ func (a *app) run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if dryRun {
+		// Shadow mode keeps its own state and journal: its recorded "pages"
+		// and "heals" must never put the live daemon's cooldowns to sleep.
+		e.stateDir = filepath.Join(e.stateDir, "dry-run")
+	}
 	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
 		return fail(1, "state dir: %v", err)
 	}
+	unlock, err := lockStateDir(e.stateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	logger, closeLog, err := logging.New(logging.Options{Dir: e.stateDir})
 	if err != nil {
 		return fail(1, "log: %v", err)
@@ -89,7 +99,9 @@ func (a *app) run(args []string) error {
 			}()
 		}
 	}
-	if removePID, err := writePID(e.stateDir); err != nil {
+	if dryRun {
+		// `talon reload` signals the live daemon, never the shadow.
+	} else if removePID, err := writePID(e.stateDir); err != nil {
 		logger.Warn("pid file not written; `talon reload` needs /health", "err", err)
 	} else {
 		defer removePID()

@@ -70,3 +70,21 @@ ladder(rung("heal", do = exec.cmd([%q]), timeout = "5m", cooldown = "1h"))
 		t.Fatalf("state after SIGTERM: %s", b)
 	}
 }
+
+// Two daemons on one state directory would page twice: the second refuses.
+func TestSecondDaemonOnTheSameStateDirRefuses(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy")
+	writeFile(t, filepath.Join(policy, "talon.star"), "probe.exec(\"a\", [\"true\"])\n", 0o644)
+	stateDir := filepath.Join(dir, "state")
+	bind := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := writeConfig(t, dir, bind, stateDir, "")
+	d := startDaemon(t, cfg, policy, bind, stateDir)
+	out, err := exec.Command(talonBin, "run", "--config", cfg, "--policy", policy).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another talon daemon (pid ") {
+		t.Fatalf("second daemon: %v %s", err, out)
+	}
+	if _, err := d.health(); err != nil {
+		t.Fatalf("the first daemon suffered: %v", err)
+	}
+}

@@ -139,8 +139,11 @@ ladder(
 	if got := tg.texts(); len(got) != 1 || !strings.Contains(got[0], "api") {
 		t.Fatalf("telegram messages %q", got)
 	}
-	if tg.msgs[0]["chat_id"] != "42" || !strings.HasPrefix(tg.paths[0], "/bot"+token+"/") {
-		t.Fatalf("wire format: chat_id %v path %q", tg.msgs[0]["chat_id"], tg.paths[0])
+	tg.mu.Lock()
+	chat, path := tg.msgs[0]["chat_id"], tg.paths[0]
+	tg.mu.Unlock()
+	if chat != "42" || !strings.HasPrefix(path, "/bot"+token+"/") {
+		t.Fatalf("wire format: chat_id %v path %q", chat, path)
 	}
 	if lines(t, dir+"/heal.log") != 1 || lines(t, dir+"/agent.log") != 1 {
 		t.Fatalf("heal ran %d times, agent %d", lines(t, dir+"/heal.log"), lines(t, dir+"/agent.log"))

@@ -173,6 +173,18 @@ func TestBadServicesFileKeepsTheLastGoodSet(t *testing.T) {
 	if s2.ProbeCount != 2 || s2.PolicyHash != s1.PolicyHash {
 		t.Fatalf("a bad services file dropped probes: %+v", s2)
 	}
+	// Fixed, then renamed away: the probes stay until it comes back.
+	writeFile(t, services, "[script.ok]\ncommand = \"true\"\n", 0o644)
+	r.d.waitFor("the fixed services file", 5*time.Second, func(s engine.Snapshot) bool { return s.PolicyError == nil })
+	if err := os.Rename(services, services+".bak"); err != nil {
+		t.Fatal(err)
+	}
+	s3 := r.policyError("the vanished services file", "is gone")
+	if s3.ProbeCount != 2 {
+		t.Fatalf("a vanished services file dropped probes: %+v", s3)
+	}
+	os.Rename(services+".bak", services)
+	r.d.waitFor("the restored services file", 5*time.Second, func(s engine.Snapshot) bool { return s.PolicyError == nil && s.ProbeCount == 2 })
 }
 
 func TestSIGHUPAndTalonReload(t *testing.T) {

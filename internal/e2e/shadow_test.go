@@ -59,8 +59,13 @@ func TestDryRunRecordsInsteadOfActing(t *testing.T) {
 	if n := len(tg.texts()); n != 0 {
 		t.Fatalf("telegram received %d messages under --dry-run", n)
 	}
+	// Shadow mode keeps its own state: the live state dir has no state.json
+	// whose cooldowns and "sent" pages would silence the real daemon.
+	if _, err := os.Stat(filepath.Join(stateDir, "state.json")); !os.IsNotExist(err) {
+		t.Fatal("--dry-run wrote the live state.json")
+	}
 	var intents []string
-	for _, r := range readJournal(t, stateDir) {
+	for _, r := range readJournal(t, filepath.Join(stateDir, "dry-run")) {
 		if r.Type == "intent" {
 			intents = append(intents, r.Intent)
 		}
