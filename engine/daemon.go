@@ -592,8 +592,15 @@ func (d *Daemon) finishRung(ctx context.Context, rd rungDone) {
 	if stopping && !rd.whole && len(rd.out.Paged) == 0 {
 		return // cut short by the shutdown: stop() records the interruption
 	}
+	stillOpen := d.state.Incident != nil && d.state.Incident.ID == rd.incident
 	for _, e := range FinishRung(d.state, d.policy, rd.incident, rd.rung, rd.out, now) {
 		d.record(e)
+	}
+	if !stillOpen && len(rd.out.Paged) > 0 && !stopping {
+		// The incident resolved while its page was on the way: whoever got
+		// the page also hears that it is over.
+		d.sendResolved(Event{Type: "incident_resolved", Incident: rd.incident, Channels: rd.out.Paged,
+			Reason: "resolved while the page was being sent", At: now})
 	}
 	if len(rd.out.Verify) > 0 {
 		d.journal(Record{Type: "cycle", Results: rd.out.Verify, Rung: rd.rung})
@@ -625,9 +632,11 @@ func (d *Daemon) apply(res *LoadResult) {
 		d.publish()
 		return
 	}
+	oldLadder := d.policy.Ladder
 	d.policy = res.Policy
 	d.reloads++
 	d.warn(res)
+	d.state.Incident.Relocate(oldLadder, d.policy.Ladder)
 	d.state.Reconcile(d.policy)
 	d.schedule(d.now(), false)
 	d.journal(Record{Type: "reload", OldHash: old})

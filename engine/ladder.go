@@ -104,6 +104,15 @@ func (s *State) recovering(pol *Policy) bool {
 	return true
 }
 
+func (r *Rung) onlyPages() bool {
+	for _, a := range r.Do {
+		if _, ok := a.(Pager); !ok {
+			return false
+		}
+	}
+	return true
+}
+
 func evalWhen(r *Rung, when WhenFunc) (bool, string) {
 	if r.When == nil || when == nil {
 		return true, ""
@@ -124,7 +133,7 @@ func (s *State) held(r *Rung, now time.Time) string {
 	if age := now.Sub(inc.Started); r.After > 0 && age < r.After {
 		return fmt.Sprintf("held until the incident is %s old", r.After)
 	}
-	if last, ok := s.LastRun[r.Name]; ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
+	if last, ok := s.cooldownFrom(r); ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
 		return fmt.Sprintf("cooling down until %s", last.Add(r.Cooldown).UTC().Format(time.RFC3339))
 	}
 	if rs := inc.Rungs[r.Name]; rs != nil && now.Before(rs.NextTry) {
@@ -145,7 +154,7 @@ func (s *State) due(r *Rung, now time.Time) bool {
 	if rs != nil && now.Before(rs.NextTry) {
 		return false
 	}
-	if last, ok := s.LastRun[r.Name]; ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
+	if last, ok := s.cooldownFrom(r); ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
 		return false
 	}
 	if r.Pages() {
@@ -161,6 +170,18 @@ func (s *State) due(r *Rung, now time.Time) bool {
 		return rs == nil // once per incident
 	}
 	return true
+}
+
+// cooldownFrom is when r's cooldown started: its last delivered page for a
+// rung that only pages (so a failed delivery is retried with backoff), its
+// last start for any rung that runs something (heal storms stay impossible).
+func (s *State) cooldownFrom(r *Rung) (time.Time, bool) {
+	if r.Pages() && r.onlyPages() {
+		t, ok := s.LastSent[r.Name]
+		return t, ok
+	}
+	t, ok := s.LastRun[r.Name]
+	return t, ok
 }
 
 // BeginRung records that rung idx starts now. The caller persists the state
@@ -224,6 +245,10 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 			inc.Paged = union(inc.Paged, out.Paged)
 			rs.LastSent, rs.Failures, rs.NextTry = now, 0, time.Time{}
 			s.LastPage = now
+			if s.LastSent == nil {
+				s.LastSent = map[string]time.Time{}
+			}
+			s.LastSent[rung] = now
 			if idx >= 0 && pol.Ladder[idx].State != "" {
 				ev = append(ev, s.raise(Phase(pol.Ladder[idx].State), now)...)
 			}
@@ -333,4 +358,32 @@ func rank(p Phase) int {
 		}
 	}
 	return -1
+}
+
+// Relocate keeps the first walk's place when a reload changes the ladder:
+// the position follows the rung's name, so no rung is skipped or repeated
+// because others were added, removed or reordered before it.
+func (inc *Incident) Relocate(old, new []*Rung) {
+	if inc == nil || inc.Exhausted || inc.Position >= len(old) {
+		return
+	}
+	next := old[inc.Position].Name
+	for i, r := range new {
+		if r.Name == next {
+			inc.Position = i
+			return
+		}
+	}
+	// The next rung is gone: continue with the first rung after the ones
+	// already passed that still exist.
+	passed := map[string]bool{}
+	for _, r := range old[:inc.Position] {
+		passed[r.Name] = true
+	}
+	inc.Position = 0
+	for i, r := range new {
+		if passed[r.Name] {
+			inc.Position = i + 1
+		}
+	}
 }

@@ -48,7 +48,11 @@ type State struct {
 	Incident            *Incident `json:"incident"`
 	// LastRun is when each rung last started, across incidents: cooldowns
 	// outlive an incident and a restart.
-	LastRun        map[string]time.Time `json:"last_run"`
+	LastRun map[string]time.Time `json:"last_run"`
+	// LastSent is when each paging rung last delivered a page, across
+	// incidents: a page rung's cooldown counts from here, so a failed
+	// delivery is retried with backoff, not held for the whole cooldown.
+	LastSent       map[string]time.Time `json:"last_sent,omitempty"`
 	LastPage       time.Time            `json:"last_page"`
 	Incidents      int                  `json:"incidents"`
 	WorkerRestarts int                  `json:"worker_restarts"`
@@ -92,7 +96,7 @@ type RungState struct {
 // NewState is the state of a watchdog that has seen nothing yet.
 func NewState(now time.Time) *State {
 	return &State{Version: StateVersion, Phase: Healthy, PhaseSince: now,
-		Probes: map[string]*ProbeState{}, LastRun: map[string]time.Time{}}
+		Probes: map[string]*ProbeState{}, LastRun: map[string]time.Time{}, LastSent: map[string]time.Time{}}
 }
 
 // Event is something the state machine decided, for the journal and the log.

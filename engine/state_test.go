@@ -452,3 +452,62 @@ func TestLoadStateStrict(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// An SOS cooldown spans incidents (the predecessor's sos_cooldown_secs): a
+// service flapping every few minutes pages once, not once per flap. A failed
+// delivery does not start the cooldown.
+func TestPageCooldownSpansIncidents(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}},
+		&Rung{Name: "sos", Do: []Action{fakePager{fakeAction{"tg"}}}, State: "sos", Cooldown: 4 * time.Hour, Repeat: 4 * time.Hour})
+	l := &ladderRun{t: t, s: NewState(t0), pol: pol}
+	var pages []string
+	deliver := false
+	for i := 0; i < 120; i++ { // a minute a cycle for two hours; down 10 min of every 17
+		now := t0.Add(time.Duration(i) * time.Minute)
+		up := i%17 >= 10
+		deliver = i >= 1 // the very first delivery fails
+		r, _ := l.step(now, []Result{res("api", up)}, func(*Rung) RungOutcome {
+			if !deliver {
+				return RungOutcome{Pages: true}
+			}
+			return RungOutcome{Pages: true, Paged: []string{"tg"}}
+		})
+		if r != "" {
+			pages = append(pages, now.Sub(t0).String())
+		}
+	}
+	// 0s: failed; retried with backoff at 30s → the next cycle, 1m: delivered.
+	// The later incidents (17m, 34m, ...) stay silent inside the 4h cooldown.
+	if strings.Join(pages, ",") != "0s,1m0s" {
+		t.Fatalf("pages at %v", pages)
+	}
+}
+
+func TestRelocateFollowsTheRungName(t *testing.T) {
+	t.Parallel()
+	r := func(names ...string) []*Rung {
+		var out []*Rung
+		for _, n := range names {
+			out = append(out, &Rung{Name: n})
+		}
+		return out
+	}
+	cases := []struct {
+		old, new []string
+		pos      int
+		want     int
+	}{
+		{[]string{"heal", "agent", "sos"}, []string{"bridge", "heal", "agent", "sos"}, 1, 2},
+		{[]string{"heal", "agent", "sos"}, []string{"sos", "agent", "heal"}, 2, 0},
+		{[]string{"heal", "agent", "sos"}, []string{"heal", "sos"}, 1, 1},
+		{[]string{"a", "b", "c"}, []string{"c", "a"}, 1, 2},
+	}
+	for _, tc := range cases {
+		inc := &Incident{Position: tc.pos}
+		inc.Relocate(r(tc.old...), r(tc.new...))
+		if inc.Position != tc.want {
+			t.Errorf("%v@%d → %v: position %d, want %d", tc.old, tc.pos, tc.new, inc.Position, tc.want)
+		}
+	}
+}

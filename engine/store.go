@@ -104,6 +104,9 @@ func LoadState(path string) (*State, error) {
 	if s.LastRun == nil {
 		s.LastRun = map[string]time.Time{}
 	}
+	if s.LastSent == nil {
+		s.LastSent = map[string]time.Time{}
+	}
 	if s.Incident != nil && s.Incident.Rungs == nil {
 		s.Incident.Rungs = map[string]*RungState{}
 	}
