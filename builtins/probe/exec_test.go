@@ -55,6 +55,7 @@ func TestExecProbeBadArgs(t *testing.T) {
 		{`probe.exec("x", ["ls"], expect = "a", expect_regex = "b")`, "give only one of expect, expect_regex, expect_exact"},
 		{`probe.exec("x", ["ls"], expect_regex = "(")`, "bad expect_regex"},
 		{`probe.exec("x", ["ls"]); probe.exec("x", ["ls"])`, `probe "x" declared twice`},
+		{`probe.tcp("x", "127.0.0.1:1", True)`, "probe.tcp: got 3 positional arguments, want at most 2; pass the other options by name"},
 	}
 	for _, tc := range cases {
 		_, err := probetest.Declare(tc.src)

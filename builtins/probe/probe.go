@@ -104,8 +104,13 @@ func (c *Common) Params() []any {
 	}
 }
 
-// Unpack parses args into the kind's own pairs followed by the common options.
+// Unpack parses args into the kind's own pairs followed by the common
+// options, which are keyword-only: probe.launchd("gw", "com.x.gw", True)
+// must not quietly declare a critical probe.
 func (c *Common) Unpack(b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple, own ...any) error {
+	if n := len(own) / 2; len(args) > n {
+		return fmt.Errorf("%s: got %d positional arguments, want at most %d; pass the other options by name (critical = True, timeout = \"5s\", ...)", b.Name(), len(args), n)
+	}
 	return starlark.UnpackArgs(b.Name(), args, kwargs, append(own, c.Params()...)...)
 }
 
