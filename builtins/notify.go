@@ -47,20 +47,7 @@ func (p *LogPager) Channel() string { return "log" }
 
 // Run sends the rung's message, or the incident's summary when it has none.
 func (p *LogPager) Run(ctx context.Context, env *engine.ActionEnv) engine.ActionResult {
-	msg := env.Message
-	if msg.Text == "" && env.Incident != nil {
-		msg.Text = env.Incident.Summary()
-	}
-	if msg.Incident == "" && env.Incident != nil {
-		msg.Incident = env.Incident.ID
-	}
-	if msg.Kind == "" {
-		msg.Kind = "sos"
-	}
-	if err := p.Send(ctx, env, msg); err != nil {
-		return engine.ActionResult{Output: err.Error()}
-	}
-	return engine.ActionResult{OK: true, Output: "delivered via log"}
+	return engine.RunPager(ctx, p, env)
 }
 
 // Send implements engine.Pager: it writes msg through env.Log.

@@ -125,6 +125,25 @@ type Pager interface {
 	Send(ctx context.Context, env *ActionEnv, msg Message) error
 }
 
+// RunPager is the Action.Run of every Pager: it sends env.Message (its
+// text defaults to the incident's summary, its kind to "sos") and reports.
+func RunPager(ctx context.Context, p Pager, env *ActionEnv) ActionResult {
+	msg := env.Message
+	if msg.Text == "" && env.Incident != nil {
+		msg.Text = env.Incident.Summary()
+	}
+	if msg.Incident == "" && env.Incident != nil {
+		msg.Incident = env.Incident.ID
+	}
+	if msg.Kind == "" {
+		msg.Kind = "sos"
+	}
+	if err := p.Send(ctx, env, msg); err != nil {
+		return ActionResult{Output: err.Error()}
+	}
+	return ActionResult{OK: true, Output: "delivered via " + p.Channel()}
+}
+
 // Message is a page.
 type Message struct {
 	Kind     string // "sos", "resolved", "drill"
