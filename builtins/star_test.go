@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -86,6 +87,20 @@ func stringList(ss []string) *starlark.List {
 		out = append(out, starlark.String(s))
 	}
 	return starlark.NewList(out)
+}
+
+// logLine is one log call as "msg k=v k=v"; a key without a value shows as
+// !BADKEY=key, as slog shows it.
+func logLine(msg string, kv []any) string {
+	parts := []string{msg}
+	for i := 0; i < len(kv); i += 2 {
+		if i+1 == len(kv) {
+			parts = append(parts, fmt.Sprintf("!BADKEY=%v", kv[i]))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%v=%v", kv[i], kv[i+1]))
+	}
+	return strings.Join(parts, " ")
 }
 
 // testingModule is what .star tests use beyond the policy builtins.
@@ -178,7 +193,7 @@ func testingModule(t *testing.T, c *collector) *starlarkstruct.Module {
 			}
 			var logs []string
 			env := &engine.ActionEnv{Effects: effect.NewLive(), Env: probetest.Env(), Rung: "test",
-				Log: func(msg string, kv ...any) { logs = append(logs, fmt.Sprint(append([]any{msg}, kv...)...)) }}
+				Log: func(msg string, kv ...any) { logs = append(logs, logLine(msg, kv)) }}
 			if i, ok := inc.(*incident); ok {
 				env.Incident = i.view
 			}

@@ -35,7 +35,7 @@ Runs an AI agent CLI with the incident's recovery prompt on its standard input, 
 process group under the rung's deadline: at the timeout the group gets SIGTERM, then SIGKILL
 5s later. Exit status 0 counts as done; the rung's verify re-probe decides if it worked.
 command: a shell command string (run with sh -c) or an argv list (no shell)
-prompt: a string, a function of the incident returning a string (e.g. calling agent.prompt), or None for agent.prompt's default
+prompt: a non-empty string, a function of the incident returning a string (e.g. calling agent.prompt), or None for agent.prompt's default
 timeout: deadline of the run, e.g. "5m"; the rung's own timeout also bounds it
 shell: how a string command runs: "sh" (sh -c, the default), "bash" (bash -c), "zsh" (zsh -lc, a login shell) or a list such as ["zsh", "-lc"]`})
 	probe.Register(probe.Builtin{Name: "agent.prompt", Fn: promptBuiltin, Doc: `def prompt(incident, *, task=None, log_file=None, worker_stderr=None, max_output=800):
@@ -125,16 +125,20 @@ var shells = map[string][]string{
 	"zsh":  {"zsh", "-lc"},
 }
 
-// New builds an agent run of argv. A nil prompt means DefaultPrompt{}.
+// New builds an agent run of argv. A nil prompt means DefaultPrompt{}; a
+// Text prompt must not be blank, and timeout must be positive.
 func New(argv []string, prompt PromptFunc, timeout time.Duration) (*Run, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("command must name a program")
+	}
+	if t, ok := prompt.(Text); ok && strings.TrimSpace(string(t)) == "" {
+		return nil, errors.New("prompt is empty")
 	}
 	if prompt == nil {
 		prompt = DefaultPrompt{}
 	}
 	if timeout <= 0 {
-		timeout = DefaultTimeout
+		return nil, errors.New("timeout must be more than 0 (leave it out for the default 5m)")
 	}
 	return &Run{Argv: append([]string(nil), argv...), Command: strings.Join(argv, " "), Prompt: prompt, Timeout: timeout}, nil
 }

@@ -145,7 +145,9 @@ func TestBuiltinErrors(t *testing.T) {
 		{`agent.prompt(1)`, true, "agent.prompt: for parameter incident: want the incident handed to the prompt function, got int"},
 		{`agent.prompt(inc, max_output = 0)`, true, "agent.prompt: max_output must be positive, got 0"},
 		{`agent.prompt(inc, "task")`, true, "agent.prompt: got 2 positional arguments, want 1 (the others are keyword arguments)"},
-		{`agent.prompt(inc)`, false, "agent.prompt: side effects are not allowed while the policy loads; call it from a probe.func or rung function"},
+		{`agent.prompt(inc)`, false, "agent.prompt: can only be called while a rung runs (from a prompt or do= function)"},
+		{`agent.run("pi", prompt = "")`, false, "agent.run: prompt is empty"},
+		{`agent.run("pi", timeout = 0)`, false, "agent.run: timeout must be more than 0 (leave it out for the default 5m)"},
 	}
 	for _, tc := range cases {
 		_, err := exec(t, "x = "+tc.src, tc.run)

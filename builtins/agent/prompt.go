@@ -243,7 +243,7 @@ func promptBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, fmt.Errorf("%s: max_output must be positive, got %d", b.Name(), opts.MaxOutput)
 	}
 	if _, err := star.RunPhase(thread, b); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: can only be called while a rung runs (from a prompt or do= function)", b.Name())
 	}
 	return starlark.String(Prompt(v.IncidentView(), opts)), nil
 }

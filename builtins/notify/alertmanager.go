@@ -61,8 +61,8 @@ func NewAlertmanager(rawURL string, labels map[string]string, timeout time.Durat
 			return nil, fmt.Errorf("labels: %q is not a label name", k)
 		}
 	}
-	if timeout <= 0 {
-		timeout = 10 * time.Second
+	if err := checkTimeout(timeout, "10s"); err != nil {
+		return nil, err
 	}
 	return &Alertmanager{value: value{"notify.alertmanager"}, url: strings.TrimRight(rawURL, "/"), host: u.Host,
 		Labels: labels, Timeout: timeout}, nil

@@ -44,8 +44,8 @@ func NewCommand(argv []string, timeout time.Duration) (*Command, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errors.New("argv must name a program")
 	}
-	if timeout <= 0 {
-		timeout = 20 * time.Second
+	if err := checkTimeout(timeout, "20s"); err != nil {
+		return nil, err
 	}
 	return &Command{value: value{"notify.command"}, Argv: append([]string(nil), argv...), Timeout: timeout}, nil
 }

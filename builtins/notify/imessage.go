@@ -62,8 +62,8 @@ func NewIMessage(recipient string, timeout time.Duration) (*IMessage, error) {
 	case strings.IndexFunc(recipient, unicode.IsSpace) >= 0:
 		return nil, fmt.Errorf("recipient %q has whitespace in it", recipient)
 	}
-	if timeout <= 0 {
-		timeout = 20 * time.Second
+	if err := checkTimeout(timeout, "20s"); err != nil {
+		return nil, err
 	}
 	return &IMessage{value: value{"notify.imessage"}, Recipient: recipient, Timeout: timeout}, nil
 }

@@ -36,23 +36,9 @@ func (v value) Freeze()               {}
 func (v value) Truth() starlark.Bool  { return true }
 func (v value) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable type: %s", v.kind) }
 
-// run is the common Action.Run of every channel: send env.Message (its text
-// defaults to the incident's summary, its kind to "sos") and report.
+// run is the common Action.Run of every channel.
 func run(ctx context.Context, p engine.Pager, env *engine.ActionEnv) engine.ActionResult {
-	msg := env.Message
-	if msg.Text == "" && env.Incident != nil {
-		msg.Text = env.Incident.Summary()
-	}
-	if msg.Incident == "" && env.Incident != nil {
-		msg.Incident = env.Incident.ID
-	}
-	if msg.Kind == "" {
-		msg.Kind = "sos"
-	}
-	if err := p.Send(ctx, env, msg); err != nil {
-		return engine.ActionResult{Output: err.Error()}
-	}
-	return engine.ActionResult{OK: true, Output: "delivered via " + p.Channel()}
+	return engine.RunPager(ctx, p, env)
 }
 
 // SendAll delivers msg through every pager at once, each under its own
@@ -119,6 +105,15 @@ func checkURL(raw string) (*url.URL, error) {
 		return nil, errors.New("URL must not have a #fragment")
 	}
 	return u, nil
+}
+
+// checkTimeout refuses a timeout of 0 (which Starlark's "0s" or 0 give)
+// rather than silently taking the default; def names that default.
+func checkTimeout(timeout time.Duration, def string) error {
+	if timeout <= 0 {
+		return fmt.Errorf("timeout must be more than 0 (leave it out for the default %s)", def)
+	}
+	return nil
 }
 
 // maxResponse caps what is read of a channel's HTTP answer.

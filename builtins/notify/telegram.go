@@ -51,7 +51,19 @@ var (
 	_ starlark.Value = (*Telegram)(nil)
 )
 
-// NewTelegram validates and builds a Telegram channel.
+// badTokenReason is why a token is refused; errors never quote the token.
+const badTokenReason = "it has whitespace, a control character or one of / ? # %"
+
+// badToken reports what cannot be a bot token, which travels in the URL's path.
+func badToken(token string) bool {
+	return strings.IndexFunc(token, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("/?#%", r)
+	}) >= 0
+}
+
+// NewTelegram validates and builds a Telegram channel. A plain token
+// (secret.Literal) is checked here, any other when a page is sent. timeout
+// must be positive.
 func NewTelegram(chatID string, token *secret.Secret, baseURL string, timeout time.Duration, silent bool) (*Telegram, error) {
 	if chatID == "" {
 		return nil, errors.New("chat_id is empty")
@@ -61,6 +73,9 @@ func NewTelegram(chatID string, token *secret.Secret, baseURL string, timeout ti
 	}
 	if token == nil {
 		return nil, errors.New("token is missing")
+	}
+	if v, ok := token.Plain(); ok && badToken(v) {
+		return nil, errors.New("token is not a bot token: " + badTokenReason)
 	}
 	if baseURL == "" {
 		baseURL = DefaultTelegramURL
@@ -72,8 +87,8 @@ func NewTelegram(chatID string, token *secret.Secret, baseURL string, timeout ti
 	if u.RawQuery != "" || u.User != nil {
 		return nil, errors.New("base_url must not carry a query or credentials")
 	}
-	if timeout <= 0 {
-		timeout = 15 * time.Second
+	if err := checkTimeout(timeout, "15s"); err != nil {
+		return nil, err
 	}
 	return &Telegram{value: value{"notify.telegram"}, ChatID: chatID, Token: token,
 		BaseURL: strings.TrimRight(baseURL, "/"), Timeout: timeout, Silent: silent}, nil
@@ -117,10 +132,8 @@ func (t *Telegram) Send(ctx context.Context, env *engine.ActionEnv, msg engine.M
 	if err != nil {
 		return fail("%v", err)
 	}
-	if strings.IndexFunc(token, func(r rune) bool {
-		return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("/?#%", r)
-	}) >= 0 {
-		return fail("token %s is not a bot token (it has characters a token never has)", t.Token)
+	if badToken(token) {
+		return fail("token %s is not a bot token: %s", t.Token, badTokenReason)
 	}
 	body, err := json.Marshal(map[string]any{
 		"chat_id":              t.ChatID,

@@ -43,20 +43,28 @@ var (
 
 var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
+// hasLineBreak reports a header value that would split the request's
+// headers. Errors never quote the value, which is often a credential.
+func hasLineBreak(v string) bool { return strings.ContainsAny(v, "\r\n") }
+
 // NewWebhook validates and builds a webhook channel. Header values are
-// secrets (a plain value as secret.Literal).
+// secrets (a plain value as secret.Literal): a plain value is checked here,
+// any other when a page is sent. timeout must be positive.
 func NewWebhook(rawURL string, headers map[string]*secret.Secret, timeout time.Duration) (*Webhook, error) {
 	u, err := checkURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %v", err)
 	}
-	for k := range headers {
+	for _, k := range star.Keys(headers) {
 		if !headerNameRE.MatchString(k) {
 			return nil, fmt.Errorf("headers: %q is not a header name", k)
 		}
+		if v, ok := headers[k].Plain(); ok && hasLineBreak(v) {
+			return nil, fmt.Errorf("headers: %s: value has a line break (CR or LF)", k)
+		}
 	}
-	if timeout <= 0 {
-		timeout = 10 * time.Second
+	if err := checkTimeout(timeout, "10s"); err != nil {
+		return nil, err
 	}
 	return &Webhook{value: value{"notify.webhook"}, url: rawURL, host: u.Host, Headers: headers, Timeout: timeout}, nil
 }
@@ -122,8 +130,8 @@ func (w *Webhook) Send(ctx context.Context, env *engine.ActionEnv, msg engine.Me
 		if err != nil {
 			return fail("header %s: %v", k, err)
 		}
-		if strings.ContainsAny(v, "\r\n") {
-			return fail("header %s: value %s has a line break", k, w.Headers[k])
+		if hasLineBreak(v) {
+			return fail("header %s: value %s has a line break (CR or LF)", k, w.Headers[k])
 		}
 		header.Set(k, v)
 		values = append(values, v)

@@ -153,3 +153,44 @@ func TestAlertmanagerShape(t *testing.T) {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
 }
+
+// A plain value is checked where the channel is declared, a secret's when a
+// page is sent; neither error quotes the value.
+func TestLineBreaksAndBadTokens(t *testing.T) {
+	t.Parallel()
+	declared := []struct{ expr, want string }{
+		{`notify.webhook("http://127.0.0.1/", headers = {"X-Key": "t0k3n\r\nX-Injected: 1"})`, "notify.webhook: headers: X-Key: value has a line break (CR or LF)"},
+		{`notify.webhook("http://127.0.0.1/", headers = {"X-Key": "t0k3n\n"})`, "notify.webhook: headers: X-Key: value has a line break (CR or LF)"},
+		{`notify.telegram(1, "123456:t0k3n value")`, "notify.telegram: token is not a bot token: it has whitespace, a control character or one of / ? # %"},
+		{`notify.telegram(1, "123456:t0k3n/sendMessage?chat_id=2#")`, "notify.telegram: token is not a bot token: it has whitespace, a control character or one of / ? # %"},
+	}
+	for _, tc := range declared {
+		_, err := build(t, tc.expr)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s:\n got %v\nwant %s", tc.expr, err, tc.want)
+		}
+		if err != nil {
+			noToken(t, "declaration error", err.Error())
+		}
+	}
+
+	srv := newRecorder(t, http.StatusOK, "")
+	host := strings.TrimPrefix(srv.URL, "http://")
+	wh := pager(t, fmt.Sprintf(`notify.webhook(%q, headers = {"X-Key": "Bearer " + secret("hook", env = "HOOK_TOKEN")})`, srv.URL))
+	err := wh.Send(t.Context(), actionEnv(effect.NewLive(), "HOOK_TOKEN=t0k3n\r\nX-Injected: 1"), engine.Message{Kind: "sos", Text: "x"})
+	want := "notify.webhook " + host + ": header X-Key: value <secret hook> has a line break (CR or LF)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	tg := pager(t, fmt.Sprintf(`notify.telegram(1, secret("tg", env = "TG_TOKEN"), base_url = %q)`, srv.URL))
+	err = tg.Send(t.Context(), actionEnv(effect.NewLive(), "TG_TOKEN=123456:t0k3n?x"), engine.Message{Kind: "sos", Text: "x"})
+	want = "notify.telegram chat 1: token <secret tg> is not a bot token: it has whitespace, a control character or one of / ? # %"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.reqs) != 0 {
+		t.Fatalf("sent %d requests with a bad value", len(srv.reqs))
+	}
+}

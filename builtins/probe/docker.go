@@ -20,7 +20,7 @@ passes when it is "running". The result's detail carries the state.
 name: unique probe name
 container: container name or ID, e.g. "joelclaw-controlplane-1"
 host: Docker daemon to ask (DOCKER_HOST): "unix:///path", "tcp://host:port",
-  "ssh://user@host", or a socket path such as "~/.colima/default/docker.sock";
+  "ssh://user@host" (no other scheme), or a socket path such as "~/.colima/default/docker.sock";
   default: the docker CLI's own choice (DOCKER_HOST from the config's environment, or its context)`})
 }
 
@@ -41,8 +41,8 @@ func dockerProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 	if !dockerName.MatchString(container) {
 		return nil, fmt.Errorf("%s: %s: container %q is not a container name or ID", b.Name(), name, container)
 	}
-	if host != "" && !strings.Contains(host, "://") && !strings.HasPrefix(host, "/") && !strings.HasPrefix(host, "~/") {
-		return nil, fmt.Errorf("%s: %s: host %q: want a URL such as unix:///path/docker.sock or a socket path", b.Name(), name, host)
+	if host != "" && !dockerHostOK(host) {
+		return nil, fmt.Errorf("%s: %s: host %q: want a unix://, tcp:// or ssh:// URL (as in DOCKER_HOST) or a socket path", b.Name(), name, host)
 	}
 	p, err := c.Spec(thread, b, name, "docker", dockerCheck(container, host), container, host)
 	if err != nil {
@@ -50,6 +50,24 @@ func dockerProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 	}
 	p.Programs = []string{"docker"}
 	return Declare(thread, b, p)
+}
+
+// dockerSchemes are the DOCKER_HOST schemes the docker CLI speaks on the
+// hosts Talon runs on (npipe:// is Windows-only).
+var dockerSchemes = []string{"unix://", "tcp://", "ssh://"}
+
+// dockerHostOK accepts a DOCKER_HOST URL with one of dockerSchemes and
+// something after it, or a socket path (absolute or ~/).
+func dockerHostOK(host string) bool {
+	if strings.HasPrefix(host, "/") || strings.HasPrefix(host, "~/") {
+		return true
+	}
+	for _, s := range dockerSchemes {
+		if rest, ok := strings.CutPrefix(host, s); ok {
+			return rest != ""
+		}
+	}
+	return false
 }
 
 // dockerHost turns a socket path into a DOCKER_HOST URL.

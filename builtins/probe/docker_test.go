@@ -176,7 +176,9 @@ func TestDockerBadArgs(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ src, err string }{
 		{"\nprobe.docker(\"d\", \"-f\")", "talon.star:2:13: in <toplevel>\nError in probe.docker: probe.docker: d: container \"-f\" is not a container name or ID"},
-		{`probe.docker("d", "c", host = "localhost:2375")`, `probe.docker: d: host "localhost:2375": want a URL such as unix:///path/docker.sock or a socket path`},
+		{`probe.docker("d", "c", host = "localhost:2375")`, `probe.docker: d: host "localhost:2375": want a unix://, tcp:// or ssh:// URL (as in DOCKER_HOST) or a socket path`},
+		{`probe.docker("d", "c", host = "http://127.0.0.1:2375")`, `probe.docker: d: host "http://127.0.0.1:2375": want a unix://, tcp:// or ssh:// URL (as in DOCKER_HOST) or a socket path`},
+		{`probe.docker("d", "c", host = "npipe:////./pipe/docker_engine")`, `probe.docker: d: host "npipe:////./pipe/docker_engine": want a unix://, tcp:// or ssh:// URL (as in DOCKER_HOST) or a socket path`},
 		{`probe.docker("d")`, `probe.docker: missing argument for container`},
 	}
 	for _, tc := range cases {

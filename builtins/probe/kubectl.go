@@ -37,7 +37,7 @@ by timeout and by the deadline of the probe or rung it runs in.`})
 Passes when the node's Ready condition is True; without node, every node
 must be Ready (and there must be at least one).
 name: unique probe name
-node: node name; default: all nodes
+node: node name; None (the default) means all nodes, and "" is an error
 ` + kubectlTargetDoc})
 	Register(Builtin{Name: "kubectl.node_schedulable", Fn: kubectlNodeSchedulable, Doc: `def node_schedulable(name, node=None, *, kubeconfig=None, context=None, **common):
 Fails when the node is cordoned (spec.unschedulable) or carries a NoSchedule
@@ -46,7 +46,7 @@ and node-role.kubernetes.io/master NoSchedule taints of a control-plane node
 (a single-node cluster has them and still schedules its tolerating pods).
 Without node, every node is checked.
 name: unique probe name
-node: node name; default: all nodes
+node: node name; None (the default) means all nodes, and "" is an error
 ` + kubectlTargetDoc})
 	Register(Builtin{Name: "kubectl.daemonset_available", Fn: kubectlDaemonSetAvailable, Doc: `def daemonset_available(name, daemonset, namespace, *, kubeconfig=None, context=None, **common):
 Passes when status.numberAvailable equals status.desiredNumberScheduled and
@@ -281,19 +281,25 @@ func nodeHelper(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	var (
 		c     Common
 		name  string
-		nodeV optString
+		nodeV starlark.Value // nil or None: every node
 		k     kubectlTarget
 	)
 	if err := c.Unpack(b, args, kwargs, append([]any{"name", &name, "node?", &nodeV}, k.params(false)...)...); err != nil {
 		return nil, err
 	}
-	node := string(nodeV)
+	var node string
 	get := []string{"get", "nodes"}
-	if node != "" {
+	switch v := nodeV.(type) {
+	case nil, starlark.NoneType:
+	case starlark.String:
+		// "" is refused like pod_ready's pod "": only None means every node.
+		node = string(v)
 		if err := checkK8sName(node); err != nil {
 			return nil, fmt.Errorf("%s: %s: node %v", b.Name(), name, err)
 		}
 		get = []string{"get", "node", node}
+	default:
+		return nil, fmt.Errorf("%s: for parameter node: want a string or None, got %s", b.Name(), nodeV.Type())
 	}
 	p, err := c.Spec(thread, b, name, kind, kubectlJSONCheck(k, get, judge), append(k.key(), node)...)
 	if err != nil {

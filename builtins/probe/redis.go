@@ -14,6 +14,7 @@ import (
 
 	"go.starlark.net/starlark"
 
+	"github.com/talon-dev/talon/builtins/secret"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 )
@@ -25,35 +26,39 @@ is given, then PING, which must answer PONG; with info, one INFO whose fields
 must equal the given values. Every read and write is bounded by the deadline.
 name: unique probe name
 addr: "host:port", or the path of a unix socket
-password: AUTH password
+password: AUTH password: a string or a secret, e.g. secret("redis", env = "REDIS_PASSWORD"),
+  resolved each time the probe runs and never shown
 username: ACL user for AUTH (Redis 6+); default user when omitted
 info: dict of INFO field to expected value, e.g. {"aof_last_bgrewrite_status": "ok"}`})
 }
 
 type redisTarget struct {
-	network, addr      string
-	username, password string
-	info               map[string]string
+	network, addr string
+	username      string
+	password      *secret.Secret // nil: no AUTH
+	info          map[string]string
 }
 
 func redisProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	kwargs = withoutNone(kwargs)
 	var (
-		c    Common
-		name string
-		t    redisTarget
-		info star.StringMap
+		c        Common
+		name     string
+		t        redisTarget
+		password = secret.Arg{Name: "redis_password"}
+		info     star.StringMap
 	)
-	if err := c.Unpack(b, args, kwargs, "name", &name, "addr", &t.addr, "password?", &t.password, "username?", &t.username, "info?", &info); err != nil {
+	if err := c.Unpack(b, args, kwargs, "name", &name, "addr", &t.addr, "password?", &password, "username?", &t.username, "info?", &info); err != nil {
 		return nil, err
 	}
+	t.password = password.Secret
 	t.network = "tcp"
 	if strings.HasPrefix(t.addr, "/") {
 		t.network = "unix"
 	} else if err := checkHostPort(t.addr); err != nil {
 		return nil, fmt.Errorf("%s: %s: addr %q: %v", b.Name(), name, t.addr, err)
 	}
-	if t.username != "" && t.password == "" {
+	if t.username != "" && t.password == nil {
 		return nil, fmt.Errorf("%s: %s: username needs a password", b.Name(), name)
 	}
 	for _, k := range star.Keys(info) {
@@ -62,7 +67,7 @@ func redisProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		}
 	}
 	t.info = info
-	key := []string{t.network, t.addr, t.username, t.password}
+	key := []string{t.network, t.addr, t.username, redisPasswordKey(t.password)}
 	for _, k := range star.Keys(info) {
 		key = append(key, k+"="+info[k])
 	}
@@ -70,7 +75,22 @@ func redisProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	if err != nil {
 		return nil, err
 	}
+	if t.password != nil {
+		p.Programs = t.password.Programs() // a lease command, for talon validate
+	}
 	return Declare(thread, b, p)
+}
+
+// redisPasswordKey is the password's part of the probe's digest: a plain
+// string as before (so existing state survives), a secret by its source.
+func redisPasswordKey(s *secret.Secret) string {
+	if s == nil {
+		return ""
+	}
+	if v, ok := s.Plain(); ok {
+		return v
+	}
+	return "secret " + s.Origin()
 }
 
 // checkHostPort wants "host:port" with a numeric port.
@@ -91,6 +111,23 @@ func checkHostPort(addr string) error {
 func redisCheck(t redisTarget) engine.Check {
 	return func(ctx context.Context, env *engine.ProbeEnv) engine.Outcome {
 		timeout := env.Probe.EffectiveTimeout()
+		var password string // resolved at run time; never in an output
+		hide := func(s string) string {
+			if len(password) >= 4 {
+				s = strings.ReplaceAll(s, password, t.password.String())
+			}
+			return s
+		}
+		if t.password != nil {
+			var err error
+			password, err = t.password.Resolve(ctx, env.Effects, env.Env)
+			if err != nil {
+				if ctx.Err() != nil {
+					return engine.Outcome{TimedOut: true, Output: fmt.Sprintf("timeout after %s: resolving the password of %s: %v", timeout, t.addr, err)}
+				}
+				return engine.Failf("redis %s: password: %v", t.addr, err)
+			}
+		}
 		step := "connect"
 		fail := func(err error) engine.Outcome {
 			if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -98,9 +135,9 @@ func redisCheck(t redisTarget) engine.Check {
 			}
 			var re redisError
 			if errors.As(err, &re) {
-				return engine.Failf("redis %s: %s: %s", t.addr, step, string(re))
+				return engine.Failf("redis %s: %s: %s", t.addr, step, hide(string(re)))
 			}
-			return engine.Failf("redis %s: %s: %v", t.addr, step, err)
+			return engine.Failf("redis %s: %s: %s", t.addr, step, hide(err.Error()))
 		}
 		conn, err := env.Effects.Dial(ctx, t.network, t.addr)
 		if err != nil {
@@ -114,11 +151,11 @@ func redisCheck(t redisTarget) engine.Check {
 		defer stop()
 		rc := &respConn{w: conn, r: bufio.NewReaderSize(conn, 64<<10)}
 
-		if t.password != "" {
+		if t.password != nil {
 			step = "AUTH"
-			args := []string{"AUTH", t.password}
+			args := []string{"AUTH", password}
 			if t.username != "" {
-				args = []string{"AUTH", t.username, t.password}
+				args = []string{"AUTH", t.username, password}
 			}
 			v, err := rc.do(args...)
 			if err != nil {

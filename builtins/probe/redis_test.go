@@ -47,6 +47,35 @@ func TestRedisProbe(t *testing.T) {
 		})
 	}
 
+	// A secret password is resolved when the probe runs, from the probe's
+	// environment, and never shows in the output.
+	secretCases := []struct {
+		name, env string
+		passed    bool
+		output    string
+	}{
+		{"secret password", "REDIS_PW=s3cret pass", true, "PONG; role=master"},
+		{"secret wrong password", "REDIS_PW=s3cret guess", false, "redis " + locked.Addr + ": AUTH: WRONGPASS invalid username-password pair or user is disabled."},
+		{"secret unset", "", false, "redis " + locked.Addr + ": password: secret x: environment variable REDIS_PW is not set"},
+	}
+	for _, tc := range secretCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := probetest.MustDeclare(t, `probe.redis("redis", "`+locked.Addr+`", password = secret("x", env = "REDIS_PW"), info = {"role": "master"})`)
+			var extra []string
+			if tc.env != "" {
+				extra = append(extra, tc.env)
+			}
+			res, _ := probetest.RunWithEnv(t, p, extra...)
+			if res.Passed != tc.passed || res.Output != tc.output {
+				t.Fatalf("got passed=%v output=%q; want passed=%v output %q", res.Passed, res.Output, tc.passed, tc.output)
+			}
+			if strings.Contains(res.Output, "s3cret") {
+				t.Fatalf("password in output %q", res.Output)
+			}
+		})
+	}
+
 	t.Run("detail", func(t *testing.T) {
 		t.Parallel()
 		res, _ := probetest.Run(t, probetest.MustDeclare(t, `probe.redis("r", "`+open.Addr+`", info = {"aof_enabled": "0"})`))
@@ -78,6 +107,8 @@ func TestRedisBadArgs(t *testing.T) {
 		{`probe.redis("r", "h:1", info = {"a:b": "1"})`, `probe.redis: r: info field "a:b" is not an INFO field name`},
 		{`probe.redis("r", "h:1", username = "u")`, `probe.redis: r: username needs a password`},
 		{`probe.redis("r")`, `probe.redis: missing argument for addr`},
+		{`probe.redis("r", "h:1", password = 3)`, `probe.redis: for parameter "password": want a secret or a string, got int`},
+		{`probe.redis("r", "h:1", password = "")`, `probe.redis: for parameter "password": must not be empty`},
 	}
 	for _, tc := range cases {
 		_, err := probetest.Declare(tc.src)

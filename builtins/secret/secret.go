@@ -109,7 +109,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:/@-]*$`)
 
 func checkName(name string) error {
 	if !nameRE.MatchString(name) {
-		return fmt.Errorf("secret name %q: use letters, digits and _ . : / @ -", name)
+		return fmt.Errorf("secret: name %q: use letters, digits and _ . : / @ -", name)
 	}
 	return nil
 }
@@ -160,6 +160,36 @@ func Literal(name, value string) *Secret {
 
 // Name is the secret's name.
 func (s *Secret) Name() string { return s.name }
+
+// Plain returns the value of a Literal (a plain string the policy spelled
+// out where a secret is expected), text around it included, so that a
+// builder can check it where it is declared. ok is false for every other
+// source: their value is known only when they are resolved, and is checked
+// then. Never put the value in an error or a log.
+func (s *Secret) Plain() (value string, ok bool) {
+	if s.src != fromLiteral {
+		return "", false
+	}
+	return s.prefix + s.literal() + s.suffix, true
+}
+
+// Origin describes the secret and where its value comes from, never the
+// value itself (a Literal is only "literal"): for digests that must change
+// when the source does.
+func (s *Secret) Origin() string {
+	var where string
+	switch s.src {
+	case fromEnv:
+		where = "env " + s.where
+	case fromFile:
+		where = "file " + s.where
+	case fromLiteral:
+		where = "literal"
+	default:
+		where = "command " + strings.Join(s.argv, " ")
+	}
+	return fmt.Sprintf("%s (%s) %q+%q", s.name, where, s.prefix, s.suffix)
+}
 
 // Programs lists the executable the secret runs to resolve (the lease
 // command's), for `talon validate`.
@@ -429,7 +459,7 @@ func secretBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.T
 		if err := argv.Unpack(command); err != nil {
 			return nil, fmt.Errorf("%s: for parameter \"command\": %v", b.Name(), err)
 		}
-		if len(argv) == 0 {
+		if len(argv) == 0 || argv[0] == "" {
 			return nil, fmt.Errorf("secret %s: command must name a program", name)
 		}
 		return value(FromCommand(name, argv))

@@ -289,13 +289,14 @@ func TestStarlark(t *testing.T) {
 func TestBuiltinErrors(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ expr, want string }{
-		{`secret("")`, `secret name "": use letters, digits and _ . : / @ -`},
-		{`secret("a b")`, `secret name "a b": use letters, digits and _ . : / @ -`},
+		{`secret("")`, `secret: name "": use letters, digits and _ . : / @ -`},
+		{`secret("a b")`, `secret: name "a b": use letters, digits and _ . : / @ -`},
 		{`secret("x", "y")`, "secret: got 2 positional arguments, want 1 (env, file and command are keyword arguments)"},
 		{`secret("x", env = "A", file = "/f")`, "secret x: give only one of env, file, command"},
 		{`secret("x", env = "A B")`, `secret x: env "A B" is not a variable name`},
 		{`secret("x", file = "token.txt")`, `secret x: file "token.txt" must be an absolute path or start with ~/`},
 		{`secret("x", command = [])`, "secret x: command must name a program"},
+		{`secret("x", command = [""])`, "secret x: command must name a program"},
 		{`secret("x", command = "secrets lease x")`, "secret: for parameter \"command\": want a list of strings, got string"},
 		{`secret("x", command = ["a", 1])`, "secret: for parameter \"command\": item 1: want string, got int"},
 		{`secret("x", bogus = 1)`, "secret: unexpected keyword argument \"bogus\""},
@@ -327,6 +328,38 @@ func TestPlaceholder(t *testing.T) {
 		got, err := mustSecret(t, expr, nil).Resolve(context.Background(), placeholderEffects{&effect.Fake{}}, nil)
 		if err != nil || got != "placeholder-tg" {
 			t.Fatalf("%s: got %q, %v", expr, got, err)
+		}
+	}
+}
+
+// Plain gives only what the policy spelled out; Origin never gives a value.
+func TestPlainAndOrigin(t *testing.T) {
+	t.Parallel()
+	lit := secret.Literal("header:X-Key", "v4lue")
+	if v, ok := lit.Plain(); !ok || v != "v4lue" {
+		t.Fatalf("Plain of a literal: %q %v", v, ok)
+	}
+	env, err := secret.FromEnv("hook", "HOOK_TOKEN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := env.Plain(); ok || v != "" {
+		t.Fatalf("Plain of an env secret: %q %v", v, ok)
+	}
+	cmd, err := secret.FromCommand("tg", []string{"pass", "show", "{name}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		s    *secret.Secret
+		want string
+	}{
+		{lit, `header:X-Key (literal) ""+""`},
+		{env, `hook (env HOOK_TOKEN) ""+""`},
+		{cmd, `tg (command pass show {name}) ""+""`},
+	} {
+		if got := tc.s.Origin(); got != tc.want {
+			t.Errorf("Origin %q, want %q", got, tc.want)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.starlark.net/syntax"
 
 	"github.com/talon-dev/talon/builtins/probe"
+	"github.com/talon-dev/talon/builtins/secret"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/effect"
@@ -49,14 +50,21 @@ func Modules() starlark.StringDict {
 	return out
 }
 
+// predeclared is Modules plus the top-level `secret`, as a policy sees them.
+func predeclared() starlark.StringDict {
+	d := Modules()
+	d["secret"] = secret.Builtin
+	return d
+}
+
 // Declare executes src as the file "talon.star" and returns the probes it declared.
-// Errors carry "talon.star:LINE:COL" positions.
+// `secret` is predeclared too. Errors carry "talon.star:LINE:COL" positions.
 func Declare(src string) ([]*engine.Probe, error) {
 	thread := &starlark.Thread{Name: "probetest"}
 	c := &collector{}
 	star.SetCollector(thread, c)
 	opts := &syntax.FileOptions{}
-	_, err := starlark.ExecFileOptions(opts, thread, "talon.star", src, Modules())
+	_, err := starlark.ExecFileOptions(opts, thread, "talon.star", src, predeclared())
 	if err != nil {
 		var ee *starlark.EvalError
 		if errors.As(err, &ee) {
@@ -113,7 +121,7 @@ func Call(src string, timeout time.Duration, extra ...string) (starlark.StringDi
 	defer cancel()
 	thread := &starlark.Thread{Name: "probetest-run"}
 	star.SetRun(thread, &star.RunEnv{Ctx: ctx, Effects: effect.NewLive(), Env: append(Env(), extra...)})
-	globals, err := starlark.ExecFileOptions(&syntax.FileOptions{}, thread, "talon.star", src, Modules())
+	globals, err := starlark.ExecFileOptions(&syntax.FileOptions{}, thread, "talon.star", src, predeclared())
 	if err != nil {
 		var ee *starlark.EvalError
 		if errors.As(err, &ee) {
