@@ -57,6 +57,9 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
+// errWorkerOnly answers --worker-only until the worker supervisor exists.
+var errWorkerOnly = fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
+
 func fail(code int, format string, args ...any) error {
 	return &exitError{code: code, msg: fmt.Sprintf(format, args...)}
 }
@@ -117,7 +120,7 @@ func (a *app) dispatch(args []string) error {
 		fmt.Fprint(a.stdout, usage)
 		return nil
 	case "worker-only":
-		return fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
+		return errWorkerOnly
 	case "run":
 		return a.run(rest)
 	case "validate":

@@ -27,7 +27,7 @@ func (a *app) run(args []string) error {
 		return err
 	}
 	if workerOnly {
-		return fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
+		return errWorkerOnly
 	}
 	e, err := a.loadEnv()
 	if err != nil {
@@ -67,7 +67,7 @@ func (a *app) run(args []string) error {
 	var d *engine.Daemon
 	if dryRun {
 		actions = &effect.Recorder{OnIntent: func(in effect.Intent) {
-			j.Append(engine.Record{Time: time.Now(), Type: "intent", Intent: in.Kind + ": " + in.Detail})
+			j.Append(engine.Record{Time: time.Now(), Type: "intent", Policy: d.Snapshot().PolicyHash, Intent: in.Kind + ": " + in.Detail})
 			logger.Info("dry run: action recorded, not performed", "kind", in.Kind, "intent", in.Detail)
 		}}
 	}

@@ -67,6 +67,9 @@ func TestDryRunRecordsInsteadOfActing(t *testing.T) {
 	var intents []string
 	for _, r := range readJournal(t, filepath.Join(stateDir, "dry-run")) {
 		if r.Type == "intent" {
+			if r.Policy == "" {
+				t.Fatalf("intent without the policy hash: %+v", r)
+			}
 			intents = append(intents, r.Intent)
 		}
 	}
