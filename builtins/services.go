@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"go.starlark.net/starlark"
 
@@ -48,7 +49,14 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 	}
 	pos := star.Pos(thread)
 	data, err := config.ReadFile(path)
-	c.record(path, path, data) // watched even when missing or bad
+	// Watched even when missing or bad. The hash key is the path relative to
+	// the policy when the file lives inside it, so the same policy has the
+	// same hash wherever it is checked out.
+	key := path
+	if rel, err := filepath.Rel(c.dir, path); err == nil && !strings.HasPrefix(rel, "..") {
+		key = rel
+	}
+	c.record("services:"+key, path, data)
 	s := &config.Services{File: path}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
