@@ -52,13 +52,18 @@ func (a *app) check(args []string) error {
 	defer stop()
 	r := &engine.Runner{Effects: effect.NewLive(), Env: e.cfg.ChildEnv(os.Environ()), Parallel: e.cfg.Parallel}
 	results := r.Run(ctx, probes)
+	code := 0
+	for _, r := range results {
+		if !r.Passed {
+			code = 1
+		}
+	}
+	var werr error
 	if asJSON || !a.tty {
 		if results == nil {
 			results = []engine.Result{}
 		}
-		if err := a.json(results); err != nil {
-			return err
-		}
+		werr = a.json(results)
 	} else {
 		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PROBE\tRESULT\tTIME\tOUTPUT")
@@ -74,16 +79,9 @@ func (a *app) check(args []string) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%dms\t%s\n", r.Name, verdict, r.DurationMS, firstLine(r.Output, 100))
 		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+		werr = tw.Flush()
 	}
-	for _, r := range results {
-		if !r.Passed {
-			return &exitError{code: 1}
-		}
-	}
-	return nil
+	return withCode(werr, code)
 }
 
 func firstLine(s string, n int) string {

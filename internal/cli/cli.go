@@ -53,9 +53,26 @@ resolved config and policy), --worker-only
 type exitError struct {
 	code int
 	msg  string
+	err  error // an underlying error, such as errClosedPipe
 }
 
 func (e *exitError) Error() string { return e.msg }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withCode keeps the exit code a command decided on when writing its
+// output failed (a closed pipe): the output is lost, the verdict is not.
+func withCode(err error, code int) error {
+	if err == nil {
+		if code == 0 {
+			return nil
+		}
+		return &exitError{code: code}
+	}
+	if errors.Is(err, errClosedPipe) {
+		return &exitError{code: code, err: err}
+	}
+	return err
+}
 
 // errWorkerOnly answers --worker-only until the worker supervisor exists.
 var errWorkerOnly = fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
@@ -85,18 +102,25 @@ type app struct {
 
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	// A closed stdout (talon check | head -c 1) must end the command quietly.
-	signal.Ignore(syscall.SIGPIPE)
+	// A closed stdout (talon check | head -c 1) must end the command quietly:
+	// catching SIGPIPE makes a write to it return EPIPE instead of killing
+	// us. Catch, never ignore: an ignored signal stays ignored in every child,
+	// and `yes | head -1` in a probe would then run until its timeout.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	a := &app{stdout: &pipeWriter{w: stdout}, stderr: stderr,
 		g: globals{config: os.Getenv("TALON_CONFIG"), policy: os.Getenv("TALON_POLICY"), stateDir: os.Getenv("TALON_STATE_DIR")}}
 	if f, ok := stdout.(*os.File); ok {
 		a.tty = isatty.IsTerminal(f.Fd())
 	}
 	err := a.dispatch(args)
+	var ee *exitError
 	if errors.Is(err, errClosedPipe) {
+		// Quiet, but the exit status still tells the truth.
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		return 0
 	}
-	var ee *exitError
 	switch {
 	case err == nil:
 		return 0
@@ -255,6 +279,11 @@ func (a *app) loadEnv() (*env, error) {
 	cfg, err := config.Load(config.ExpandHome(path, homeDir()))
 	if err != nil {
 		return nil, err
+	}
+	// Only the default config may be missing: a --config or TALON_CONFIG
+	// that names no file is a typo, not a wish for defaults.
+	if a.g.config != "" && !cfg.Found {
+		return nil, &engine.PosError{File: cfg.File, Message: "config file does not exist; fix --config / TALON_CONFIG or create it"}
 	}
 	e := &env{cfg: cfg, cfgPath: cfg.File, stateDir: cfg.StateDir}
 	if a.g.stateDir != "" {

@@ -52,12 +52,13 @@ func (a *app) drill(args []string) error {
 		Log: func(string, ...any) {}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	delivered := 0
+	delivered, failed := 0, 0
 	for i, p := range pagers {
 		err := p.Send(ctx, env, msg)
 		verdict := "delivered"
 		if err != nil {
 			verdict = "FAILED: " + oneLine(err.Error())
+			failed++
 		} else {
 			delivered++
 		}
@@ -65,8 +66,13 @@ func (a *app) drill(args []string) error {
 			return werr
 		}
 	}
-	if delivered == 0 {
+	// A drill exists to find a broken channel: any failure fails it, even
+	// when another channel (notify.log, say) took the page.
+	switch {
+	case delivered == 0:
 		return fail(1, "drill: no channel accepted the page")
+	case failed > 0:
+		return fail(1, "drill: %d of %d channels failed", failed, len(pagers))
 	}
 	return nil
 }

@@ -22,8 +22,13 @@ func writePID(stateDir string) (func(), error) {
 	return func() { os.Remove(path) }, nil
 }
 
-// signalDaemon sends SIGHUP to the daemon named by the pid file.
+// signalDaemon sends SIGHUP to the daemon named by the pid file, but only
+// while a daemon holds the state dir's lock: a pid file left by kill -9
+// names a process that may now be anything.
 func signalDaemon(stateDir string) (bool, error) {
+	if !daemonHolds(stateDir) {
+		return false, fmt.Errorf("no daemon holds %s (any pid file there is stale)", stateDir)
+	}
 	b, err := os.ReadFile(pidPath(stateDir))
 	if err != nil {
 		return false, fmt.Errorf("no daemon pid file in %s", stateDir)
@@ -56,4 +61,18 @@ func lockStateDir(dir string) (func(), error) {
 		return nil, fail(1, "another talon daemon%s is running on state dir %s; stop it first or use --state-dir", holder, dir)
 	}
 	return func() { f.Close() }, nil
+}
+
+// daemonHolds reports whether a running daemon holds the state dir's lock.
+func daemonHolds(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "talon.lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }

@@ -20,8 +20,10 @@ import (
 // run is the daemon.
 func (a *app) run(args []string) error {
 	var dryRun, workerOnly bool
+	var bind string
 	if err := a.flagsOnly("run", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&dryRun, "dry-run", false, "shadow mode: real probes, actions only recorded")
+		fs.StringVar(&bind, "bind", "", "health endpoint address, overriding [health] bind")
 		fs.BoolVar(&workerOnly, "worker-only", false, "run only the worker supervisor")
 	}); err != nil {
 		return err
@@ -84,12 +86,23 @@ func (a *app) run(args []string) error {
 		Logger:    logger,
 	})
 
-	if e.cfg.Health.Enabled {
-		srv := health.New(health.Options{Bind: e.cfg.Health.Bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger})
+	if bind == "" {
+		bind = e.cfg.Health.Bind
+		if dryRun {
+			// The live daemon owns [health] bind; a shadow that took it would
+			// leave the live one without /health and answer `talon reload`.
+			bind = ""
+			logger.Info("dry run: no health endpoint unless --bind names one")
+		}
+	} else if err := health.RefuseNonLoopback(bind, e.cfg.Health.AllowNonLoopback); err != nil {
+		return fail(2, "--bind: %v", err)
+	}
+	if e.cfg.Health.Enabled && bind != "" {
+		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger})
 		addr, err := srv.Start()
 		if err != nil {
 			// The watchdog keeps watching without its endpoint, loudly.
-			logger.Error("health endpoint not started", "bind", e.cfg.Health.Bind, "err", err)
+			logger.Error("health endpoint not started", "bind", bind, "err", err)
 		} else {
 			logger.Info("health endpoint listening", "addr", addr)
 			defer func() {

@@ -97,13 +97,21 @@ func (a *app) reload(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hash, err := health.PostReload(ctx, e.cfg.Health.Bind)
-	if err != nil {
+	var refused *health.ReloadError
+	if errors.As(err, &refused) {
+		return fail(1, "reload refused; the last good policy keeps running: %s", oneLine(refused.Message))
+	}
+	// Only when nothing answers on /health is a signal the way to the daemon.
+	if err != nil && errors.Is(err, health.ErrNotRunning) {
 		if sent, serr := signalDaemon(e.stateDir); sent {
 			_, werr := fmt.Fprintf(a.stdout, "sent SIGHUP to the daemon (its /health did not answer: %v)\n", oneLine(err.Error()))
 			return werr
 		} else if serr != nil {
 			return fail(1, "reload: %v; and %v", oneLine(err.Error()), serr)
 		}
+		return fail(1, "reload: %s", oneLine(err.Error()))
+	}
+	if err != nil {
 		return fail(1, "reload: %s", oneLine(err.Error()))
 	}
 	_, err = fmt.Fprintf(a.stdout, "reloaded: policy %s\n", shortHash(hash))

@@ -70,17 +70,14 @@ func (a *app) validate(args []string) error {
 	}
 	sort.Strings(rep.Warnings)
 	rep.OK = len(rep.Errors) == 0 && (!strict || len(rep.Warnings) == 0)
-	if asJSON || !a.tty {
-		if err := a.json(rep); err != nil {
-			return err
-		}
-	} else if err := a.validateText(rep); err != nil {
-		return err
-	}
+	code := 0
 	if !rep.OK {
-		return &exitError{code: 1}
+		code = 1
 	}
-	return nil
+	if asJSON || !a.tty {
+		return withCode(a.json(rep), code)
+	}
+	return withCode(a.validateText(rep), code)
 }
 
 func (a *app) validateText(r validateReport) error {

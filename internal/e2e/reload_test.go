@@ -198,7 +198,18 @@ func TestSIGHUPAndTalonReload(t *testing.T) {
 	// arrange reliably; instead check that SIGHUP after an edit applies it.
 	r.edit(onePass + `probe.exec("z", ["true"])` + "\n")
 	r.d.cmd.Process.Signal(sighup)
-	r.hashChange(s0.PolicyHash, "the SIGHUP reload")
+	s1 := r.hashChange(s0.PolicyHash, "the SIGHUP reload")
+
+	// A policy the daemon refuses is a failed `talon reload`, with the error.
+	r.edit("probe.exec(\"a\", [\"true\"]\n")
+	r.policyError("the broken edit", "talon.star:")
+	out, err = talonCmd(t, r.d, "reload")
+	if err == nil || !strings.Contains(out, "reload refused; the last good policy keeps running: talon.star:2:1") {
+		t.Fatalf("talon reload of a broken policy: %v %s", err, out)
+	}
+	if s, _ := r.d.health(); s.PolicyHash != s1.PolicyHash {
+		t.Fatal("the refused policy was swapped in")
+	}
 }
 
 func TestIdleClientDoesNotBlockHealth(t *testing.T) {

@@ -40,7 +40,8 @@ func TestDryRunRecordsInsteadOfActing(t *testing.T) {
 	bind := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := writeConfig(t, dir, bind, stateDir, "")
 
-	cmd := exec.Command(talonBin, "run", "--dry-run", "--config", cfg, "--policy", policy)
+	// A shadow has no /health unless --bind names one (the live daemon owns [health] bind).
+	cmd := exec.Command(talonBin, "run", "--dry-run", "--bind", bind, "--config", cfg, "--policy", policy)
 	cmd.Env = append(os.Environ(), "TG_TOKEN=123:abc")
 	d := &daemon{t: t, cmd: cmd, bind: bind, stateDir: stateDir, stderr: &lockedBuf{}, done: make(chan error, 1)}
 	cmd.Stderr, cmd.Stdout = d.stderr, d.stderr
@@ -104,5 +105,14 @@ func TestDrillPagesThroughTheRealChannelOnly(t *testing.T) {
 	}
 	if out, err := run("drill", "heal"); err == nil || !strings.Contains(out, `no rung "heal" with a notify channel`) {
 		t.Fatalf("drill of a rung without channels: %v %s", err, out)
+	}
+	// One broken channel fails the drill even when another took the page.
+	writeFile(t, filepath.Join(policy, "talon.star"), `
+probe.exec("ok", ["true"])
+ladder(rung("sos", do = [notify.log(), notify.webhook("http://127.0.0.3:1/hook")]))
+`, 0o644)
+	out, err = run("drill")
+	if err == nil || !strings.Contains(out, "log\tdelivered") || !strings.Contains(out, "FAILED") || !strings.Contains(out, "1 of 2 channels failed") {
+		t.Fatalf("drill with a broken channel: %v\n%s", err, out)
 	}
 }
