@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -66,6 +67,8 @@ type Daemon struct {
 	files     []string // what the last load read, good or bad: the watcher watches these
 	started   time.Time
 	reloads   int
+	rungRuns  map[string]int
+	pages     atomic.Int64
 	lastCycle time.Time
 	snapshot  atomic.Pointer[Snapshot] // read without d.mu: /health never waits on the loop
 	nextDue   map[string]time.Time
@@ -115,7 +118,7 @@ func New(opts Options) *Daemon {
 		opts.Host, _ = os.Hostname()
 	}
 	return &Daemon{opts: opts, log: opts.Logger,
-		nextDue: map[string]time.Time{}, inflight: map[string]bool{},
+		nextDue: map[string]time.Time{}, inflight: map[string]bool{}, rungRuns: map[string]int{},
 		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), rungDone: make(chan rungDone, 1)}
 }
 
@@ -372,6 +375,7 @@ func (d *Daemon) record(e Event) {
 	case "probe_up":
 		d.log.Info("probe up", "probe", e.Probe)
 	case "rung_start":
+		d.rungRuns[e.Rung]++
 		d.log.Info("rung started", "rung", e.Rung, "incident", e.Incident)
 	case "rung_done":
 		d.log.Info("rung finished", "rung", e.Rung, "outcome", e.Reason)
@@ -535,6 +539,7 @@ func (d *Daemon) sendAll(ctx context.Context, env *ActionEnv, pagers []Pager, ms
 			mu.Lock()
 			if ok {
 				delivered = append(delivered, p.Channel())
+				d.pages.Add(1)
 			}
 			mu.Unlock()
 			d.mu.Lock()
@@ -734,7 +739,8 @@ func (d *Daemon) publish() {
 	s := Snapshot{State: d.state.Phase, ConsecutiveFailures: d.state.ConsecutiveFailures,
 		ProbeCount: len(d.policy.Probes), WorkerRestarts: d.state.WorkerRestarts,
 		UpdatedAtUnix: d.now().Unix(), PolicyHash: d.policy.Hash, LastCycle: d.lastCycle,
-		DryRun: d.opts.DryRun, Reloads: d.reloads, FailedProbes: []string{}}
+		DryRun: d.opts.DryRun, Reloads: d.reloads, FailedProbes: []string{},
+		RungRuns: maps.Clone(d.rungRuns), Pages: int(d.pages.Load())}
 	for _, p := range d.policy.Probes {
 		if ps := d.state.Probes[p.Name]; ps != nil && ps.Last != nil {
 			s.Probes = append(s.Probes, *ps.Last)

@@ -138,6 +138,9 @@ func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
 	}
 	waitFor(t, "SOS page", 8*time.Second, func() bool { return len(pager.kinds()) == 1 })
 	waitFor(t, "sos state", 2*time.Second, func() bool { return d.Snapshot().State == SOS })
+	if s := d.Snapshot(); s.RungRuns["heal"] != 1 || s.RungRuns["sos"] != 1 || s.Pages != 1 {
+		t.Fatalf("counters for /metrics: rung runs %v, pages %d", s.RungRuns, s.Pages)
+	}
 
 	// Stop mid-incident and start again: no second page inside the repeat,
 	// no second heal inside its cooldown.

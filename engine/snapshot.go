@@ -23,9 +23,13 @@ type Snapshot struct {
 	DryRun      bool          `json:"dry_run"`
 	// Stale says no probe result arrived for several intervals: the
 	// daemon's loop is stuck and what /health shows is old.
-	Stale   bool     `json:"stale"`
-	Reloads int      `json:"reloads"`
-	Probes  []Result `json:"probes"`
+	Stale   bool `json:"stale"`
+	Reloads int  `json:"reloads"`
+	// RungRuns counts the starts of each rung and Pages the pages channels
+	// accepted, since the daemon started (for /metrics).
+	RungRuns map[string]int `json:"rung_runs"`
+	Pages    int            `json:"pages"`
+	Probes   []Result       `json:"probes"`
 }
 
 // IncidentInfo is the open incident as /health shows it.

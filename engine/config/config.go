@@ -242,6 +242,9 @@ func (c *Config) Validate() error {
 		v   int
 		min int
 	}
+	// No setting in seconds may exceed a week: larger values are typos, and
+	// far larger ones overflow a time.Duration into nonsense.
+	const maxSecs = 7 * 24 * 3600
 	w, e, p := &c.Worker, &c.Escalation, &c.Probes
 	for _, r := range []rule{
 		{"check_interval_secs", c.CheckIntervalSecs, 1},
@@ -266,6 +269,12 @@ func (c *Config) Validate() error {
 		if r.v < r.min {
 			return c.errAt(r.key, "%s must be at least %d, got %d", r.key, r.min, r.v)
 		}
+		if strings.HasSuffix(r.key, "_secs") && r.v > maxSecs {
+			return c.errAt(r.key, "%s must be at most %d (a week), got %d", r.key, maxSecs, r.v)
+		}
+	}
+	if c.StateDir == "" {
+		return c.errAt("state_dir", "state_dir must not be empty")
 	}
 	if w.Port < 1 || w.Port > 65535 {
 		return c.errAt("worker.port", "worker.port must be between 1 and 65535, got %d", w.Port)

@@ -241,8 +241,8 @@ func TestLoadServices(t *testing.T) {
 func TestLoadServicesInvalid(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ file, err string }{
-		{"missing_url.toml", `missing_url.toml: http.api is missing required key: url`},
-		{"missing_label.toml", `missing_label.toml: launchd.gateway is missing required key: label`},
+		{"missing_url.toml", `missing_url.toml:1:7: http.api is missing required key: url`},
+		{"missing_label.toml", `missing_label.toml:1:10: launchd.gateway is missing required key: label`},
 		{"unknown_kind.toml", `unknown_kind.toml:4:2: unknown table "tcp"; known keys: http, launchd, script`},
 		{"unknown_key.toml", `unknown_key.toml:3:1: unknown key "critical_after" in [script.disk]; known keys: command, critical, critical_after_consecutive_failures, timeout_secs`},
 		{"wrong_type.toml", `wrong_type.toml:3:16: http.api.timeout_secs: want an integer, got a string`},
@@ -290,5 +290,43 @@ func TestUTF8Survives(t *testing.T) {
 	}
 	if got := s.List[0].Target; got != cmd {
 		t.Fatalf("got %q, want %q", got, cmd)
+	}
+}
+
+// A byte order mark at the start of a file must not cost the positions:
+// errors keep their line, and an explicit [worker] enabled = false holds.
+func TestByteOrderMark(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	os.WriteFile(path, []byte("\xef\xbb\xbf[worker]\ncommand = [\"w\"]\nenabled = false\n"), 0o644)
+	c, err := config.Load(path)
+	if err != nil || c.Worker.Enabled {
+		t.Fatalf("BOM: err %v enabled %v", err, c != nil && c.Worker.Enabled)
+	}
+	os.WriteFile(path, []byte("\xef\xbb\xbfcheck_interval_secs = 0\n"), 0o644)
+	if _, err := config.Load(path); err == nil || !strings.HasPrefix(err.Error(), path+":1:1: ") {
+		t.Fatalf("BOM error without a position: %v", err)
+	}
+}
+
+func TestOutOfRange(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for body, want := range map[string]string{
+		"check_interval_secs = 10000000000\n":         ":1:1: check_interval_secs must be at most 604800 (a week), got 10000000000",
+		"state_dir = \"\"\n":                          ":1:1: state_dir must not be empty",
+		"[escalation]\nsos_cooldown_secs = 9999999\n": ":2:1: escalation.sos_cooldown_secs must be at most 604800 (a week), got 9999999",
+	} {
+		path := filepath.Join(dir, "config.toml")
+		os.WriteFile(path, []byte(body), 0o644)
+		if _, err := config.Load(path); err == nil || err.Error() != path+want {
+			t.Errorf("%q: got %v, want %s", body, err, path+want)
+		}
+	}
+	svc := filepath.Join(dir, "services.toml")
+	os.WriteFile(svc, []byte("[script.x]\ncommand = \"true\"\ntimeout_secs = 100000000000\n"), 0o644)
+	if _, err := config.LoadServices(svc); err == nil || !strings.Contains(err.Error(), ":3:1: script.x: timeout_secs must be between 1 and 3600") {
+		t.Errorf("services timeout: %v", err)
 	}
 }

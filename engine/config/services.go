@@ -102,7 +102,11 @@ func ParseServices(path string, doc []byte) (*Services, error) {
 			return e
 		}
 		if target == nil {
-			return &engine.PosError{File: path, Message: fmt.Sprintf("%s.%s is missing required key: %s", kind, name, key)}
+			e := &engine.PosError{File: path, Message: fmt.Sprintf("%s.%s is missing required key: %s", kind, name, key)}
+			if p, ok := pos[keyOf(kind, name)]; ok { // the table's header
+				e.Line, e.Col = p.line, p.col
+			}
+			return e
 		}
 		if *target == "" {
 			return at(key, "%s.%s: %s must not be empty", kind, name, key)
@@ -118,8 +122,8 @@ func ParseServices(path string, doc []byte) (*Services, error) {
 			sv.After = *o.After
 		}
 		if o.TimeoutSecs != nil {
-			if *o.TimeoutSecs < 1 {
-				return at("timeout_secs", "%s.%s: timeout_secs must be at least 1, got %d", kind, name, *o.TimeoutSecs)
+			if *o.TimeoutSecs < 1 || *o.TimeoutSecs > 3600 {
+				return at("timeout_secs", "%s.%s: timeout_secs must be between 1 and 3600, got %d", kind, name, *o.TimeoutSecs)
 			}
 			sv.TimeoutSecs = *o.TimeoutSecs
 		}

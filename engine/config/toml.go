@@ -28,6 +28,9 @@ func keyOf(parts ...string) string { return strings.Join(parts, "\x00") }
 // scanPositions records where every table and key of doc is. It stops at the
 // first syntax error; the decoder reports that one.
 func scanPositions(doc []byte) positions {
+	// The decoder skips a UTF-8 byte order mark; so must the scan, or it
+	// stops at once and every position (and `enabled` detection) is lost.
+	doc = bytes.TrimPrefix(doc, []byte("\xef\xbb\xbf"))
 	out := positions{}
 	var p unstable.Parser
 	p.Reset(doc)

@@ -3,6 +3,7 @@ package health
 import (
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -35,6 +36,12 @@ var (
 		"Whether the last policy load failed (1): the last good policy keeps running.", nil, nil)
 	descPolicyInfo = prometheus.NewDesc("talon_policy_info",
 		"The policy in force, by content hash (always 1).", []string{"policy_hash"}, nil)
+	descRungRuns = prometheus.NewDesc("talon_rung_runs_total",
+		"Times each ladder rung started since the daemon started.", []string{"rung"}, nil)
+	descPages = prometheus.NewDesc("talon_pages_total",
+		"Pages a channel accepted since the daemon started (SOS and resolved messages).", nil, nil)
+	descStale = prometheus.NewDesc("talon_stale",
+		"Whether no probe result arrived for several intervals (the loop is stuck).", nil, nil)
 	descWorkerRestarts = prometheus.NewDesc("talon_worker_restarts_total",
 		"Times the supervised worker was restarted.", nil, nil)
 	descLastCycle = prometheus.NewDesc("talon_last_cycle_timestamp_seconds",
@@ -54,7 +61,7 @@ var _ prometheus.Collector = SnapshotCollector{}
 func (c SnapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descState, descProbes, descProbeUp, descProbeDuration,
 		descFailed, descConsecutive, descIncident, descReloads, descPolicyError, descPolicyInfo,
-		descWorkerRestarts, descLastCycle} {
+		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale} {
 		ch <- d
 	}
 }
@@ -65,8 +72,8 @@ func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter := func(d *prometheus.Desc, v float64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge(descUp, 1)
 	for _, p := range engine.Phases {
@@ -91,6 +98,16 @@ func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descPolicyInfo, 1, s.PolicyHash)
 	}
 	counter(descWorkerRestarts, float64(s.WorkerRestarts))
+	rungs := make([]string, 0, len(s.RungRuns))
+	for r := range s.RungRuns {
+		rungs = append(rungs, r)
+	}
+	sort.Strings(rungs)
+	for _, r := range rungs {
+		counter(descRungRuns, float64(s.RungRuns[r]), r)
+	}
+	counter(descPages, float64(s.Pages))
+	gauge(descStale, b2f(s.Stale))
 	var last float64
 	if !s.LastCycle.IsZero() {
 		last = float64(s.LastCycle.UnixNano()) / 1e9

@@ -175,6 +175,27 @@ ladder(
 	if got := tg.texts()[1]; !strings.Contains(got, "resolved") || !strings.Contains(got, incident) {
 		t.Fatalf("resolved message %q", got)
 	}
+	// The ladder's work shows in /metrics (this daemon ran no rung itself
+	// after the restart; it sent the resolved message).
+	var metrics []byte
+	scrape := func() bool {
+		resp, err := http.Get("http://" + bind + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		metrics, _ = io.ReadAll(resp.Body)
+		return strings.Contains(string(metrics), "talon_pages_total 1\n")
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for !scrape() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []string{"talon_pages_total 1\n", `talon_state{state="healthy"} 1`, `talon_probe_up{probe="api"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+		}
+	}
 	d.stop()
 	close(stopScan)
 	if p, ok := <-leak; ok {
