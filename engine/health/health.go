@@ -186,7 +186,15 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusForbidden, errorBody("cross_origin_request_refused"))
 	}))
 	reloadHandler := reload.Handler(http.HandlerFunc(s.reload))
+	loopback := RefuseNonLoopback(s.opts.Bind, false) == nil
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// On a loopback bind, only loopback names may be asked for: a web
+		// page that rebinds its own host name to 127.0.0.1 (DNS rebinding)
+		// must not read probe outputs or trigger reloads.
+		if loopback && !loopbackHost(r.Host) {
+			writeJSON(w, http.StatusForbidden, errorBody("host_not_allowed"))
+			return
+		}
 		switch r.URL.Path {
 		case "/health":
 			if !allow(w, r, http.MethodGet, http.MethodHead) {
@@ -314,6 +322,21 @@ func RefuseNonLoopback(bind string, allow bool) error {
 }
 
 func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackHost reports whether a Host header names this machine's loopback:
+// a loopback IP or "localhost", with or without a port.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

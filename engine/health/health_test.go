@@ -615,3 +615,34 @@ func TestConcurrentScrapes(t *testing.T) {
 		t.Fatal(failed)
 	}
 }
+
+// DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends
+// Host: evil.example. A loopback-bound endpoint answers loopback names only.
+func TestForeignHostRefused(t *testing.T) {
+	t.Parallel()
+	srv := New(Options{Bind: "127.0.0.1:0", Snapshot: func() engine.Snapshot { return engine.Snapshot{OK: true} }})
+	addr, err := srv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	_, port, _ := net.SplitHostPort(addr)
+	for host, want := range map[string]int{
+		"evil.example:" + port: http.StatusForbidden,
+		"evil.example":         http.StatusForbidden,
+		"127.0.0.1:" + port:    http.StatusOK,
+		"localhost:" + port:    http.StatusOK,
+		"[::1]:" + port:        http.StatusOK,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/health", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: status %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}
