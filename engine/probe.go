@@ -76,6 +76,9 @@ type Outcome struct {
 	Warning bool
 	// Output is the short human text shown in results.
 	Output string
+	// SubjectSet says Subject is meant even when empty (an empty HTTP body
+	// must not be matched as the made-up "HTTP 200").
+	SubjectSet bool
 	// Subject is the text `expect` is matched against (command output, HTTP
 	// body); empty means Output.
 	Subject string

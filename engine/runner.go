@@ -101,7 +101,7 @@ func (r *Runner) RunOne(ctx context.Context, p *Probe) (res Result) {
 	res.Passed, res.Warning, res.Output, res.Detail, res.TimedOut = o.Passed, o.Warning, o.Output, o.Detail, o.TimedOut
 	if res.Passed && p.Expect != nil {
 		subject := o.Subject
-		if subject == "" {
+		if subject == "" && !o.SubjectSet {
 			subject = o.Output
 		}
 		if !p.Expect.Match(subject) {

@@ -144,8 +144,8 @@ func HTTPCheck(method, rawURL string, codes []int, headers map[string]string) en
 		return engine.Outcome{
 			Passed:  passed,
 			Output:  out,
-			Subject: text,
-			Detail:  map[string]string{"status": strconv.Itoa(resp.StatusCode)},
+			Subject: text, SubjectSet: true,
+			Detail: map[string]string{"status": strconv.Itoa(resp.StatusCode)},
 		}
 	}
 }

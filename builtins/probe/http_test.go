@@ -51,6 +51,8 @@ func TestHTTPProbe(t *testing.T) {
 		{"redirect not followed", `probe.http("moved", "` + u + `/moved")`, false, "HTTP 302 (redirect to /ok not followed)"},
 		{"not found", `probe.http("nf", "` + u + `/nope")`, false, "HTTP 404: 404 page not found"},
 		{"body expect", `probe.http("ok", "` + u + `/ok", expect = "healthy")`, true, "HTTP 200"},
+		{"empty body matched as empty", `probe.http("empty", "` + u + `/empty", expect_regex = "^$")`, true, "HTTP 204"},
+		{"empty body is not the status line", `probe.http("empty", "` + u + `/empty", expect = "204")`, false, `expected "204", got ""`},
 		{"body expect miss", `probe.http("ok", "` + u + `/ok", expect_exact = "ready")`, false, `expected == "ready", got "healthy ✓\n"`},
 		{"headers and method", `probe.http("auth", "` + u + `/auth", method = "post", headers = {"Authorization": "Bearer t0k"})`, true, "HTTP 200: welcome"},
 		{"headers missing", `probe.http("auth", "` + u + `/auth")`, false, "HTTP 401"},
