@@ -51,6 +51,8 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// WhenBudget bounds one evaluation of a `when=` predicate.
 	WhenBudget time.Duration
+	// Worker reports the supervised worker's status for /health, if any.
+	Worker func() any
 }
 
 // Daemon runs probes on their intervals and walks the ladder beside them.
@@ -765,6 +767,26 @@ func (d *Daemon) publish() {
 	d.snapshot.Store(&s)
 }
 
+// WorkerRestarts is the persisted worker restart count (valid once Ready).
+func (d *Daemon) WorkerRestarts() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state.WorkerRestarts
+}
+
+// SetWorkerRestarts records a worker restart count; it survives a restart
+// of Talon (the predecessor's reset to 0).
+func (d *Daemon) SetWorkerRestarts(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state == nil {
+		return
+	}
+	d.state.WorkerRestarts = n
+	d.publish()
+	d.persist()
+}
+
 // Ready is closed once the daemon has loaded its state and policy.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
@@ -783,6 +805,9 @@ func (d *Daemon) Snapshot() Snapshot {
 		return Snapshot{State: Healthy, FailedProbes: []string{}}
 	}
 	s := *p
+	if d.opts.Worker != nil {
+		s.Worker = d.opts.Worker() // live, not as of the last cycle
+	}
 	if limit := d.staleAfter(); !s.LastCycle.IsZero() && d.now().Sub(s.LastCycle) > limit {
 		s.OK, s.Stale = false, true
 	}

@@ -28,8 +28,10 @@ type Snapshot struct {
 	// RungRuns counts the starts of each rung and Pages the pages channels
 	// accepted, since the daemon started (for /metrics).
 	RungRuns map[string]int `json:"rung_runs"`
-	Pages    int            `json:"pages"`
-	Probes   []Result       `json:"probes"`
+	// Worker is the supervised worker's status; absent when none is supervised.
+	Worker any      `json:"worker,omitempty"`
+	Pages  int      `json:"pages"`
+	Probes []Result `json:"probes"`
 }
 
 // IncidentInfo is the open incident as /health shows it.

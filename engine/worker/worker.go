@@ -302,11 +302,21 @@ func (s *Supervisor) countRestart() int {
 	s.mu.Lock()
 	s.st.Restarts++
 	n := s.st.Restarts
+	onRestart := s.opts.OnRestart
 	s.mu.Unlock()
-	if s.opts.OnRestart != nil {
-		s.opts.OnRestart(n)
+	if onRestart != nil {
+		onRestart(n)
 	}
 	return n
+}
+
+// Resume sets the restart count to continue from (persisted by an earlier
+// run) and the callback for new restarts. Call it before Run.
+func (s *Supervisor) Resume(restarts int, onRestart func(total int)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.Restarts = restarts
+	s.opts.OnRestart = onRestart
 }
 
 func (s *Supervisor) setError(err error) {

@@ -74,9 +74,6 @@ func withCode(err error, code int) error {
 	return err
 }
 
-// errWorkerOnly answers --worker-only until the worker supervisor exists.
-var errWorkerOnly = fail(2, "--worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd")
-
 func fail(code int, format string, args ...any) error {
 	return &exitError{code: code, msg: fmt.Sprintf(format, args...)}
 }
@@ -144,7 +141,7 @@ func (a *app) dispatch(args []string) error {
 		fmt.Fprint(a.stdout, usage)
 		return nil
 	case "worker-only":
-		return errWorkerOnly
+		return a.workerOnly(rest)
 	case "run":
 		return a.run(rest)
 	case "validate":

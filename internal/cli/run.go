@@ -14,6 +14,7 @@ import (
 	"github.com/talon-dev/talon/engine/health"
 	"github.com/talon-dev/talon/engine/journal"
 	"github.com/talon-dev/talon/engine/watch"
+	"github.com/talon-dev/talon/engine/worker"
 	"github.com/talon-dev/talon/internal/logging"
 )
 
@@ -29,7 +30,7 @@ func (a *app) run(args []string) error {
 		return err
 	}
 	if workerOnly {
-		return errWorkerOnly
+		return a.workerOnly(nil)
 	}
 	e, err := a.loadEnv()
 	if err != nil {
@@ -73,7 +74,16 @@ func (a *app) run(args []string) error {
 			logger.Info("dry run: action recorded, not performed", "kind", in.Kind, "intent", in.Detail)
 		}}
 	}
+	var sup *worker.Supervisor
+	if e.cfg.Worker.Enabled && !dryRun {
+		sup = worker.New(workerOptions(e.cfg, logger))
+	}
+	var workerStatus func() any
+	if sup != nil {
+		workerStatus = func() any { return sup.Status() }
+	}
 	d = engine.New(engine.Options{
+		Worker:    workerStatus,
 		Load:      e.load,
 		Interval:  time.Duration(e.cfg.CheckIntervalSecs) * time.Second,
 		StateFile: engine.StatePath(e.stateDir),
@@ -136,6 +146,24 @@ func (a *app) run(args []string) error {
 			}
 		}
 	}()
+	workerDone := make(chan struct{})
+	if sup == nil {
+		close(workerDone)
+	} else {
+		go func() {
+			defer close(workerDone)
+			select {
+			case <-d.Ready():
+			case <-ctx.Done():
+				return
+			}
+			// Restarts are counted on from the persisted total.
+			sup.Resume(d.WorkerRestarts(), d.SetWorkerRestarts)
+			if err := sup.Run(ctx); err != nil {
+				logger.Error("worker supervisor stopped", "err", err)
+			}
+		}()
+	}
 	{
 		dirs := watchDirs(e)
 		go func() {
@@ -152,7 +180,9 @@ func (a *app) run(args []string) error {
 			w.Run(ctx)
 		}()
 	}
-	return d.Run(ctx)
+	err = d.Run(ctx)
+	<-workerDone // never exit with the worker alive
+	return err
 }
 
 // watchDirs are the directories watched whatever the policy loaded.

@@ -22,7 +22,7 @@ import (
 	"github.com/talon-dev/talon/engine"
 )
 
-var talonBin string
+var talonBin, workerBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "talon-e2e-bin-")
@@ -33,6 +33,11 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", talonBin, "github.com/talon-dev/talon/cmd/talon").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build talon: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	workerBin = filepath.Join(dir, "worker")
+	if out, err := exec.Command("go", "build", "-o", workerBin, "github.com/talon-dev/talon/engine/worker/testdata/worker").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the stand-in worker: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/engine/worker"
+	"github.com/talon-dev/talon/internal/logging"
+)
+
+// workerOptions maps [worker] in config.toml onto the supervisor.
+func workerOptions(cfg *config.Config, logger *log.Logger) worker.Options {
+	w := cfg.Worker
+	secs := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	return worker.Options{
+		Dir: w.Dir, Command: w.Command, Env: cfg.ChildEnv(os.Environ()), EnvFile: w.EnvFile,
+		LogStdout: w.LogStdout, LogStderr: w.LogStderr,
+		Port: w.Port, HealthPath: w.HealthEndpoint, SyncPath: w.SyncEndpoint,
+		DrainTimeout: secs(w.DrainTimeoutSecs), HealthInterval: secs(w.HealthIntervalSecs),
+		FailuresBeforeRestart: w.HealthFailuresBeforeRestart, BackoffMax: secs(w.RestartBackoffMaxSecs),
+		StartupSyncDelay: secs(w.StartupSyncDelaySecs), HTTPTimeout: secs(w.HTTPTimeoutSecs),
+		ExternalLaunchdLabel: w.ExternalLaunchdLabel, ExternalSystemdUnit: w.ExternalSystemdUnit,
+		Effects: effect.NewLive(), Logger: logger.With("component", "worker"),
+	}
+}
+
+// workerOnly runs the worker supervisor alone in the foreground: no probes,
+// no escalation, no /health. It takes the state dir's lock, so it never
+// runs beside a daemon that supervises the same worker.
+func (a *app) workerOnly(args []string) error {
+	if err := a.flagsOnly("run --worker-only", args, nil); err != nil {
+		return err
+	}
+	e, err := a.loadEnv()
+	if err != nil {
+		return err
+	}
+	if len(e.cfg.Worker.Command) == 0 {
+		return fail(2, "--worker-only: [worker] command is not set in %s", e.cfg.File)
+	}
+	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
+		return fail(1, "state dir: %v", err)
+	}
+	unlock, err := lockStateDir(e.stateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	logger, closeLog, err := logging.New(logging.Options{Dir: e.stateDir})
+	if err != nil {
+		return fail(1, "log: %v", err)
+	}
+	defer closeLog.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := workerOptions(e.cfg, logger)
+	opts.OnRestart = func(total int) { logger.Info("worker restarts", "total", total) }
+	return worker.New(opts).Run(ctx)
+}
