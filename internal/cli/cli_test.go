@@ -174,7 +174,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon --help\n"},
 		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: policy /nonexistent/talon-policy has no talon.star: no such file or directory\n"},
 		{[]string{"check", "foo"}, 2, "talon: check takes no arguments, got \"foo\"; see talon --help\n"},
-		{[]string{"--worker-only"}, 2, "talon: --worker-only: the worker supervisor is not built into this talon yet; run the worker under launchd or systemd\n"},
+		{[]string{"--worker-only"}, 2, "talon: --worker-only: [worker] command is not set in " + testdata(t, "good/config.toml") + "\n"},
 	}
 	for _, tc := range cases {
 		_, errOut, code := talon(t, append(tc.args, "--config", testdata(t, "good/config.toml"))...)
