@@ -30,7 +30,10 @@ import (
 const usage = `usage: talon [global flags] [command] [flags]
 
 commands:
-  run [--dry-run]            the daemon: probes, escalation, /health (the default)
+  run [--dry-run] [--bind ADDR] [--worker-only]
+                             the daemon: probes, escalation, the worker, /health
+                             (the default); --dry-run records actions instead of
+                             taking them; --worker-only supervises the worker alone
   validate [--json] [--strict]
                              load config, services and policy; print a summary
   check [--json] [--probe NAME]...
