@@ -87,33 +87,7 @@ func fakeDockerEngine(t *testing.T) (sock string, requests func() []string) {
 // hangingUnixSocket accepts connections on a unix socket and never answers.
 func hangingUnixSocket(t *testing.T) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "hang.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return sock
+	return silentListener(t, "unix", filepath.Join(t.TempDir(), "hang.sock"))
 }
 
 func TestDockerProbe(t *testing.T) {

@@ -13,7 +13,14 @@ import (
 // only ends at the probe's deadline.
 func silentServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return silentListener(t, "tcp", "127.0.0.1:0")
+}
+
+// silentListener listens on network/addr, accepts connections and never
+// answers; the connections are closed when the test ends.
+func silentListener(t *testing.T, network, addr string) string {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
