@@ -8,7 +8,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/charmbracelet/log"
+
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/logging"
 )
 
 func pidPath(stateDir string) string { return filepath.Join(stateDir, "talon.pid") }
@@ -75,4 +78,22 @@ func daemonHolds(dir string) bool {
 	}
 	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return false
+}
+
+// claimStateDir is how a long-running command starts: it creates the state
+// directory, takes its lock (one daemon per state dir) and opens the log.
+func claimStateDir(dir string) (*log.Logger, func(), error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fail(1, "state dir: %v", err)
+	}
+	unlock, err := lockStateDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger, closeLog, err := logging.New(logging.Options{Dir: dir})
+	if err != nil {
+		unlock()
+		return nil, nil, fail(1, "log: %v", err)
+	}
+	return logger, func() { closeLog.Close(); unlock() }, nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/talon-dev/talon/engine/journal"
 	"github.com/talon-dev/talon/engine/watch"
 	"github.com/talon-dev/talon/engine/worker"
-	"github.com/talon-dev/talon/internal/logging"
 )
 
 // run is the daemon.
@@ -41,19 +40,11 @@ func (a *app) run(args []string) error {
 		// and "heals" must never put the live daemon's cooldowns to sleep.
 		e.stateDir = filepath.Join(e.stateDir, "dry-run")
 	}
-	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
-		return fail(1, "state dir: %v", err)
-	}
-	unlock, err := lockStateDir(e.stateDir)
+	logger, release, err := claimStateDir(e.stateDir)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	logger, closeLog, err := logging.New(logging.Options{Dir: e.stateDir})
-	if err != nil {
-		return fail(1, "log: %v", err)
-	}
-	defer closeLog.Close()
+	defer release()
 	j, err := journal.Open(filepath.Join(e.stateDir, "journal.jsonl"), journal.Options{})
 	if err != nil {
 		return fail(1, "journal: %v", err)

@@ -12,7 +12,6 @@ import (
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/engine/worker"
-	"github.com/talon-dev/talon/internal/logging"
 )
 
 // workerOptions maps [worker] in config.toml onto the supervisor.
@@ -45,19 +44,11 @@ func (a *app) workerOnly(args []string) error {
 	if len(e.cfg.Worker.Command) == 0 {
 		return fail(2, "--worker-only: [worker] command is not set in %s", e.cfg.File)
 	}
-	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
-		return fail(1, "state dir: %v", err)
-	}
-	unlock, err := lockStateDir(e.stateDir)
+	logger, release, err := claimStateDir(e.stateDir)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	logger, closeLog, err := logging.New(logging.Options{Dir: e.stateDir})
-	if err != nil {
-		return fail(1, "log: %v", err)
-	}
-	defer closeLog.Close()
+	defer release()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := workerOptions(e.cfg, logger)
