@@ -41,6 +41,10 @@ commands:
   status [--json]            state machine position (daemon first, then state file)
   reload                     ask the running daemon to reload its policy now
   drill [RUNG]               send a page marked DRILL through a rung's channels
+  replay JOURNAL [--diff OTHER_DIR] [--json]
+                             feed a recorded journal (journal.jsonl or its directory)
+                             through the policy and show what it would have decided;
+                             --diff compares with the policy in OTHER_DIR
 
 global flags (also TALON_CONFIG, TALON_POLICY, TALON_STATE_DIR):
   --config FILE     config.toml (default ~/.config/talon/config.toml)
@@ -157,6 +161,8 @@ func (a *app) dispatch(args []string) error {
 		return a.reload(rest)
 	case "drill":
 		return a.drill(rest)
+	case "replay":
+		return a.replay(rest)
 	case "print":
 		return a.print(rest)
 	}
@@ -197,7 +203,7 @@ func (a *app) command(args []string) (string, []string) {
 func takesValue(flagArg string) bool {
 	name := strings.TrimLeft(flagArg, "-")
 	switch name {
-	case "config", "policy", "state-dir", "probe":
+	case "config", "policy", "state-dir", "probe", "diff", "bind":
 		return true
 	}
 	return false
