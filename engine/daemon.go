@@ -79,10 +79,12 @@ type Daemon struct {
 	rungStop  context.CancelFunc
 
 	ready chan struct{}
+	sem   chan struct{} // Options.Parallel across all probe runs
 	// longestTimeout is the longest probe timeout of the current policy.
 	longestTimeout atomic.Value
 	swap           chan *swapReq
 	results        chan []Result
+	batches        chan []Result // every probe of one launch, for the cycle summary
 	rungDone       chan rungDone
 	bg             sync.WaitGroup // rung, resolution and probe goroutines
 }
@@ -119,9 +121,13 @@ func New(opts Options) *Daemon {
 	if opts.Host == "" {
 		opts.Host, _ = os.Hostname()
 	}
-	return &Daemon{opts: opts, log: opts.Logger,
+	var sem chan struct{}
+	if opts.Parallel > 0 {
+		sem = make(chan struct{}, opts.Parallel)
+	}
+	return &Daemon{opts: opts, log: opts.Logger, sem: sem,
 		nextDue: map[string]time.Time{}, inflight: map[string]bool{}, rungRuns: map[string]int{},
-		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), rungDone: make(chan rungDone, 1)}
+		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4), rungDone: make(chan rungDone, 1)}
 }
 
 func (d *Daemon) now() time.Time { return d.opts.Now() }
@@ -202,7 +208,12 @@ func (d *Daemon) schedule(now time.Time, first bool) {
 	keep := map[string]bool{}
 	for _, p := range d.policy.Probes {
 		keep[p.Name] = true
-		if _, ok := d.nextDue[p.Name]; ok && !first {
+		if due, ok := d.nextDue[p.Name]; ok && !first {
+			// A shorter interval after a reload takes effect now, not after
+			// the old, longer one.
+			if soon := now.Add(d.interval(p)); soon.Before(due) {
+				d.nextDue[p.Name] = soon
+			}
 			continue
 		}
 		var jitter time.Duration
@@ -262,6 +273,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 			}
 			d.observe(ctx, rs)
+		case all := <-d.batches:
+			d.mu.Lock()
+			d.summary(all)
+			d.mu.Unlock()
 		case rd := <-d.rungDone:
 			d.finishRung(ctx, rd)
 		case req := <-d.swap:
@@ -297,17 +312,24 @@ func (d *Daemon) launchDue(ctx context.Context) {
 		defer d.bg.Done()
 		// Each result goes to the loop as soon as its probe finishes: one
 		// slow probe never holds back the others' results or escalation.
+		var all []Result
 		runner.Stream(ctx, due, func(r Result) {
+			all = append(all, r)
 			select {
 			case d.results <- []Result{r}:
 			case <-ctx.Done():
 			}
 		})
+		// One summary line per launched cycle, once all its probes are in.
+		select {
+		case d.batches <- all:
+		case <-ctx.Done():
+		}
 	}()
 }
 
 func (d *Daemon) runner() *Runner {
-	return &Runner{Effects: d.opts.Probes, Env: d.env(), Parallel: d.opts.Parallel, Now: d.opts.Now}
+	return &Runner{Effects: d.opts.Probes, Env: d.env(), Parallel: d.opts.Parallel, Now: d.opts.Now, Sem: d.sem}
 }
 
 // observe feeds results to the state machine, then lets the ladder act.
@@ -324,7 +346,9 @@ func (d *Daemon) observe(ctx context.Context, rs []Result) {
 	d.lastCycle = now
 	var known []Result
 	for _, r := range rs {
-		if d.policy.Probe(r.Name) != nil { // a probe removed by a reload mid-run
+		// A probe removed by a reload mid-run, or one whose definition the
+		// reload changed, does not count: the old run tested something else.
+		if p := d.policy.Probe(r.Name); p != nil && (r.digest == "" || r.digest == p.Digest) {
 			known = append(known, r)
 		}
 	}
@@ -333,7 +357,6 @@ func (d *Daemon) observe(ctx context.Context, rs []Result) {
 	for _, e := range events {
 		d.record(e)
 	}
-	d.summary(known)
 	d.escalate(ctx, now)
 	d.publish()
 	d.persist()
@@ -507,6 +530,9 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 	// rung's timeout: a heal that used its whole budget still gets checked.
 	if r.Verify && len(verify) > 0 && parent.Err() == nil && len(actions) > 0 {
 		out.Verify = runner.Run(parent, verify)
+		if parent.Err() != nil {
+			out.Verify = nil // cut by the shutdown: "context canceled" is not a result
+		}
 	}
 	return out
 }
@@ -644,6 +670,9 @@ func (d *Daemon) apply(res *LoadResult) {
 	d.reloads++
 	d.warn(res)
 	d.state.Incident.Relocate(oldLadder, d.policy.Ladder)
+	for _, e := range d.state.settle(d.policy, d.now()) {
+		d.record(e) // an incident whose probes the reload removed resolves
+	}
 	d.state.Reconcile(d.policy)
 	d.schedule(d.now(), false)
 	d.journal(Record{Type: "reload", OldHash: old})
@@ -712,6 +741,16 @@ func (d *Daemon) stop() {
 	}
 	d.journal(Record{Type: "stop", Phase: d.state.Phase})
 	d.persist()
+	// A "resolved" message queued just now (a rung outcome applied above)
+	// still goes out, within the grace period.
+	d.mu.Unlock()
+	done2 := make(chan struct{})
+	go func() { d.bg.Wait(); close(done2) }()
+	select {
+	case <-done2:
+	case <-time.After(d.opts.ShutdownGrace):
+	}
+	d.mu.Lock()
 	if d.opts.Journal != nil {
 		d.opts.Journal.Sync()
 	}
@@ -730,12 +769,11 @@ func (d *Daemon) persist() {
 
 // publish rebuilds the snapshot; callers hold d.mu.
 func (d *Daemon) publish() {
+	// The loop is stuck when no result came for three times the longest
+	// gap between two runs of any probe (its interval plus its timeout).
 	longest := time.Duration(0)
 	for _, p := range d.policy.Probes {
-		longest = max(longest, p.EffectiveTimeout())
-	}
-	if d.policy.Interval > 0 && d.policy.Interval > d.opts.Interval {
-		longest += 3 * (d.policy.Interval - d.opts.Interval)
+		longest = max(longest, d.interval(p)+p.EffectiveTimeout())
 	}
 	d.longestTimeout.Store(longest)
 	s := Snapshot{State: d.state.Phase, ConsecutiveFailures: d.state.ConsecutiveFailures,
@@ -808,16 +846,16 @@ func (d *Daemon) Snapshot() Snapshot {
 	if d.opts.Worker != nil {
 		s.Worker = d.opts.Worker() // live, not as of the last cycle
 	}
-	if limit := d.staleAfter(); !s.LastCycle.IsZero() && d.now().Sub(s.LastCycle) > limit {
+	if limit := d.staleAfter(); limit > 0 && !s.LastCycle.IsZero() && d.now().Sub(s.LastCycle) > limit {
 		s.OK, s.Stale = false, true
 	}
 	return s
 }
 
-// staleAfter is how long without any probe result means the loop is stuck:
-// three intervals plus the longest probe timeout.
+// staleAfter is how long without any probe result means the loop is stuck;
+// zero (a policy without probes) means never.
 func (d *Daemon) staleAfter() time.Duration {
-	return 3*d.opts.Interval + d.longestTimeout.Load().(time.Duration)
+	return 3 * d.longestTimeout.Load().(time.Duration)
 }
 
 func short(h string) string {

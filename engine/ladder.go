@@ -221,6 +221,15 @@ type RungOutcome struct {
 func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome, now time.Time) []Event {
 	inc := s.Incident
 	ev := []Event{{Type: "rung_done", Rung: rung, Incident: incidentID, Reason: outcomeText(out), Channels: out.Paged, At: now}}
+	if len(out.Paged) > 0 {
+		// A delivered page starts its cooldown even if the incident
+		// resolved while it was on the way.
+		s.LastPage = now
+		if s.LastSent == nil {
+			s.LastSent = map[string]time.Time{}
+		}
+		s.LastSent[rung] = now
+	}
 	if inc == nil || inc.ID != incidentID {
 		return ev
 	}
@@ -244,11 +253,6 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 		if len(out.Paged) > 0 {
 			inc.Paged = union(inc.Paged, out.Paged)
 			rs.LastSent, rs.Failures, rs.NextTry = now, 0, time.Time{}
-			s.LastPage = now
-			if s.LastSent == nil {
-				s.LastSent = map[string]time.Time{}
-			}
-			s.LastSent[rung] = now
 			if idx >= 0 && pol.Ladder[idx].State != "" {
 				ev = append(ev, s.raise(Phase(pol.Ladder[idx].State), now)...)
 			}

@@ -189,4 +189,7 @@ type Result struct {
 	TimedOut   bool              `json:"timed_out,omitempty"`
 	Detail     map[string]string `json:"detail,omitempty"`
 	At         time.Time         `json:"at"`
+	// digest is the definition the result came from; a result of a
+	// definition that a reload replaced is not counted.
+	digest string
 }

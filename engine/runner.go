@@ -19,6 +19,16 @@ type Runner struct {
 	Parallel int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Sem, when set, is shared by every run of this runner's owner, so
+	// Parallel bounds the daemon as a whole, not one batch.
+	Sem chan struct{}
+}
+
+func (r *Runner) sem(n int) chan struct{} {
+	if r.Sem != nil {
+		return r.Sem
+	}
+	return make(chan struct{}, max(n, 1))
 }
 
 func (r *Runner) now() time.Time {
@@ -35,7 +45,7 @@ func (r *Runner) Run(ctx context.Context, probes []*Probe) []Result {
 	if n <= 0 || n > len(probes) {
 		n = len(probes)
 	}
-	sem := make(chan struct{}, max(n, 1))
+	sem := r.sem(n)
 	var wg sync.WaitGroup
 	for i, p := range probes {
 		wg.Add(1)
@@ -58,7 +68,7 @@ func (r *Runner) Stream(ctx context.Context, probes []*Probe, emit func(Result))
 	if n <= 0 || n > len(probes) {
 		n = len(probes)
 	}
-	sem := make(chan struct{}, max(n, 1))
+	sem := r.sem(n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, p := range probes {
@@ -83,7 +93,7 @@ func (r *Runner) RunOne(ctx context.Context, p *Probe) (res Result) {
 	timeout := p.EffectiveTimeout()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res = Result{Name: p.Name, Critical: p.Critical, At: start}
+	res = Result{Name: p.Name, Critical: p.Critical, At: start, digest: p.Digest}
 	defer func() {
 		if v := recover(); v != nil {
 			res.Passed = false

@@ -164,6 +164,9 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 		} else if ps.Digest != p.Digest {
 			ps.Digest, ps.Fails, ps.Passes = p.Digest, 0, 0
 		}
+		if ps.Last != nil && r.At.Before(ps.Last.At) {
+			continue // an older run finishing late (e.g. after a verify): not news
+		}
 		r := r
 		ps.Last = &r
 		if r.Passed {
@@ -218,6 +221,19 @@ func (s *State) Escalating(pol *Policy) (names []string, critical bool) {
 	return names, critical
 }
 
+// downProbes lists, sorted, the non-witness probes that are down, whether
+// or not a parent suppresses them.
+func (s *State) downProbes(pol *Policy) []string {
+	var names []string
+	for _, p := range pol.Probes {
+		if ps := s.Probes[p.Name]; ps != nil && ps.Down && !p.Witness {
+			names = append(names, p.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
 // suppressed reports whether a parent of p (transitively) is failing.
 func (s *State) suppressed(pol *Policy, p *Probe, depth int) bool {
 	if depth > len(pol.Probes) {
@@ -251,10 +267,14 @@ func (s *State) settle(pol *Policy, now time.Time) []Event {
 		ev = append(ev, Event{Type: "incident_open", Incident: s.Incident.ID, Reason: fmt.Sprint(names), At: now})
 	}
 	if inc := s.Incident; inc != nil {
-		if len(names) == 0 {
+		// A probe held back by a failing parent is still down: the incident
+		// stays open (a parent's single miss must not "resolve" it and open
+		// a new one a cycle later).
+		down := s.downProbes(pol)
+		if len(down) == 0 {
 			ev = append(ev, s.resolve(now, "probes recovered"))
 		} else {
-			inc.Probes = names
+			inc.Probes = down
 			inc.Critical = inc.Critical || critical
 		}
 	}

@@ -90,6 +90,9 @@ func claimStateDir(dir string) (*log.Logger, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// We hold the lock, so any pid file here was left by a daemon that died
+	// (kill -9): remove it before anyone signals the pid it names.
+	os.Remove(pidPath(dir))
 	logger, closeLog, err := logging.New(logging.Options{Dir: dir})
 	if err != nil {
 		unlock()

@@ -53,5 +53,22 @@ func (a *app) workerOnly(args []string) error {
 	defer stop()
 	opts := workerOptions(e.cfg, logger)
 	opts.OnRestart = func(total int) { logger.Info("worker restarts", "total", total) }
-	return worker.New(opts).Run(ctx)
+	sup := worker.New(opts)
+	// SIGHUP and SIGUSR1/2 go to the worker's process group; a hang-up
+	// must never kill us and orphan the worker.
+	fwd := make(chan os.Signal, 4)
+	signal.Notify(fwd, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(fwd)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-fwd:
+				logger.Info("forwarding signal to the worker", "signal", sig)
+				sup.Signal(sig.(syscall.Signal))
+			}
+		}
+	}()
+	return sup.Run(ctx)
 }
