@@ -25,7 +25,7 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func pass(context.Context, *ProbeEnv) Outcome { return Outcome{Passed: true, Output: "ok"} }
+func pass(context.Context, *ProbeEnv) Outcome  { return Outcome{Passed: true, Output: "ok"} }
 func failO(context.Context, *ProbeEnv) Outcome { return Outcome{Output: "down"} }
 
 // Regression (review finding 1), the defect this guards against: a policy whose probes run every 10m reads as stale (health not ok)
