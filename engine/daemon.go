@@ -424,6 +424,16 @@ func (d *Daemon) escalate(ctx context.Context, now time.Time) {
 	if d.rungName != "" || d.state.Incident == nil {
 		return
 	}
+	// A parent still running decides whether its children may escalate:
+	// with results streaming in, a child's can arrive first.
+	names, _ := d.state.Escalating(d.policy)
+	for _, name := range names {
+		for _, parent := range d.policy.Probe(name).DependsOn {
+			if d.inflight[parent] {
+				return
+			}
+		}
+	}
 	// After a restart, act only on what this run has seen: every probe of
 	// the incident must have run once since the start.
 	for _, name := range d.state.Incident.Probes {

@@ -53,6 +53,10 @@ func Decide(s *State, pol *Policy, now time.Time, when WhenFunc) Decision {
 		d.Wait = "the failing probes pass again; waiting for them to recover"
 		return d
 	}
+	if names, _ := s.Escalating(pol); len(names) == 0 {
+		d.Wait = "every down probe waits on a failing parent (depends_on)"
+		return d
+	}
 	for inc.Position < len(pol.Ladder) {
 		r := pol.Ladder[inc.Position]
 		if r.Pages() && !inc.Critical {

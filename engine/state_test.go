@@ -511,3 +511,17 @@ func TestRelocateFollowsTheRungName(t *testing.T) {
 		}
 	}
 }
+
+// An incident kept open only by probes whose parent fails runs no rung:
+// the parent's problem is the one to work on, once it counts as down.
+func TestLadderHoldsWhileOnlySuppressedProbesAreDown(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "net", After: 5}, {Name: "api", Critical: true, After: 1, DependsOn: []string{"net"}}},
+		&Rung{Name: "heal", Do: []Action{fakeAction{"heal"}}})
+	s := NewState(t0)
+	Observe(s, pol, []Result{res("api", false)}, t0) // the child's result came first
+	Observe(s, pol, []Result{res("net", false)}, t0)
+	if d := Decide(s, pol, t0, nil); d.Run != -1 || !strings.Contains(d.Wait, "parent") {
+		t.Fatalf("ran a rung for a suppressed child: %+v", d)
+	}
+}
