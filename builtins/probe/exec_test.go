@@ -10,11 +10,7 @@ import (
 
 func TestExecProbe(t *testing.T) {
 	t.Parallel()
-	cases := []struct {
-		name, src string
-		passed    bool
-		output    string
-	}{
+	cases := []probeCase{
 		{"pass", `probe.exec("ok", ["sh", "-c", "echo hello"])`, true, "hello"},
 		{"fail", `probe.exec("bad", ["sh", "-c", "echo nope; exit 2"])`, false, "exit status 2: nope"},
 		{"expect", `probe.exec("e", ["echo", "True"], expect_exact = "True")`, true, "True"},
@@ -22,15 +18,7 @@ func TestExecProbe(t *testing.T) {
 		{"env", `probe.exec("env", ["sh", "-c", "echo $X"], env = {"X": "café ✓"})`, true, "café ✓"},
 		{"missing program", `probe.exec("m", ["talon-no-such-program"])`, false, "talon-no-such-program: not found on PATH"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			res, _ := probetest.Run(t, probetest.MustDeclare(t, tc.src))
-			if res.Passed != tc.passed || !strings.Contains(res.Output, tc.output) {
-				t.Fatalf("got passed=%v output=%q; want passed=%v output containing %q", res.Passed, res.Output, tc.passed, tc.output)
-			}
-		})
-	}
+	runCases(t, cases)
 }
 
 func TestExecProbeTimeout(t *testing.T) {

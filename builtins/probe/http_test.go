@@ -38,11 +38,7 @@ func TestHTTPProbe(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	u := srv.URL
-	cases := []struct {
-		name, src string
-		passed    bool
-		output    string
-	}{
+	cases := []probeCase{
 		{"pass", `probe.http("ok", "` + u + `/ok")`, true, "HTTP 200: healthy ✓"},
 		{"fail", `probe.http("idle", "` + u + `/idle")`, false, "HTTP 503: no workers registered"},
 		{"2xx passes", `probe.http("empty", "` + u + `/empty")`, true, "HTTP 204"},
@@ -59,15 +55,7 @@ func TestHTTPProbe(t *testing.T) {
 		{"body capped at 64 KiB", `probe.http("big", "` + u + `/big", expect = "TAIL")`, false, `expected "TAIL", got "xxxx`},
 		{"refused", `probe.http("down", "http://` + closedAddr(t) + `/")`, false, "connection refused"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			res, _ := probetest.Run(t, probetest.MustDeclare(t, tc.src))
-			if res.Passed != tc.passed || !strings.Contains(res.Output, tc.output) {
-				t.Fatalf("got passed=%v output=%q; want passed=%v output containing %q", res.Passed, res.Output, tc.passed, tc.output)
-			}
-		})
-	}
+	runCases(t, cases)
 }
 
 func TestHTTPProbeTimeout(t *testing.T) {

@@ -3,10 +3,13 @@ package probe_test
 import (
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/talon-dev/talon/builtins/probe/probetest"
 )
 
 // silentServer accepts connections and never answers: an HTTP request to it
@@ -91,4 +94,47 @@ func closedAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// probeCase is one row of a probe kind's table test: Starlark declaring one
+// probe, and whether running it must pass with output in its output.
+type probeCase struct {
+	name, src string
+	passed    bool
+	output    string // substring of the result's output
+}
+
+// runCases declares and runs each case's probe for real, in parallel.
+func runCases(t *testing.T, cases []probeCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			res, _ := probetest.Run(t, probetest.MustDeclare(t, tc.src))
+			if res.Passed != tc.passed || !strings.Contains(res.Output, tc.output) {
+				t.Fatalf("got passed=%v output=%q; want passed=%v output containing %q", res.Passed, res.Output, tc.passed, tc.output)
+			}
+		})
+	}
+}
+
+// acceptAndClose listens on loopback and closes every connection at once:
+// a port that is open, for probes that only need to connect.
+func acceptAndClose(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
 }

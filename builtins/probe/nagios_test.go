@@ -20,21 +20,7 @@ func TestNagiosProbe(t *testing.T) {
 	t.Parallel()
 	testpeer.Need(t, "check_tcp", "check_disk", "check_http")
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	open := l.Addr().(*net.TCPAddr).Port
+	open := acceptAndClose(t)
 	closed := testpeer.FreePort(t)
 
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -18,11 +18,7 @@ func TestRedisProbe(t *testing.T) {
 	locked := testpeer.StartRedis(t, "s3cret pass")
 	closed := fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
 
-	cases := []struct {
-		name, src string
-		passed    bool
-		output    string
-	}{
+	cases := []probeCase{
 		{"pass", `probe.redis("redis", "` + open.Addr + `")`, true, "PONG"},
 		{"expect", `probe.redis("redis", "` + open.Addr + `", expect_exact = "PONG")`, true, "PONG"},
 		{"info", `probe.redis("aof", "` + open.Addr + `", info = {"aof_last_bgrewrite_status": "ok", "aof_enabled": "0"})`, true, "PONG; aof_enabled=0 aof_last_bgrewrite_status=ok"},

@@ -12,11 +12,7 @@ import (
 
 func TestScriptProbe(t *testing.T) {
 	t.Parallel()
-	cases := []struct {
-		name, src string
-		passed    bool
-		output    string
-	}{
+	cases := []probeCase{
 		{"pass", `probe.script("ok", "echo hello | tr a-z A-Z")`, true, "HELLO"},
 		{"fail", `probe.script("bad", "echo nope >&2; exit 2")`, false, "exit status 2: nope"},
 		{"negation", `probe.script("taint", "! echo disk-pressure | grep -q disk-pressure")`, false, "exit status 1"},
@@ -26,15 +22,7 @@ func TestScriptProbe(t *testing.T) {
 		{"big output is not a timeout", `probe.script("big", "head -c 300000 /dev/zero | tr '\\0' x; echo", timeout = "5s")`, true, "bytes of output dropped"},
 		{"missing program", `probe.script("m", "talon-no-such-program")`, false, "exit status 127"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			res, _ := probetest.Run(t, probetest.MustDeclare(t, tc.src))
-			if res.Passed != tc.passed || !strings.Contains(res.Output, tc.output) {
-				t.Fatalf("got passed=%v output=%q; want passed=%v output containing %q", res.Passed, res.Output, tc.passed, tc.output)
-			}
-		})
-	}
+	runCases(t, cases)
 }
 
 func TestScriptProbeTimeout(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,21 +25,7 @@ func TestSSHProbe(t *testing.T) {
 	testpeer.Need(t, "python3") // the remote side is this host: it runs python3 too
 
 	// A listener for the remote python one-liner to connect to.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
+	port := acceptAndClose(t)
 
 	q := func(v string) string { return fmt.Sprintf("%q", v) }
 	alias := fmt.Sprintf("host = %s, config = %s", q(s.Alias), q(s.Config))
@@ -151,30 +138,9 @@ func TestSSHBadArgs(t *testing.T) {
 // hangingListener accepts connections and never writes a byte; it returns the port.
 func hangingListener(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(silentListener(t, "tcp", "127.0.0.1:0"))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // procsWithArg lists live processes named prog whose command line contains

@@ -1,7 +1,7 @@
 package probe_test
 
 import (
-	"net"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,38 +11,12 @@ import (
 
 func TestTCPProbe(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	open, closed := ln.Addr().String(), closedAddr(t)
-	cases := []struct {
-		name, src string
-		passed    bool
-		output    string
-	}{
+	open, closed := fmt.Sprintf("127.0.0.1:%d", acceptAndClose(t)), closedAddr(t)
+	cases := []probeCase{
 		{"pass", `probe.tcp("up", "` + open + `")`, true, "connected to " + open},
 		{"fail", `probe.tcp("down", "` + closed + `")`, false, "connection refused"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			res, _ := probetest.Run(t, probetest.MustDeclare(t, tc.src))
-			if res.Passed != tc.passed || !strings.Contains(res.Output, tc.output) {
-				t.Fatalf("got passed=%v output=%q; want passed=%v output containing %q", res.Passed, res.Output, tc.passed, tc.output)
-			}
-		})
-	}
+	runCases(t, cases)
 }
 
 func TestTCPProbeTimeout(t *testing.T) {
