@@ -272,3 +272,34 @@ func TestStrictModesOff(t *testing.T) {
 		t.Fatalf("validate --strict with strict_modes = false: exit %d, want 1", code)
 	}
 }
+
+// TestStateDirRefused: an existing state directory others can write is
+// refused at start with the command that fixes it; a new one is made 0700.
+func TestStateDirRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fspermtest.Chmod(t, dir, 0o777)
+	_, _, err := claimStateDir(dir, true)
+	if want := "state dir: unsafe directory " + dir + " (owner root, uid 0, mode 0777): writable by group and others; fix: chmod go-w " + dir; err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "talon.log")); !os.IsNotExist(err) {
+		t.Fatalf("a refused state dir got a log file: %v", err)
+	}
+
+	fresh := filepath.Join(t.TempDir(), "a", "state")
+	logger, release, err := claimStateDir(fresh, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.Info("hello")
+	release()
+	for path, want := range map[string]os.FileMode{fresh: 0o700, filepath.Dir(fresh): 0o700,
+		filepath.Join(fresh, "talon.log"): 0o600, filepath.Join(fresh, "talon.lock"): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+}

@@ -48,7 +48,7 @@ func (a *app) workerOnly(args []string) error {
 	if len(e.cfg.Worker.Command) == 0 {
 		return fail(2, "--worker-only: [worker] command is not set in %s", e.cfg.File)
 	}
-	logger, release, err := claimStateDir(e.stateDir)
+	logger, release, err := claimStateDir(e.stateDir, e.cfg.StrictModes)
 	if err != nil {
 		return err
 	}

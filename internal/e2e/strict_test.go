@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -80,6 +81,105 @@ func TestReloadRefusesAPolicyOthersCanChange(t *testing.T) {
 	s3 := r.policyError("the refusal of another user's file", want)
 	if s3.PolicyHash != s2.PolicyHash || s3.ProbeCount != 2 {
 		t.Fatalf("after the second refusal: hash %s (want %s) probes %d", s3.PolicyHash, s2.PolicyHash, s3.ProbeCount)
+	}
+}
+
+// The state directory and Talon's files in it: a directory others can
+// write, or owned by another user, is refused at start with the command
+// that fixes it; a journal, log or lock that is a symbolic link is refused
+// and the file it names is not touched.
+func TestStartRefusesAnUnsafeStateDir(t *testing.T) {
+	fspermtest.NeedRoot(t)
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, state, target string)
+		want  string
+	}{
+		{"writable by others", func(t *testing.T, state, _ string) { fspermtest.Chmod(t, state, 0o777) },
+			"talon: state dir: unsafe directory $S (owner root, uid 0, mode 0777): writable by group and others; fix: chmod go-w $S\n"},
+		{"owned by another user", func(t *testing.T, state, _ string) { fspermtest.Chown(t, state, fspermtest.Nobody) },
+			"talon: state dir: unsafe directory $S (owner nobody, uid 65534, mode 0700): owned by a user other than root; fix: chown root $S\n"},
+		{"journal.jsonl is a link", func(t *testing.T, state, target string) { symlink(t, target, filepath.Join(state, "journal.jsonl")) },
+			"talon: journal: open journal: $S/journal.jsonl is a symbolic link; talon does not follow links in its state directory, since one could aim its writes at any file: remove it\n"},
+		{"talon.log is a link", func(t *testing.T, state, target string) { symlink(t, target, filepath.Join(state, "talon.log")) },
+			"talon: log: log file: $S/talon.log is a symbolic link; talon does not follow links in its state directory, since one could aim its writes at any file: remove it\n"},
+		{"talon.lock is a link", func(t *testing.T, state, target string) { symlink(t, target, filepath.Join(state, "talon.lock")) },
+			"talon: lock $S/talon.lock: $S/talon.lock is a symbolic link; talon does not follow links in its state directory, since one could aim its writes at any file: remove it\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			state := filepath.Join(dir, "state")
+			if err := os.Mkdir(state, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(dir, "precious")
+			writeFile(t, target, "precious\n", 0o644)
+			tc.setup(t, state, target)
+			policy := filepath.Join(dir, "policy")
+			writeFile(t, filepath.Join(policy, "talon.star"), onePass, 0o644)
+			cfg := writeConfig(t, dir, fmt.Sprintf("127.0.0.1:%d", freePort(t)), state, "")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, talonBin, "run", "--config", cfg, "--policy", policy).CombinedOutput()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Fatalf("talon run: %v (want exit 1)\n%s", err, out)
+			}
+			if want := strings.ReplaceAll(tc.want, "$S", state); string(out) != want {
+				t.Fatalf("got  %s\nwant %s", out, want)
+			}
+			if b, _ := os.ReadFile(target); string(b) != "precious\n" {
+				t.Fatalf("the link's target was changed: %q", b)
+			}
+			if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o644 {
+				t.Fatalf("the link's target's mode changed: %v", fi.Mode())
+			}
+		})
+	}
+}
+
+// state.json and talon.pid as links: the daemon starts, never reads or
+// writes through them, and the files they name stay as they were.
+func TestStateAndPidLinksAreNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]string{"state.json": filepath.Join(dir, "other.json"), "talon.pid": filepath.Join(dir, "other.pid")}
+	for name, target := range targets {
+		writeFile(t, target, `{"version":1,"phase":"healthy"}`, 0o644)
+		symlink(t, target, filepath.Join(state, name))
+	}
+	policy := filepath.Join(dir, "policy")
+	writeFile(t, filepath.Join(policy, "talon.star"), onePass, 0o644)
+	bind := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startDaemon(t, writeConfig(t, dir, bind, state, ""), policy, bind, state)
+	d.waitFor("a cycle", 10*time.Second, func(s engine.Snapshot) bool { return s.LastCycle.Unix() > 0 })
+	waitUntil(t, "the pid file", 5*time.Second, func() bool {
+		fi, err := os.Lstat(filepath.Join(state, "talon.pid"))
+		return err == nil && fi.Mode().IsRegular()
+	})
+	d.stop()
+	for name, target := range targets {
+		if b, _ := os.ReadFile(target); string(b) != `{"version":1,"phase":"healthy"}` {
+			t.Errorf("%s's target was changed: %q", name, b)
+		}
+	}
+	fi, err := os.Lstat(filepath.Join(state, "state.json"))
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state.json after the run: %v %v, want a regular 0600 file", fi.Mode(), err)
+	}
+	logged, _ := os.ReadFile(filepath.Join(state, "talon.log"))
+	if !strings.Contains(string(logged), "state file unusable; starting fresh") || !strings.Contains(string(logged), "is a symbolic link") {
+		t.Fatalf("the log does not say why the state was set aside:\n%s", logged)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
 	}
 }
 
