@@ -51,7 +51,7 @@ func (a *app) status(args []string) error {
 		}
 		rep.Source, rep.State = "state_file", st
 	}
-	if asJSON || !a.tty {
+	if a.wantJSON(asJSON) {
 		return a.json(rep)
 	}
 	var b strings.Builder
