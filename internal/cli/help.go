@@ -173,6 +173,10 @@ func isGlobalFlag(name string) bool {
 // help is `talon help [COMMAND]`. A command's help comes from running it with
 // --help, so the flags listed are the ones it really parses.
 func (a *app) help(args []string) error {
+	args, err := a.flags("help", args, nil)
+	if err != nil {
+		return err
+	}
 	switch {
 	case len(args) == 0:
 		_, err := io.WriteString(a.stdout, usage())
@@ -201,6 +205,11 @@ type buildInfo struct {
 	Platform  string `json:"platform"`
 }
 
+// linkedVersion is set by the Makefile (-ldflags -X) to `git describe`, for
+// builds that carry no module version ("(devel)") and, in a git worktree or
+// with -buildvcs=false, no VCS stamp either.
+var linkedVersion string
+
 func readBuildInfo() buildInfo {
 	bi := buildInfo{Version: "(unknown)", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	info, ok := debug.ReadBuildInfo()
@@ -209,6 +218,9 @@ func readBuildInfo() buildInfo {
 	}
 	if v := info.Main.Version; v != "" {
 		bi.Version = v
+	}
+	if linkedVersion != "" && (bi.Version == "(devel)" || bi.Version == "(unknown)") {
+		bi.Version = linkedVersion
 	}
 	if info.GoVersion != "" {
 		bi.GoVersion = info.GoVersion

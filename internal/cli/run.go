@@ -53,6 +53,7 @@ func (a *app) run(args []string) error {
 
 	e.reloadConfig = true
 	e.warn = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
+	logStartup(logger, e)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,18 +101,19 @@ func (a *app) run(args []string) error {
 	}
 	if e.cfg.Health.Enabled && bind != "" {
 		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger})
-		addr, err := srv.Start()
-		if err != nil {
+		// The server logs where it listens: the startup line of the address.
+		if _, err := srv.Start(); err != nil {
 			// The watchdog keeps watching without its endpoint, loudly.
 			logger.Error("health endpoint not started", "bind", bind, "err", err)
 		} else {
-			logger.Info("health endpoint listening", "addr", addr)
 			defer func() {
 				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
 				srv.Shutdown(sctx)
 			}()
 		}
+	} else {
+		logger.Info("health endpoint", "bind", "none", "note", "disabled")
 	}
 	if dryRun {
 		// `talon reload` signals the live daemon, never the shadow.
