@@ -41,6 +41,7 @@ func outageJournal(t *testing.T, dir string) {
 		ev(51*time.Second, engine.Event{Type: "rung_start", Incident: inc, Rung: "agent"}),
 		{Time: at(3*time.Minute + 2*time.Second), Type: "action", Policy: "9f2c00aa11bb22", Rung: "agent", Action: "agent pi -p …", OK: &yes, Output: "looked at redis: the disk is full"},
 		ev(3*time.Minute+2*time.Second, engine.Event{Type: "rung_done", Incident: inc, Rung: "agent", Reason: "ok"}),
+		{Time: at(5 * time.Minute), Type: "start", Policy: "9f2c00aa11bb22", Phase: engine.Investigating}, // after kill -9
 		ev(15*time.Minute, engine.Event{Type: "transition", From: engine.Investigating, To: engine.Critical, Incident: inc}),
 		ev(15*time.Minute, engine.Event{Type: "rung_start", Incident: inc, Rung: "sos"}),
 		{Time: at(15*time.Minute + time.Second), Type: "action", Policy: "9f2c00aa11bb22", Rung: "sos", Action: "page sos via telegram:42", OK: &yes},
@@ -115,6 +116,7 @@ func TestEventsStoryReadsLikeOne(t *testing.T) {
 		"incident 20261123T031204Z-7 resolved after 19 min (probes recovered)",
 		"↳ 03:12:04 redis down → heal ran 41 s, exit 1 → agent ran 2 min 11 s, ok → page sent via telegram:42 → page via webhook:hooks.example failed → 03:31:04 resolved",
 		"“resolved” sent via telegram:42",
+		"03:17:04   talon started again after an unclean end (crash, kill -9 or power loss: no stop recorded), in phase investigating",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("story lacks %q:\n%s", want, out)
@@ -140,11 +142,11 @@ func TestEventsJSONLines(t *testing.T) {
 			t.Fatalf("not a JSON line: %q: %v", l, err)
 		}
 		kinds[sl.Kind]++
-		if sl.Kind == "stop" || sl.Kind == "start" {
+		if sl.Time.Before(time.Date(2026, 11, 23, 3, 12, 4, 0, time.UTC)) || sl.Time.After(time.Date(2026, 11, 23, 3, 31, 5, 0, time.UTC)) {
 			t.Errorf("a line outside the incident: %s", l)
 		}
 	}
-	if kinds["probe_down"] != 1 || kinds["action"] != 2 || kinds["page"] != 3 || kinds["summary"] != 1 || kinds["reload"] != 1 {
+	if kinds["probe_down"] != 1 || kinds["action"] != 2 || kinds["page"] != 3 || kinds["summary"] != 1 || kinds["reload"] != 1 || kinds["start"] != 1 {
 		t.Fatalf("kinds %v", kinds)
 	}
 }
@@ -198,5 +200,23 @@ func TestParseWhen(t *testing.T) {
 	}
 	if _, err := parseWhen("-2h", now, time.UTC); err == nil {
 		t.Error("a negative duration must be refused")
+	}
+}
+
+func TestHumanDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		240 * time.Millisecond:                "0.2 s",
+		4*time.Second + 60*time.Millisecond:   "4.1 s",
+		41 * time.Second:                      "41 s",
+		59*time.Second + 600*time.Millisecond: "1 min",
+		131 * time.Second:                     "2 min 11 s",
+		19 * time.Minute:                      "19 min",
+		12*time.Minute + 5*time.Second:        "12 min",
+		time.Hour:                             "1 h",
+		80 * time.Minute:                      "1 h 20 min",
+	} {
+		if got := humanDuration(d); got != want {
+			t.Errorf("humanDuration(%v) = %q, want %q", d, got, want)
+		}
 	}
 }

@@ -32,6 +32,7 @@ type story struct {
 	rungStart map[string]time.Time // rung → start of its current run
 	rungActs  map[string]int       // rung → actions seen in its current run
 	steps     map[string][]string  // incident → the steps of its summary
+	running   bool                 // a start without its stop yet
 }
 
 func newStory() *story {
@@ -50,12 +51,18 @@ func (s *story) add(r engine.Record) []storyLine {
 	switch r.Type {
 	case "start":
 		l := line("start", "talon started in phase "+string(r.Phase)+", policy "+shortHash(r.Policy))
+		if s.running {
+			l.Text = "talon started again after an unclean end (crash, kill -9 or power loss: no stop recorded), in phase " +
+				string(r.Phase) + ", policy " + shortHash(r.Policy)
+		}
+		s.running = true
 		if r.Error != "" {
 			l.Text += "; policy error: " + firstLine(r.Error, 200)
 		}
 		l.Incident = ""
 		return []storyLine{l}
 	case "stop":
+		s.running = false
 		l := line("stop", "talon stopped in phase "+string(r.Phase))
 		l.Incident = ""
 		return []storyLine{l}
@@ -252,10 +259,14 @@ func (s *story) step(incident, text string) {
 // humanDuration is a duration as people say it: "41 s", "2 min 5 s",
 // "1 h 20 min".
 func humanDuration(d time.Duration) string {
-	d = d.Round(time.Second)
+	if d >= 10*time.Second {
+		d = d.Round(time.Second)
+	}
 	switch {
+	case d < 10*time.Second:
+		return strconv.FormatFloat(d.Round(100*time.Millisecond).Seconds(), 'f', 1, 64) + " s"
 	case d < time.Minute:
-		return strconv.Itoa(int(d/time.Second)) + " s"
+		return strconv.Itoa(int(d.Round(time.Second)/time.Second)) + " s"
 	case d < time.Hour:
 		m, s := int(d/time.Minute), int(d%time.Minute/time.Second)
 		if s == 0 || m >= 10 {
