@@ -80,6 +80,7 @@ func write(w io.Writer, root string) error {
 	}
 	b.WriteString("## Top level\n\n")
 	builtin(&b, "services", builtins.ServicesDoc)
+	builtin(&b, "heartbeat", builtins.HeartbeatDoc)
 	builtin(&b, "secret", secret.Doc)
 	b.WriteString("## Values\n\n")
 	value(&b, builtins.ConfigDoc)

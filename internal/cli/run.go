@@ -74,9 +74,10 @@ func (a *app) run(args []string) error {
 	if sup != nil {
 		workerStatus = func() any { return sup.Status() }
 	}
+	hbs := &heartbeats{}
 	d = engine.New(engine.Options{
 		Worker:    workerStatus,
-		Load:      e.load,
+		Load:      hbs.wrap(e.load),
 		Interval:  time.Duration(e.cfg.CheckIntervalSecs) * time.Second,
 		StateFile: engine.StatePath(e.stateDir),
 		Env:       e.cfg.ChildEnv(os.Environ()),
@@ -172,6 +173,11 @@ func (a *app) run(args []string) error {
 			}
 			w.Run(ctx)
 		}()
+	}
+	if dryRun {
+		logger.Info("dry run: no heartbeat pings; the live daemon sends them")
+	} else {
+		startHeartbeat(ctx, d, hbs, e.cfg.ChildEnv(os.Environ()), logger)
 	}
 	err = d.Run(ctx)
 	<-workerDone // never exit with the worker alive
