@@ -356,16 +356,14 @@ func (e *env) load() *engine.LoadResult {
 	return res
 }
 
-// restartOnly warns about config changes that take effect only on restart.
+// restartOnly warns about config changes that take effect only on restart
+// (the keys tagged restart:"true" in engine/config).
 func (e *env) restartOnly(c *config.Config) {
 	if e.warn == nil {
 		return
 	}
-	if c.Health.Bind != e.cfg.Health.Bind || c.Health.Enabled != e.cfg.Health.Enabled {
-		e.warn("config: the [health] change takes effect after a restart", "bind", c.Health.Bind)
-	}
-	if c.StateDir != e.cfg.StateDir {
-		e.warn("config: a new state_dir takes effect after a restart", "state_dir", c.StateDir)
+	for _, key := range config.RestartNeeded(e.cfg, c) {
+		e.warn("config: this change takes effect after a restart", "key", key)
 	}
 }
 
