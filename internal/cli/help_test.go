@@ -95,3 +95,22 @@ func TestFormatOverridesPipeDetection(t *testing.T) {
 		t.Fatalf("--format json: %v\n%s", err, out)
 	}
 }
+
+// The old `talon --dry-run` prints the resolved config under its TOML keys,
+// the names config.toml and the policy use.
+func TestDryRunPrintsTOMLKeys(t *testing.T) {
+	out, errOut, code := talon(t, "--dry-run", "--config", testdata(t, "good/config.toml"), "--policy", testdata(t, "good"))
+	var m struct {
+		Config map[string]any `json:"config"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &m) != nil {
+		t.Fatalf("exit %d %q\n%s", code, errOut, out)
+	}
+	if m.Config["check_interval_secs"] != float64(30) || strings.Contains(out, "CheckIntervalSecs") || strings.Contains(out, "\"File\"") {
+		t.Fatalf("config keys:\n%s", out)
+	}
+	w, _ := m.Config["worker"].(map[string]any)
+	if w["health_failures_before_restart"] != float64(3) {
+		t.Fatalf("worker table: %v", w)
+	}
+}
