@@ -264,7 +264,7 @@ func humanDuration(d time.Duration) string {
 	}
 	switch {
 	case d < 10*time.Second:
-		return strconv.FormatFloat(d.Round(100*time.Millisecond).Seconds(), 'f', 1, 64) + " s"
+		return strconv.FormatFloat(d.Round(100*time.Millisecond).Seconds(), 'f', -1, 64) + " s"
 	case d < time.Minute:
 		return strconv.Itoa(int(d.Round(time.Second)/time.Second)) + " s"
 	case d < time.Hour:
@@ -279,4 +279,14 @@ func humanDuration(d time.Duration) string {
 		return strconv.Itoa(h) + " h"
 	}
 	return fmt.Sprintf("%d h %d min", h, m)
+}
+
+// ago is how long ago t was, in whole seconds or coarser: "just now",
+// "3 s ago", "2 min 5 s ago".
+func ago(now, t time.Time) string {
+	d := now.Sub(t).Round(time.Second)
+	if d < time.Second {
+		return "just now"
+	}
+	return humanDuration(d) + " ago"
 }
