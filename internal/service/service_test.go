@@ -335,3 +335,26 @@ func TestInstallRefusesForeignAndEditedFiles(t *testing.T) {
 		t.Fatalf("systemctl calls:\n%s", got)
 	}
 }
+
+// A system unit is driven without --user, from /etc/systemd/system, and
+// runs as the user; a LaunchDaemon lives in the system domain. (Writing
+// those paths needs root, so this test checks the plan, not the files.)
+func TestSystemScope(t *testing.T) {
+	s := spec(Systemd, true)
+	if s.File() != "/etc/systemd/system/talon.service" || strings.Join(s.systemctl("enable", "--now", s.Unit()), " ") != "systemctl enable --now talon.service" {
+		t.Fatalf("system unit: %s %v", s.File(), s.systemctl("enable"))
+	}
+	b, _ := s.Render(Manifest{})
+	if !strings.Contains(string(b), "\nUser=joel\n") || !strings.Contains(string(b), "\nWantedBy=multi-user.target\n") || !strings.Contains(string(b), "\nAfter=network.target\n") {
+		t.Fatalf("system unit:\n%s", b)
+	}
+	l := spec(Launchd, true)
+	if l.File() != "/Library/LaunchDaemons/com.talon.watchdog.plist" || l.Target() != "system/com.talon.watchdog" {
+		t.Fatalf("LaunchDaemon: %s %s", l.File(), l.Target())
+	}
+	u := spec(Systemd, false)
+	u.ConfigHome = "/xdg"
+	if u.File() != "/xdg/systemd/user/talon.service" {
+		t.Fatalf("XDG_CONFIG_HOME: %s", u.File())
+	}
+}
