@@ -114,8 +114,8 @@ func (a *app) run(args []string) error {
 				srv.Shutdown(sctx)
 			}()
 		}
-	} else {
-		logger.Info("health endpoint", "bind", "none", "note", "disabled")
+	} else if !e.cfg.Health.Enabled {
+		logger.Info("health endpoint", "bind", "none", "note", "[health] enabled = false")
 	}
 	if dryRun {
 		// `talon reload` signals the live daemon, never the shadow.
