@@ -36,6 +36,7 @@ type collector struct {
 	ladder        []*engine.Rung
 	ladderPos     string
 	ladderSet     bool
+	heartbeat     *engine.Heartbeat
 
 	// freeze holds the functions the policy handed to builtins; they are
 	// frozen when the load ends, so run-phase calls can share them.
@@ -142,6 +143,7 @@ func (c *collector) predeclared() starlark.StringDict {
 	pre["ladder"] = starlark.NewBuiltin("ladder", ladderBuiltin)
 	pre["rung"] = starlark.NewBuiltin("rung", rungBuiltin)
 	pre["services"] = starlark.NewBuiltin("services", servicesBuiltin)
+	pre["heartbeat"] = starlark.NewBuiltin("heartbeat", heartbeatBuiltin)
 	pre["config"] = c.cfgValue
 	pre["secret"] = secret.Builtin
 	pre["struct"] = starlark.NewBuiltin("struct", starlarkstruct.Make)
@@ -250,6 +252,7 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		Ladder:     c.ladder,
 		Interval:   time.Duration(c.cfg.CheckIntervalSecs) * time.Second,
 		Env:        c.cfg.ChildEnv(opts.Environ),
+		Heartbeat:  c.heartbeat,
 	}, nil
 }
 
