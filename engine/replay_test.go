@@ -171,6 +171,9 @@ func TestReplay(t *testing.T) {
 				"+1m0s rung sos",
 				"+1m0s page sos telegram:42",
 				"+1m0s transition failed>sos",
+				// Once the walk is done, a predicate that errors is reported
+				// every time it is evaluated, with backoff.
+				"+2m0s rung_skip broken: when= failed: boom; retry at 2026-11-23T03:02:30Z",
 			},
 			incidents: 1, pages: 1, detect: 0, final: SOS,
 		},

@@ -91,6 +91,11 @@ type RungState struct {
 	Failures int       `json:"failures"` // consecutive failed deliveries (pages)
 	NextTry  time.Time `json:"next_try,omitempty"`
 	LastSent time.Time `json:"last_sent,omitempty"`
+	// WhenFailures counts consecutive failures of the rung's when=
+	// predicate once the ladder is exhausted; WhenRetry is when it is
+	// evaluated again.
+	WhenFailures int       `json:"when_failures,omitzero"`
+	WhenRetry    time.Time `json:"when_retry,omitzero"`
 }
 
 // NewState is the state of a watchdog that has seen nothing yet.
