@@ -144,8 +144,11 @@ func (d *Daemon) state() *State { return d.core.State() }
 // before the decisions it caused. Callers hold d.mu.
 func (d *Daemon) feed(ctx context.Context, f Fact) Step {
 	rec := FactRecord(f)
-	if f.Kind == FactReload {
+	switch f.Kind {
+	case FactReload:
 		rec.OldHash = d.policy().Hash
+	case FactStop:
+		rec.Phase = d.state().Phase
 	}
 	d.journal(rec)
 	st := d.core.Step(ctx, f)

@@ -41,10 +41,20 @@ commands:
   status [--json]            state machine position (daemon first, then state file)
   reload                     ask the running daemon to reload its policy now
   drill [RUNG]               send a page marked DRILL through a rung's channels
-  replay JOURNAL [--diff OTHER_DIR] [--json]
+  replay JOURNAL [--diff OTHER_DIR] [--since T] [--until T] [--as-recorded [--with DIR]...] [--json]
                              feed a recorded journal (journal.jsonl or its directory)
-                             through the policy and show what it would have decided;
-                             --diff compares with the policy in OTHER_DIR
+                             through the policy's decision core: faithful when the
+                             journal was written by this policy (exit 1 if any decision
+                             differs), what-if otherwise; --diff compares with the
+                             policy in OTHER_DIR incident by incident; --as-recorded
+                             switches policy where the journal reloaded one, among
+                             the policy, --diff and --with versions
+  test [DIR] [--run REGEX] [-v]
+                             run the *_test.star files of a policy (default: the
+                             policy in use); exit 1 if a test fails
+  journal cut [--since T] [--until T] [JOURNAL]
+                             print the journal's records in a time window: a real
+                             incident becomes a fixture for talon test and replay
 
 global flags (also TALON_CONFIG, TALON_POLICY, TALON_STATE_DIR):
   --config FILE     config.toml (default ~/.config/talon/config.toml)
@@ -203,7 +213,7 @@ func (a *app) command(args []string) (string, []string) {
 func takesValue(flagArg string) bool {
 	name := strings.TrimLeft(flagArg, "-")
 	switch name {
-	case "config", "policy", "state-dir", "probe", "diff", "bind":
+	case "config", "policy", "state-dir", "probe", "diff", "bind", "since", "until", "with", "run":
 		return true
 	}
 	return false
