@@ -93,6 +93,24 @@ func FileOptions() *syntax.FileOptions {
 // Options.FS the policy files are not on disk and are not listed), and Hash is
 // the sha256 of the names and contents of every file read.
 func Load(dir string, opts Options) *engine.LoadResult {
+	opts = withDefaults(opts)
+	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
+	if opts.FS == nil {
+		if abs, err := filepath.Abs(dir); err == nil {
+			l.dir = abs
+		}
+	}
+	l.rt = &runner{maxSteps: opts.RunMaxSteps}
+	l.c = newCollector(opts.Config, l.dir, l.rt)
+	res := l.load()
+	res.Files, res.Hash = l.c.filesAndHash()
+	if res.Policy != nil {
+		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash
+	}
+	return res
+}
+
+func withDefaults(opts Options) Options {
 	if opts.Config == nil {
 		opts.Config = config.Default()
 	}
@@ -108,20 +126,7 @@ func Load(dir string, opts Options) *engine.LoadResult {
 	if opts.Environ == nil {
 		opts.Environ = os.Environ()
 	}
-	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
-	if opts.FS == nil {
-		if abs, err := filepath.Abs(dir); err == nil {
-			l.dir = abs
-		}
-	}
-	l.rt = &runner{maxSteps: opts.RunMaxSteps}
-	l.c = newCollector(opts.Config, l.dir, l.rt)
-	res := l.load()
-	res.Files, res.Hash = l.c.filesAndHash()
-	if res.Policy != nil {
-		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash
-	}
-	return res
+	return opts
 }
 
 type loader struct {

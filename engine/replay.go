@@ -241,7 +241,7 @@ func NewReplayer(pol *Policy, opts ReplayOptions) *Replayer {
 	r.note(pol)
 	r.out = ReplayResult{Policy: pol.Hash, Timeline: []ReplayStep{}, Incidents: []ReplayIncident{},
 		Warnings: []string{}, Divergences: []ReplayDivergence{}}
-	r.rep = reporter{r: r, failSince: map[string]time.Time{}, open: -1}
+	r.rep = reporter{core: r.core, since: opts.Since, until: opts.Until, failSince: map[string]time.Time{}, open: -1}
 	r.why = "the journal does not begin at a process start"
 	return r
 }
@@ -303,6 +303,9 @@ func (r *Replayer) flush() {
 		if t, ok := r.recStart[f.End.Rung]; ok {
 			r.lastDur[f.End.Rung] = rec.Time.Sub(t)
 		}
+	}
+	if !r.started && !r.whatIf && f.Kind != FactStart {
+		r.toWhatIf(rec.Time, "the journal does not begin at a process start")
 	}
 	r.segment(rec, &f)
 	if !r.faithful {

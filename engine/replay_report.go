@@ -8,7 +8,8 @@ import (
 // reporter turns what the core decides during a replay into the timeline,
 // the incident reports and the summary. `talon test` reads the same report.
 type reporter struct {
-	r *Replayer
+	core         *Core
+	since, until time.Time
 	// failSince is when each failing probe's current run of failures began.
 	failSince map[string]time.Time
 	open      int    // index of the open incident's report, -1 for none
@@ -61,7 +62,7 @@ func (p *reporter) fact(f Fact, st Step) {
 // events turns the core's events into timeline steps and keeps the
 // incident reports.
 func (p *reporter) events(st Step) {
-	s := p.r.core.State()
+	s := p.core.State()
 	for _, e := range st.Events {
 		switch e.Type {
 		case "transition":
@@ -151,7 +152,7 @@ func (p *reporter) report(id string) *ReplayIncident {
 
 // finish puts the report of the window [Since, Until] into out.
 func (p *reporter) finish(out *ReplayResult, final Phase, pol *Policy) {
-	since, until := p.r.opts.Since, p.r.opts.Until
+	since, until := p.since, p.until
 	in := func(t time.Time) bool {
 		return (since.IsZero() || !t.Before(since)) && (until.IsZero() || !t.After(until))
 	}

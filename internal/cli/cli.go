@@ -173,6 +173,10 @@ func (a *app) dispatch(args []string) error {
 		return a.drill(rest)
 	case "replay":
 		return a.replay(rest)
+	case "test":
+		return a.test(rest)
+	case "journal":
+		return a.journalCmd(rest)
 	case "print":
 		return a.print(rest)
 	}

@@ -101,7 +101,7 @@ func (a *app) replay(args []string) error {
 	if polB != nil {
 		rb = engine.NewReplayer(polB, opts)
 	}
-	warnings, err := readJournal(path, opts.Until, func(rec engine.Record, where string) {
+	warnings, err := readJournal("replay", path, opts.Until, func(rec engine.Record, where string) {
 		ra.Feed(rec, where)
 		if rb != nil {
 			rb.Feed(rec, where)
@@ -164,7 +164,7 @@ var errUntil = errors.New("past --until")
 // readJournal streams the journal at path with its rotated generations,
 // oldest first, to fn, stopping after until. A malformed line is an error
 // naming file:line; a partial last line is a warning.
-func readJournal(path string, until time.Time, fn func(engine.Record, string)) ([]string, error) {
+func readJournal(cmd, path string, until time.Time, fn func(engine.Record, string)) ([]string, error) {
 	ws, err := journal.Scan(path, func(r engine.Record, pos journal.Pos) error {
 		if !until.IsZero() && r.Time.After(until) {
 			return errUntil
@@ -173,7 +173,7 @@ func readJournal(path string, until time.Time, fn func(engine.Record, string)) (
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUntil) {
-		return nil, fail(1, "replay: %s", oneLine(err.Error()))
+		return nil, fail(1, "%s: %s", cmd, oneLine(err.Error()))
 	}
 	var warnings []string
 	for _, w := range ws {
