@@ -259,14 +259,21 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 			c.inflight[name] = l
 		}
 	case FactResults:
-		var known []Result
-		for _, r := range f.Results {
+		known := f.Results[:0:0]
+		for i, r := range f.Results {
 			l, launched := c.inflight[r.Name]
 			delete(c.inflight, r.Name)
 			// A run launched under a definition that a reload has since
 			// replaced tested something else: it does not count.
-			if p := c.pol.Probe(r.Name); p != nil && (!launched || l.digest == "" || l.digest == p.Digest) {
+			p := c.pol.Probe(r.Name)
+			ok := p != nil && (!launched || l.digest == "" || l.digest == p.Digest)
+			switch {
+			case ok && len(known) == i:
+				known = f.Results[:i+1] // all kept so far: no copy
+			case ok:
 				known = append(known, r)
+			case len(known) == i:
+				known = append(make([]Result, 0, len(f.Results)), f.Results[:i]...)
 			}
 		}
 		c.emit(&out, Observe(c.st, c.pol, known, now))

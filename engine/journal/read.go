@@ -111,9 +111,20 @@ func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 }
 
 func readFile(f io.Reader, name string, newest bool, fn func(engine.Record, Pos) error) (*Warning, error) {
-	br := bufio.NewReaderSize(f, 64<<10)
+	br := bufio.NewReaderSize(f, 256<<10)
+	var long []byte // a line longer than the reader's buffer
 	for line := 1; ; line++ {
-		b, err := br.ReadBytes('\n')
+		// The line is read in place (no copy) unless it outgrows the
+		// buffer; a record keeps nothing of it once parsed.
+		b, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long[:0], b...)
+			for err == bufio.ErrBufferFull {
+				b, err = br.ReadSlice('\n')
+				long = append(long, b...)
+			}
+			b = long
+		}
 		if len(b) == 0 && err == io.EOF {
 			return nil, nil
 		}

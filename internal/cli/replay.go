@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -96,6 +97,9 @@ func (a *app) replay(args []string) error {
 	} else if len(with) > 0 {
 		return fail(2, "replay: --with names policy versions for --as-recorded; add --as-recorded")
 	}
+	// Replay keeps little (one fact in hand) and allocates much (every
+	// decoded record): a less eager collector is a third faster.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	ra := engine.NewReplayer(polA, opts)
 	var rb *engine.Replayer
 	if polB != nil {
