@@ -17,12 +17,14 @@ import (
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // collector receives what one load declares. Each load builds a fresh one;
 // finish turns it into an immutable engine.Policy.
 type collector struct {
 	cfg      *config.Config
+	perms    *fsperm.Checker // strict modes of this load
 	cfgValue starlark.Value
 	dir      string
 	rt       *runner

@@ -42,6 +42,7 @@ import (
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // EntryFile is the file a policy directory starts from.
@@ -102,6 +103,8 @@ func Load(dir string, opts Options) *engine.LoadResult {
 	}
 	l.rt = &runner{maxSteps: opts.RunMaxSteps}
 	l.c = newCollector(opts.Config, l.dir, l.rt)
+	c := l.c
+	c.perms = fsperm.New(opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })
 	res := l.load()
 	res.Files, res.Hash = l.c.filesAndHash()
 	if res.Policy != nil {
@@ -159,6 +162,13 @@ func (e *readError) Error() string { return e.msg }
 
 func (l *loader) load() *engine.LoadResult {
 	res := &engine.LoadResult{}
+	// What config.toml names to run is checked whatever the policy is,
+	// the embedded default included.
+	if errs := l.c.checkConfigFiles(); len(errs) > 0 {
+		res.Errors = errs
+		res.Warnings = l.c.warnings
+		return res
+	}
 	if l.fsys == nil {
 		root, err := os.OpenRoot(l.dir)
 		if err != nil {
@@ -177,6 +187,7 @@ func (l *loader) load() *engine.LoadResult {
 	thread.SetMaxExecutionSteps(l.opts.MaxSteps)
 	star.SetCollector(thread, l.c)
 	secret.SetLeaseCommand(thread, l.opts.Config.Secrets.LeaseCommand)
+	secret.SetFiles(thread, l.c.perms)
 	agent.SetCaller(thread, l.rt.callWithIncident)
 
 	l.modules[EntryFile] = &module{}
@@ -218,6 +229,28 @@ func (l *loader) read(name string) ([]byte, error) {
 		return nil, l.readErr(name, err)
 	}
 	defer f.Close()
+	path := ""
+	if l.opts.FS == nil {
+		path = filepath.Join(l.dir, filepath.FromSlash(name))
+		// Strict modes: the file opened, and every directory above it,
+		// must be one no other user can change. (The embedded policy is
+		// part of the binary.)
+		osf, ok := f.(*os.File)
+		if !ok {
+			return nil, l.readErr(name, errors.New("cannot check who may change it"))
+		}
+		if err := l.c.perms.Check(osf, path); err != nil {
+			l.c.record(name, path, nil) // still watched: a fix reloads
+			var unsafe *fsperm.Error
+			switch {
+			case !errors.As(err, &unsafe):
+				return nil, l.readErr(name, err)
+			case name == EntryFile:
+				return nil, &engine.PosError{File: EntryFile, Message: unsafe.Error()}
+			}
+			return nil, &readError{unsafe.Error()}
+		}
+	}
 	if st, err := f.Stat(); err != nil {
 		return nil, l.readErr(name, err)
 	} else if !st.Mode().IsRegular() {
@@ -229,10 +262,6 @@ func (l *loader) read(name string) ([]byte, error) {
 	}
 	if len(data) > maxPolicyFile {
 		return nil, l.readErr(name, fmt.Errorf("larger than %d bytes", maxPolicyFile))
-	}
-	path := ""
-	if l.opts.FS == nil {
-		path = filepath.Join(l.dir, filepath.FromSlash(name))
 	}
 	l.c.record(name, path, data)
 	return data, nil

@@ -48,7 +48,7 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 		path = filepath.Join(c.dir, path)
 	}
 	pos := star.Pos(thread)
-	data, err := config.ReadFile(path)
+	data, err := config.ReadFile(path, c.perms)
 	// Watched even when missing or bad. The hash key is the path relative to
 	// the policy when the file lives inside it, so the same policy has the
 	// same hash wherever it is checked out.

@@ -20,6 +20,7 @@ import (
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 // TestStarFiles runs every testdata/*.star file: each asserts on the
@@ -45,7 +46,7 @@ func runStarFile(t *testing.T, file string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, _ := filepath.Abs("testdata")
+	dir := fspermtest.Copy(t, "testdata") // services files are read under strict modes
 	cfg := config.Default()
 	cfg.ServicesFile = filepath.Join(t.TempDir(), "services.toml")
 	rt := &runner{maxSteps: DefaultRunSteps}

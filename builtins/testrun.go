@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // TestOptions configure RunTests.
@@ -94,11 +96,20 @@ func runTestFile(fsys fs.FS, dir, file string, pol *engine.Policy, names map[str
 	// load(), so it can load the policy's libraries and test their
 	// functions; what those declare goes to a collector nobody reads.
 	l := &loader{opts: withDefaults(opts.Options), dir: dir, fsys: fsys, modules: map[string]*module{}}
+	if opts.FS == nil {
+		if abs, err := filepath.Abs(dir); err == nil {
+			l.dir = abs
+		}
+	}
 	l.rt = &runner{maxSteps: l.opts.RunMaxSteps, probes: names}
 	l.c = newCollector(l.opts.Config, dir, l.rt)
-	src, err := fs.ReadFile(fsys, file)
+	c := l.c
+	c.perms = fsperm.New(l.opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })
+	// Read like a policy file: a test file is evaluated too, so strict
+	// modes apply to it.
+	src, err := l.read(file)
 	if err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return fmt.Errorf("%s: %v", file, err)
 	}
 	pre := starlark.StringDict{}
 	for k, v := range l.predeclared() {

@@ -525,3 +525,33 @@ func TestLadderHoldsWhileOnlySuppressedProbesAreDown(t *testing.T) {
 		t.Fatalf("ran a rung for a suppressed child: %+v", d)
 	}
 }
+
+// A state.json that is a symbolic link is not read through (it could show
+// any file the daemon can read), and saving replaces the link, never writes
+// through it: the file it named stays as it was.
+func TestStateFileLinkIsNotFollowed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "other.json")
+	body := `{"version":1,"phase":"healthy"}`
+	if err := os.WriteFile(target, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "state.json")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadState(path)
+	if want := "read state " + path + ": " + path + " is a symbolic link; talon does not follow links in its state directory, since one could aim its writes at any file: remove it"; err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if err := SaveState(path, NewState(t0)); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("saved state: %v %v, want a regular 0600 file", fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != body {
+		t.Fatalf("the link's target was changed: %q", b)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // WriteFileAtomic writes data to path so that a reader sees either the old
@@ -72,8 +74,11 @@ var ErrNoState = errors.New("no state file")
 // LoadState reads a state file strictly: unknown fields, a wrong version,
 // an unknown phase or trailing garbage are errors. It never substitutes
 // defaults for a file it could not read.
+//
+// A symbolic link in place of the file is an error, not followed: the state
+// directory holds only Talon's own files.
 func LoadState(path string) (*State, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsperm.ReadPrivate(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoState
 	}

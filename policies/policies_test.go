@@ -13,6 +13,7 @@ import (
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 	"github.com/talon-dev/talon/policies"
 )
 
@@ -51,7 +52,9 @@ func TestShippedPolicies(t *testing.T) {
 	for _, dir := range dirs {
 		t.Run(dir, func(t *testing.T) {
 			t.Parallel()
-			res := builtins.Load(dir, builtins.Options{Config: testConfig(t)})
+			// A copy: strict modes refuse files others can change, and
+			// the checkout's modes and owner depend on how it was made.
+			res := builtins.Load(fspermtest.Copy(t, dir), builtins.Options{Config: testConfig(t)})
 			if err := res.Err(); err != nil {
 				t.Fatalf("%s:\n%s", dir, res.ErrorText())
 			}
@@ -153,7 +156,8 @@ func TestShippedPolicyTests(t *testing.T) {
 		want int
 	}{
 		{"(embedded default)", policies.DefaultWithTests(), 3},
-		{"examples/joelclaw", nil, 3},
+		// A copy: strict modes refuse files others can change.
+		{fspermtest.Copy(t, "examples/joelclaw"), nil, 3},
 	}
 	for _, tc := range cases {
 		var out strings.Builder

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Doc is the reference entry of the `secret` builtin.
@@ -39,7 +41,7 @@ is again a secret. Without env, file or command it is leased through the configu
 command ([secrets] lease_command, default ["secrets", "lease", "{name}", "--ttl", "30m"]).
 name: the secret's name, substituted for {name} in the lease command
 env: read it from this environment variable of the daemon
-file: read it from this file (absolute or ~/ path), surrounding whitespace trimmed
+file: read it from this file (absolute or ~/ path), surrounding whitespace trimmed; like every file talon reads, it must be owned by talon's user or root and not writable by group or others, along its whole path (config strict_modes)
 command: lease it with this argv ({name} substituted); the first non-empty stdout line not starting with WARNING: is the value`
 
 // DefaultLeaseCommand leases a secret for 30 minutes; "{name}" is replaced
@@ -49,7 +51,19 @@ var DefaultLeaseCommand = []string{"secrets", "lease", "{name}", "--ttl", "30m"}
 // LeaseTimeout bounds one run of a lease command.
 const LeaseTimeout = 10 * time.Second
 
-const leaseKey = "talon.secret.lease_command"
+const (
+	leaseKey = "talon.secret.lease_command"
+	filesKey = "talon.secret.files"
+)
+
+// SetFiles sets the strict modes (package fsperm) of the secrets declared on
+// thread: a secret(file=...) that exists when the policy loads is checked
+// then, and refused or warned about as files decides; when it is read, it is
+// checked again, strictly unless files is relaxed. Without SetFiles the
+// check happens only when the secret is read, strictly.
+func SetFiles(thread *starlark.Thread, files *fsperm.Checker) {
+	thread.SetLocal(filesKey, files)
+}
 
 // SetLeaseCommand sets the lease command that secret() calls on thread use
 // when they name no source of their own (config `[secrets] lease_command`).
@@ -93,7 +107,10 @@ type Secret struct {
 	where   string        // env var name or file path
 	argv    []string      // lease command, {name} not yet substituted
 	literal func() string // a func, so that no reflection-based printer can show it
-	prefix  string        // "Bearer " + secret
+	// relaxed reads a file secret that others could change, with
+	// strict_modes = false (the load warned about it).
+	relaxed bool
+	prefix  string // "Bearer " + secret
 	suffix  string
 }
 
@@ -252,8 +269,12 @@ func (s *Secret) resolve(ctx context.Context, eff effect.Effects, env []string) 
 		if err != nil {
 			return "", fmt.Errorf("secret %s: %w", s.name, err)
 		}
-		b, err := os.ReadFile(path)
+		b, err := readFile(path, fsperm.New(!s.relaxed, nil))
 		if err != nil {
+			var unsafe *fsperm.Error
+			if errors.As(err, &unsafe) {
+				return "", fmt.Errorf("secret %s: %w", s.name, err)
+			}
 			var pe *os.PathError
 			if errors.As(err, &pe) {
 				err = pe.Err
@@ -330,6 +351,26 @@ func lastLine(s string) string {
 		l = string(r[:200]) + "…"
 	}
 	return l
+}
+
+// maxSecretFile bounds a file secret: a token, not a document.
+const maxSecretFile = 64 << 10
+
+// readFile reads a file secret through the strict-modes check.
+func readFile(path string, files *fsperm.Checker) ([]byte, error) {
+	f, err := files.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSecretFile {
+		return nil, fmt.Errorf("larger than %d bytes, which is no secret value", maxSecretFile)
+	}
+	return b, nil
 }
 
 func lookupEnv(env []string, key string) (string, bool) {
@@ -453,7 +494,24 @@ func secretBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.T
 		if err != nil {
 			return nil, err
 		}
-		return value(FromFile(name, f))
+		s, err := FromFile(name, f)
+		if err != nil {
+			return nil, err
+		}
+		if files, ok := thread.Local(filesKey).(*fsperm.Checker); ok {
+			s.relaxed = !files.Strict()
+			// Refuse it where it is declared, so validate and a reload
+			// see it, not only the page that needs it.
+			home, _ := os.UserHomeDir()
+			path := f
+			if rest, ok := strings.CutPrefix(f, "~/"); ok && home != "" {
+				path = filepath.Join(home, rest)
+			}
+			if err := files.CheckPath(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("secret %s: %w", name, err)
+			}
+		}
+		return s, nil
 	case command != nil:
 		var argv star.StringList
 		if err := argv.Unpack(command); err != nil {

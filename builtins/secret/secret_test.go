@@ -15,6 +15,7 @@ import (
 
 	"github.com/talon-dev/talon/builtins/secret"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // value is what every secret in these tests resolves to; it must never show
@@ -361,5 +362,43 @@ func TestPlainAndOrigin(t *testing.T) {
 		if got := tc.s.Origin(); got != tc.want {
 			t.Errorf("Origin %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// A file secret another user could change is refused (strict modes) where
+// it is declared and again when it is read; with strict_modes = false it is
+// read, after a warning at the declaration.
+func TestFileSecretStrictModes(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(path, []byte(value+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	unsafe := "unsafe file " + path + " (owner root, uid 0, mode 0666): writable by group and others; fix: chmod go-w " + path
+	s, err := secret.FromFile("tok", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Resolve(context.Background(), effect.NewLive(), env())
+	if want := "secret tok: " + unsafe; err == nil || err.Error() != want {
+		t.Fatalf("read: got %v\nwant %s", err, want)
+	}
+	expr := fmt.Sprintf("secret(%q, file = %q)", "tok", path)
+	_, err = eval(t, expr, func(th *starlark.Thread) { secret.SetFiles(th, fsperm.New(true, nil)) })
+	if want := "secret tok: " + unsafe; err == nil || err.Error() != want {
+		t.Fatalf("declared: got %v\nwant %s", err, want)
+	}
+	var warned []string
+	relaxed := mustSecret(t, expr, func(th *starlark.Thread) {
+		secret.SetFiles(th, fsperm.New(false, func(e *fsperm.Error) { warned = append(warned, e.Error()) }))
+	})
+	if len(warned) != 1 || warned[0] != unsafe {
+		t.Fatalf("warnings %q, want [%q]", warned, unsafe)
+	}
+	if v, err := relaxed.Resolve(context.Background(), effect.NewLive(), env()); err != nil || v != value {
+		t.Fatalf("relaxed read: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Config is the decoded config.toml. Field tags are the TOML key names, which
@@ -36,6 +37,11 @@ type Config struct {
 	Path []string `toml:"path"`
 	// Parallel bounds how many probes run at once; 0 runs them all at once.
 	Parallel int `toml:"parallel"`
+	// StrictModes refuses every file Talon evaluates or runs that another
+	// user could change (package fsperm). False only warns. It never
+	// relaxes the check of config.toml itself: a file others can write
+	// cannot be what says to trust files others can write.
+	StrictModes bool `toml:"strict_modes"`
 
 	Worker     Worker     `toml:"worker"`
 	Escalation Escalation `toml:"escalation"`
@@ -136,6 +142,7 @@ func defaults() *Config {
 	return &Config{
 		CheckIntervalSecs: 60,
 		HealTimeoutSecs:   300,
+		StrictModes:       true,
 		ServicesFile:      "~/.config/talon/services.toml",
 		PolicyDir:         "~/.config/talon/policies",
 		StateDir:          "~/.local/state/talon",
@@ -176,12 +183,16 @@ const maxFileSize = 1 << 20
 // Load reads the config file at path ("~" expanded). A missing file yields the
 // defaults (Found false) and is not created. Decode and validation errors are
 // *engine.PosError values naming the file, line and column.
+//
+// The file must be one no other user can change (fsperm), whatever its
+// strict_modes says: the setting of a file others can write is no reason to
+// trust anything.
 func Load(path string) (*Config, error) {
 	home := homeDir()
 	path = ExpandHome(path, home)
 	c := defaults()
 	c.File = path
-	doc, err := ReadFile(path)
+	doc, err := ReadFile(path, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.finish(home, false)
@@ -399,9 +410,11 @@ func homeDir() string {
 	return h
 }
 
-// ReadFile reads a config or services file: a regular file of at most 1 MiB.
-func ReadFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// ReadFile reads a config or services file: a regular file of at most 1 MiB
+// that files (nil: strictly, for the process's user) finds safe. The check is
+// made on the file opened, so a missing file is still fs.ErrNotExist.
+func ReadFile(path string, files *fsperm.Checker) ([]byte, error) {
+	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -438,4 +451,10 @@ func tomlKeys(t reflect.Type) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ErrorAt is an error about key (dotted: "agent.cloud_command") at its
+// position in the file, for checks made outside this package.
+func (c *Config) ErrorAt(key, format string, args ...any) *engine.PosError {
+	return c.errAt(key, format, args...)
 }

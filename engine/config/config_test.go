@@ -11,6 +11,7 @@ import (
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 func TestLoadInvalid(t *testing.T) {
@@ -18,7 +19,7 @@ func TestLoadInvalid(t *testing.T) {
 	cases := []struct{ file, err string }{
 		{"unknown_key.toml", `unknown_key.toml:2:1: unknown key "prot" in [worker]; did you mean "port"?`},
 		{"unknown_table.toml", `unknown_table.toml:2:2: unknown table "workers"; did you mean "worker"?`},
-		{"unknown_root_key.toml", `unknown_root_key.toml:2:1: unknown key "frobnicate"; known keys: agent, check_interval_secs, escalation, heal_script, heal_timeout_secs, health, parallel, path, policy_dir, probes, secrets, services_file, state_dir, worker`},
+		{"unknown_root_key.toml", `unknown_root_key.toml:2:1: unknown key "frobnicate"; known keys: agent, check_interval_secs, escalation, heal_script, heal_timeout_secs, health, parallel, path, policy_dir, probes, secrets, services_file, state_dir, strict_modes, worker`},
 		{"wrong_type.toml", `wrong_type.toml:2:8: worker.port: want an integer, got a string`},
 		{"command_string.toml", `command_string.toml:2:11: worker.command: want a list of strings, got a string`},
 		{"path_items.toml", `path_items.toml:1:21: path: want a list of strings, and every item must be a string`},
@@ -33,16 +34,17 @@ func TestLoadInvalid(t *testing.T) {
 		{"syntax.toml", `syntax.toml:1:23: unexpected character U+000A at start of value`},
 		{"duplicate_table.toml", `duplicate_table.toml:3:2: table escalation already exists`},
 	}
+	td := fspermtest.Copy(t, "testdata") // strict modes: never the checkout's own modes
 	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
-			path := filepath.Join("testdata", "config", tc.file)
+			path := filepath.Join(td, "config", tc.file)
 			_, err := config.Load(path)
 			var pe *engine.PosError
 			if !errors.As(err, &pe) {
 				t.Fatalf("got %T %v, want *engine.PosError", err, err)
 			}
-			want := filepath.Join("testdata", "config", tc.err)
+			want := filepath.Join(td, "config", tc.err)
 			if err.Error() != want {
 				t.Fatalf("got  %s\nwant %s", err, want)
 			}
@@ -55,11 +57,12 @@ func TestLoadInvalid(t *testing.T) {
 
 func TestLoadFull(t *testing.T) {
 	t.Setenv("HOME", "/home/zoë")
-	c, err := config.Load("testdata/config/full.toml")
+	path := filepath.Join(fspermtest.Copy(t, "testdata"), "config", "full.toml")
+	c, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Found || c.File != "testdata/config/full.toml" {
+	if !c.Found || c.File != path {
 		t.Fatalf("found=%v file=%q", c.Found, c.File)
 	}
 	checks := []struct {
@@ -219,7 +222,7 @@ func TestValidate(t *testing.T) {
 
 func TestLoadServices(t *testing.T) {
 	t.Parallel()
-	s, err := config.LoadServices("testdata/services/good.toml")
+	s, err := config.LoadServices(filepath.Join(fspermtest.Copy(t, "testdata"), "services", "good.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,11 +254,12 @@ func TestLoadServicesInvalid(t *testing.T) {
 		{"after_zero.toml", `after_zero.toml:3:1: script.x: critical_after_consecutive_failures must be at least 1, got 0`},
 		{"syntax.toml", `syntax.toml:2:28: basic strings cannot have new lines`},
 	}
+	td := fspermtest.Copy(t, "testdata")
 	for _, tc := range cases {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.LoadServices(filepath.Join("testdata", "services", tc.file))
-			want := filepath.Join("testdata", "services", tc.err)
+			_, err := config.LoadServices(filepath.Join(td, "services", tc.file))
+			want := filepath.Join(td, "services", tc.err)
 			if err == nil || err.Error() != want {
 				t.Fatalf("got  %v\nwant %s", err, want)
 			}

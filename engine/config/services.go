@@ -69,10 +69,12 @@ type servicesDoc struct {
 // and timeout_secs. A table with no keys declares nothing. Unlike the
 // predecessor, an unknown kind or key and a wrong type are errors
 // (*engine.PosError with the line and column). A missing file is not an
-// error: it yields no services and Found is false.
+// error: it yields no services and Found is false. The file must be one no
+// other user can change (fsperm, strictly); the loader's services() reads
+// with the checker of the config instead.
 func LoadServices(path string) (*Services, error) {
 	path = ExpandHome(path, homeDir())
-	doc, err := ReadFile(path)
+	doc, err := ReadFile(path, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return &Services{File: path}, nil

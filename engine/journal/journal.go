@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Defaults for Options.
@@ -100,7 +101,8 @@ func Open(path string, opts Options) (*Journal, error) {
 }
 
 func (j *Journal) open() error {
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	// Never through a link: one could aim the appends at any file.
+	f, err := fsperm.OpenPrivate(j.path, os.O_RDWR|os.O_APPEND|os.O_CREATE)
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -111,7 +113,7 @@ func (j *Journal) open() error {
 	}
 	size := fi.Size()
 	if size > 0 {
-		keep, err := completeLength(j.path, size)
+		keep, err := completeLength(f, size)
 		if err != nil {
 			f.Close()
 			return fmt.Errorf("open journal: %w", err)
@@ -131,12 +133,7 @@ func (j *Journal) open() error {
 
 // completeLength returns the length of the file's prefix that ends with a
 // newline: everything after the last '\n' is a partial line.
-func completeLength(path string, size int64) (int64, error) {
-	r, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
+func completeLength(r io.ReaderAt, size int64) (int64, error) {
 	buf := make([]byte, 32<<10)
 	end := size
 	for end > 0 {
@@ -308,7 +305,7 @@ func generations(path string) []generation {
 		if err != nil || n < 1 || strconv.Itoa(n) != suffix {
 			continue
 		}
-		if fi, err := os.Stat(m); err == nil && fi.Mode().IsRegular() {
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() {
 			out = append(out, generation{n: n, path: m})
 		}
 	}

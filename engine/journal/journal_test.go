@@ -408,3 +408,58 @@ func TestClosed(t *testing.T) {
 
 // The daemon's Journal interface.
 var _ engine.Journal = (*Journal)(nil)
+
+// A journal.jsonl that is a symbolic link is refused, and the file it names
+// is left alone: another user's link must never aim Talon's appends.
+func TestOpenRefusesALink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "other-file")
+	if err := os.WriteFile(target, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(path, Options{})
+	if want := "open journal: " + path + " is a symbolic link; talon does not follow links in its state directory, since one could aim its writes at any file: remove it"; err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious\n" {
+		t.Fatalf("the link's target was changed: %q", b)
+	}
+}
+
+// The live file and every rotated generation are 0600, and an existing
+// journal others could read is made 0600.
+func TestJournalFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	if err := os.WriteFile(path, []byte{}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j, err := Open(path, Options{MaxBytes: 400, Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("an existing 0644 journal after Open: %v %v, want mode 0600", fi.Mode(), err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := j.Append(cycle(i, "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	for _, p := range []string{path, path + ".1", path + ".2"} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", p, fi.Mode(), err)
+		}
+	}
+}

@@ -8,11 +8,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -132,9 +134,9 @@ func (w *Watcher) remember() {
 	}
 }
 
-// contentDigest hashes the names and contents of the loaded files, so a
-// burst that leaves them as they were (touch, an editor's backup dance)
-// does not reload.
+// contentDigest hashes the names, modes, owners and contents of the loaded
+// files, so a burst that leaves them as they were (touch, an editor's backup
+// dance) does not reload.
 func (w *Watcher) contentDigest() [32]byte {
 	set := map[string]bool{}
 	for _, f := range w.opts.Files() {
@@ -152,6 +154,15 @@ func (w *Watcher) contentDigest() [32]byte {
 	for _, f := range files {
 		io.WriteString(h, f+"\x00")
 		if fh, err := os.Open(f); err == nil {
+			// Who may change a file is part of it (strict modes): a chmod
+			// or chown that makes it safe, or unsafe, reloads too.
+			if fi, err := fh.Stat(); err == nil {
+				uid := -1
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					uid = int(st.Uid)
+				}
+				fmt.Fprintf(h, "%v %d\x00", fi.Mode(), uid)
+			}
 			io.Copy(h, fh)
 			fh.Close()
 		} else {

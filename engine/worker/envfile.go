@@ -4,8 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // ParseEnvFile reads KEY=VALUE lines, the format of the predecessor's env
@@ -57,10 +58,11 @@ func ParseEnvFile(r io.Reader, name string) ([]string, error) {
 	return env, nil
 }
 
-// readEnvFile parses the env file at path. A missing file is reported with
-// os.ErrNotExist in the chain so the caller can treat it as optional.
-func readEnvFile(path string) ([]string, error) {
-	f, err := os.Open(path)
+// readEnvFile parses the env file at path, which files must find safe
+// (package fsperm). A missing file is reported with os.ErrNotExist in the
+// chain so the caller can treat it as optional.
+func readEnvFile(path string, files *fsperm.Checker) ([]string, error) {
+	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -12,7 +13,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/charmbracelet/log"
+
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 func TestParseEnvFile(t *testing.T) {
@@ -250,5 +254,46 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		if err := New(o).Run(context.Background()); err == nil {
 			t.Errorf("Run(%+v) = nil, want an error", o)
 		}
+	}
+}
+
+// The env file and the program are checked at every spawn (strict modes):
+// one another user could change is refused, or used with a warning when
+// relaxed (strict_modes = false).
+func TestSpawnRefusesUnsafeFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, "w.env")
+	prog := filepath.Join(dir, "w")
+	for path, mode := range map[string]os.FileMode{envFile: 0o666, prog: 0o777} {
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := Options{Command: []string{prog}, EnvFile: envFile, Port: 1, Logger: log.New(io.Discard),
+		LogStdout: filepath.Join(dir, "out.log"), LogStderr: filepath.Join(dir, "err.log")}
+	s := New(opts)
+	_, err := s.childEnv(context.Background())
+	if want := "worker env file: unsafe file " + envFile + " (owner root, uid 0, mode 0666): writable by group and others; fix: chmod go-w " + envFile; err == nil || err.Error() != want {
+		t.Errorf("env file: got %v\nwant %s", err, want)
+	}
+	if err := os.Chmod(envFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.spawn(context.Background())
+	if want := "start worker: unsafe file " + prog + " (owner root, uid 0, mode 0777): writable by group and others; fix: chmod go-w " + prog; err == nil || err.Error() != want {
+		t.Errorf("program: got %v\nwant %s", err, want)
+	}
+
+	if err := os.Chmod(envFile, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	opts.Files = fsperm.New(false, func(e *fsperm.Error) { warned = append(warned, e.Path) })
+	if _, err := New(opts).childEnv(context.Background()); err != nil || len(warned) != 1 || warned[0] != envFile {
+		t.Errorf("relaxed: err %v, warned about %q", err, warned)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Options configure a Supervisor. They mirror the [worker] config keys as
@@ -44,6 +45,10 @@ type Options struct {
 	// laid over it; the child inherits nothing else from Talon.
 	Env     []string
 	EnvFile string // optional: a missing file is a warning, a bad one an error
+	// Files applies strict modes (package fsperm) to the env file and the
+	// program, at every spawn: one that another user could change is
+	// refused (nil: strictly), or run with a warning when relaxed.
+	Files *fsperm.Checker
 	// ExtraEnv, when set, is called before each spawn (with a deadline) for
 	// more variables, e.g. leased secrets. On error the worker is started
 	// with what it returned and the error is logged.
@@ -346,7 +351,7 @@ func (s *Supervisor) childEnv(ctx context.Context) ([]string, error) {
 	var file []string
 	if s.opts.EnvFile != "" {
 		var err error
-		file, err = readEnvFile(s.opts.EnvFile)
+		file, err = readEnvFile(s.opts.EnvFile, s.opts.Files)
 		if errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("worker env file not found; starting without it", "path", s.opts.EnvFile)
 		} else if err != nil {
@@ -385,6 +390,9 @@ func (s *Supervisor) spawn(ctx context.Context) (*proc, error) {
 	}
 	prog, err = effect.LookPath(prog, path)
 	if err != nil {
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	if err := s.opts.Files.CheckPath(prog); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	stdout, err := openLog(s.opts.LogStdout)

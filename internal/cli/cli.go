@@ -343,6 +343,15 @@ func (e *env) load() *engine.LoadResult {
 		dir = "(embedded default)"
 	}
 	res := builtins.Load(dir, opts)
+	if !cfg.StrictModes {
+		// At every load: the daemon logs it, validate prints it.
+		msg := fmt.Sprintf("%s: strict_modes = false: files other users can change are loaded and run (with a warning each) instead of refused; fix their owners and modes and remove the setting", cfg.File)
+		if e.warn != nil {
+			e.warn(msg)
+		} else {
+			res.Warnings = append(res.Warnings, msg)
+		}
+	}
 	if e.reloadConfig && res.Err() == nil {
 		for _, f := range res.Files {
 			if _, err := os.Stat(f); err != nil && e.existed[f] {

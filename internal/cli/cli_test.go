@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -25,20 +27,37 @@ func talon(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return out.String(), errb.String(), code
 }
 
+// testdataDir is a copy of testdata made by TestMain: Talon refuses files
+// other users can change (strict modes), so tests never load the
+// checkout's own files, whose modes and owner depend on how it was made.
+var testdataDir string
+
+func TestMain(m *testing.M) {
+	tmp, err := os.MkdirTemp("", "talon-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testdataDir = filepath.Join(tmp, "testdata")
+	if err := fspermtest.CopyTree("testdata", testdataDir); err != nil {
+		fmt.Fprintln(os.Stderr, "copy testdata:", err)
+		os.RemoveAll(tmp)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(tmp)
+	os.Exit(code)
+}
+
 func testdata(t *testing.T, name string) string {
 	t.Helper()
-	abs, err := filepath.Abs(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
+	return filepath.Join(testdataDir, name)
 }
 
 // normalize makes output independent of where the repository and HOME are.
 func normalize(t *testing.T, s string) string {
-	td, _ := filepath.Abs("testdata")
 	home, _ := os.UserHomeDir()
-	s = strings.ReplaceAll(s, td, "$TESTDATA")
+	s = strings.ReplaceAll(s, testdataDir, "$TESTDATA")
 	return strings.ReplaceAll(s, home, "$HOME")
 }
 

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +13,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm"
 	"github.com/talon-dev/talon/internal/logging"
 )
 
@@ -19,7 +22,7 @@ func pidPath(stateDir string) string { return filepath.Join(stateDir, "talon.pid
 // writePID records the daemon's pid for `talon reload` when /health is off.
 func writePID(stateDir string) (func(), error) {
 	path := pidPath(stateDir)
-	if err := engine.WriteFileAtomic(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if err := engine.WriteFileAtomic(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	return func() { os.Remove(path) }, nil
@@ -32,9 +35,11 @@ func signalDaemon(stateDir string) (bool, error) {
 	if !daemonHolds(stateDir) {
 		return false, fmt.Errorf("no daemon holds %s (any pid file there is stale)", stateDir)
 	}
-	b, err := os.ReadFile(pidPath(stateDir))
-	if err != nil {
+	b, err := fsperm.ReadPrivate(pidPath(stateDir))
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("no daemon pid file in %s", stateDir)
+	} else if err != nil {
+		return false, err
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 1 {
@@ -51,14 +56,14 @@ func signalDaemon(stateDir string) (bool, error) {
 // the process, even on kill -9.
 func lockStateDir(dir string) (func(), error) {
 	path := filepath.Join(dir, "talon.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := fsperm.OpenPrivate(path, os.O_CREATE|os.O_RDWR)
 	if err != nil {
 		return nil, fail(1, "lock %s: %v", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		holder := ""
-		if b, err := os.ReadFile(pidPath(dir)); err == nil {
+		if b, err := fsperm.ReadPrivate(pidPath(dir)); err == nil {
 			holder = " (pid " + strings.TrimSpace(string(b)) + ")"
 		}
 		return nil, fail(1, "another talon daemon%s is running on state dir %s; stop it first or use --state-dir", holder, dir)
@@ -68,7 +73,7 @@ func lockStateDir(dir string) (func(), error) {
 
 // daemonHolds reports whether a running daemon holds the state dir's lock.
 func daemonHolds(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, "talon.lock"))
+	f, err := fsperm.OpenPrivate(filepath.Join(dir, "talon.lock"), os.O_RDONLY)
 	if err != nil {
 		return false
 	}
@@ -81,9 +86,16 @@ func daemonHolds(dir string) bool {
 }
 
 // claimStateDir is how a long-running command starts: it creates the state
-// directory, takes its lock (one daemon per state dir) and opens the log.
-func claimStateDir(dir string) (*log.Logger, func(), error) {
+// directory (0700), checks that no other user can change it or the
+// directories above it (strict modes: refused, or with strict_modes = false
+// logged), takes its lock (one daemon per state dir) and opens the log.
+func claimStateDir(dir string, strict bool) (*log.Logger, func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fail(1, "state dir: %v", err)
+	}
+	var relaxed []string
+	perms := fsperm.New(strict, func(e *fsperm.Error) { relaxed = append(relaxed, e.Warning()) })
+	if err := perms.CheckPath(dir); err != nil {
 		return nil, nil, fail(1, "state dir: %v", err)
 	}
 	unlock, err := lockStateDir(dir)
@@ -97,6 +109,9 @@ func claimStateDir(dir string) (*log.Logger, func(), error) {
 	if err != nil {
 		unlock()
 		return nil, nil, fail(1, "log: %v", err)
+	}
+	for _, w := range relaxed {
+		logger.Warn("state dir: "+w, "state_dir", dir)
 	}
 	return logger, func() { closeLog.Close(); unlock() }, nil
 }

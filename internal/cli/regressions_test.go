@@ -20,7 +20,7 @@ func TestRegressionReloadSignalsStalePIDUnderWorkerOnly(t *testing.T) {
 	}
 	defer victim.Process.Kill()
 	os.WriteFile(filepath.Join(dir, "talon.pid"), []byte(strconv.Itoa(victim.Process.Pid)+"\n"), 0o644)
-	_, release, err := claimStateDir(dir) // what workerOnly does
+	_, release, err := claimStateDir(dir, true) // what workerOnly does
 	if err != nil {
 		t.Fatal(err)
 	}

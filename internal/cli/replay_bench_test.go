@@ -113,7 +113,7 @@ func BenchmarkReplayMonth(b *testing.B) {
 	polA, polB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	monthPolicy(b, polA, 2)
 	monthPolicy(b, polB, 5)
-	cfg := filepath.Join("testdata", "replay", "config.toml")
+	cfg := filepath.Join(testdataDir, "replay", "config.toml")
 	a := &app{stdout: io.Discard, stderr: io.Discard}
 	a.g.config, a.g.policy = cfg, polA
 	e, err := a.loadEnv()

@@ -40,7 +40,7 @@ func (a *app) run(args []string) error {
 		// and "heals" must never put the live daemon's cooldowns to sleep.
 		e.stateDir = filepath.Join(e.stateDir, "dry-run")
 	}
-	logger, release, err := claimStateDir(e.stateDir)
+	logger, release, err := claimStateDir(e.stateDir, e.cfg.StrictModes)
 	if err != nil {
 		return err
 	}

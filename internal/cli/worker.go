@@ -12,6 +12,7 @@ import (
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/engine/worker"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // workerOptions maps [worker] in config.toml onto the supervisor.
@@ -27,6 +28,9 @@ func workerOptions(cfg *config.Config, logger *log.Logger) worker.Options {
 		StartupSyncDelay: secs(w.StartupSyncDelaySecs), HTTPTimeout: secs(w.HTTPTimeoutSecs),
 		ExternalLaunchdLabel: w.ExternalLaunchdLabel, ExternalSystemdUnit: w.ExternalSystemdUnit,
 		Effects: effect.NewLive(), Logger: logger.With("component", "worker"),
+		Files: fsperm.New(cfg.StrictModes, func(e *fsperm.Error) {
+			logger.Warn("worker: "+e.Warning(), "component", "worker")
+		}),
 	}
 }
 
@@ -44,7 +48,7 @@ func (a *app) workerOnly(args []string) error {
 	if len(e.cfg.Worker.Command) == 0 {
 		return fail(2, "--worker-only: [worker] command is not set in %s", e.cfg.File)
 	}
-	logger, release, err := claimStateDir(e.stateDir)
+	logger, release, err := claimStateDir(e.stateDir, e.cfg.StrictModes)
 	if err != nil {
 		return err
 	}

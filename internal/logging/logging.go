@@ -62,6 +62,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/muesli/termenv"
 	"gopkg.in/natefinch/lumberjack.v2"
+
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Standard keys.
@@ -166,8 +168,19 @@ func New(opts Options) (*log.Logger, io.Closer, error) {
 		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("log directory: %w", err)
 		}
+		path := filepath.Join(opts.Dir, FileName)
+		// lumberjack follows a symbolic link when it opens the file (and
+		// copies the mode of what it finds when it rotates): refuse a link
+		// and make the file 0600 before it looks. It creates new files
+		// 0600 itself, and the state directory's check at start keeps
+		// other users from planting a link later.
+		f, err := fsperm.OpenPrivate(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
+		f.Close()
 		lj := &lumberjack.Logger{
-			Filename:   filepath.Join(opts.Dir, FileName),
+			Filename:   path,
 			MaxSize:    opts.MaxSizeMB,
 			MaxBackups: opts.MaxBackups,
 			LocalTime:  false,

@@ -352,3 +352,56 @@ func TestUnwritableDir(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A talon.log that is a symbolic link is refused before lumberjack (which
+// follows links) opens it; the file it names is left alone.
+func TestLogRefusesALink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "other-file")
+	if err := os.WriteFile(target, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := New(Options{Dir: dir, StderrMode: StderrOff})
+	if want := "log file: " + path + " is a symbolic link; talon does not follow links in its state directory, since one could aim its writes at any file: remove it"; err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious\n" {
+		t.Fatalf("the link's target was changed: %q", b)
+	}
+}
+
+// The log and its rotations are 0600, even when an older talon.log was not.
+func TestLogFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logger, closer, err := New(Options{Dir: dir, StderrMode: StderrOff, MaxSizeMB: 1, MaxBackups: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 1000)
+	for i := 0; i < 1200; i++ { // ≈ 1.2 MB: one rotation
+		logger.Info("cycle", "i", i, "pad", pad)
+	}
+	closer.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "talon*.log"))
+	if len(files) != 2 {
+		t.Fatalf("files %v, want talon.log and one backup", files)
+	}
+	for _, p := range files {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", p, fi.Mode(), err)
+		}
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/engine/journal"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 var update = flag.Bool("update", false, "rewrite journal.jsonl and decisions.golden")
@@ -241,7 +242,9 @@ func runScenario(t *testing.T, dir string) {
 	if err := dec.Decode(&s); err != nil {
 		t.Fatalf("scenario.toml: %v", err)
 	}
-	pol := loadPolicy(t, dir)
+	// A copy: strict modes refuse files others can change, and the
+	// checkout's modes depend on how it was made.
+	pol := loadPolicy(t, fspermtest.Copy(t, dir))
 	tmp := t.TempDir()
 	jpath := filepath.Join(tmp, "journal.jsonl")
 	var w *world

@@ -15,6 +15,7 @@ import (
 	"github.com/talon-dev/talon/builtins"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 // testConfig is a config.toml with values unlike the defaults, so the test
@@ -54,7 +55,9 @@ func load(t *testing.T, goos string) *engine.Policy {
 		t.Fatal(err)
 	}
 	cfg.ServicesFile = filepath.Join(dir, "services.toml") // none: only the built-in probes
-	res := builtins.Load(".", builtins.Options{Config: cfg, GOOS: goos})
+	// A copy: strict modes refuse files others can change, and the
+	// checkout's modes and owner depend on how it was made.
+	res := builtins.Load(fspermtest.Copy(t, "."), builtins.Options{Config: cfg, GOOS: goos})
 	if err := res.Err(); err != nil {
 		t.Fatalf("load: %s", res.ErrorText())
 	}
