@@ -185,8 +185,8 @@ func (d *Daemon) start(ctx context.Context) {
 	d.warn(res)
 	d.feed(ctx, Fact{Kind: FactStart, At: now, State: st, Policy: pol, PolicyError: polErr})
 	d.schedule(now, true)
-	d.publish()
 	d.persist()
+	d.publish()
 	d.log.Info("talon started", "state", st.Phase, "policy", short(pol.Hash), "probes", len(pol.Probes), "dry_run", d.opts.DryRun)
 }
 
@@ -277,8 +277,8 @@ func (d *Daemon) tick(ctx context.Context) {
 	d.mu.Lock()
 	if !d.wake.IsZero() && !now.Before(d.wake) {
 		d.feed(ctx, Fact{Kind: FactWake, At: now})
-		d.publish()
 		d.persist()
+		d.publish()
 	}
 	d.mu.Unlock()
 	d.launchDue(ctx, now)
@@ -294,8 +294,8 @@ func (d *Daemon) observe(ctx context.Context, rs []Result) {
 	defer d.mu.Unlock()
 	d.lastCycle = now
 	d.feed(ctx, Fact{Kind: FactResults, At: now, Results: rs})
-	d.publish()
 	d.persist()
+	d.publish()
 	if d.opts.Journal != nil {
 		d.opts.Journal.Sync()
 	}
@@ -306,8 +306,8 @@ func (d *Daemon) finishRung(ctx context.Context, end RungEnd) {
 	d.rungStop = nil
 	end.Stopping = end.Stopping || ctx.Err() != nil
 	d.feed(ctx, Fact{Kind: FactRungEnd, At: d.now(), End: &end})
-	d.publish()
 	d.persist()
+	d.publish()
 }
 
 // apply swaps in a freshly loaded policy between cycles.
@@ -336,8 +336,8 @@ func (d *Daemon) apply(ctx context.Context, res *LoadResult) {
 	d.feed(ctx, Fact{Kind: FactReload, At: now, Policy: res.Policy})
 	d.schedule(now, false)
 	d.log.Info("policy reloaded", "policy", short(res.Policy.Hash), "old", short(old), "probes", len(res.Policy.Probes))
-	d.publish()
 	d.persist()
+	d.publish()
 }
 
 // warn logs what validate would warn about: programs missing from the
@@ -431,8 +431,8 @@ func (d *Daemon) SetWorkerRestarts(n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.state().WorkerRestarts = n
-	d.publish()
 	d.persist()
+	d.publish()
 }
 
 // Ready is closed once the daemon has loaded its state and policy.

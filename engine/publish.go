@@ -88,7 +88,8 @@ func (d *Daemon) persist() {
 	}
 }
 
-// publish rebuilds the snapshot; callers hold d.mu.
+// publish rebuilds the snapshot; callers hold d.mu. It comes after
+// persist: /health never shows a state a crash could still lose.
 func (d *Daemon) publish() {
 	pol, st := d.policy(), d.state()
 	// The loop is stuck when no result came for three times the longest

@@ -367,6 +367,7 @@ func (r *Replayer) segment(rec Record, f *Fact) {
 				r.faithful = true
 				r.rep.step(ReplayStep{At: rec.Time, Kind: "mode", Reason: "faithful from here: the process started under this policy"})
 			}
+			f.State = cloneState(rec.State) // the core changes it; the record stays as read
 		}
 		f.Policy = r.pol
 	case FactReload:
@@ -658,4 +659,29 @@ func hashPrefix(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// cloneState is a deep copy of s.
+func cloneState(s *State) *State {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a State always encodes
+	}
+	var c State
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(err)
+	}
+	if c.Probes == nil {
+		c.Probes = map[string]*ProbeState{}
+	}
+	if c.LastRun == nil {
+		c.LastRun = map[string]time.Time{}
+	}
+	if c.LastSent == nil {
+		c.LastSent = map[string]time.Time{}
+	}
+	if c.Incident != nil && c.Incident.Rungs == nil {
+		c.Incident.Rungs = map[string]*RungState{}
+	}
+	return &c
 }
