@@ -94,21 +94,7 @@ func FileOptions() *syntax.FileOptions {
 // Options.FS the policy files are not on disk and are not listed), and Hash is
 // the sha256 of the names and contents of every file read.
 func Load(dir string, opts Options) *engine.LoadResult {
-	if opts.Config == nil {
-		opts.Config = config.Default()
-	}
-	if opts.MaxSteps == 0 {
-		opts.MaxSteps = DefaultLoadSteps
-	}
-	if opts.RunMaxSteps == 0 {
-		opts.RunMaxSteps = DefaultRunSteps
-	}
-	if opts.GOOS == "" {
-		opts.GOOS = runtime.GOOS
-	}
-	if opts.Environ == nil {
-		opts.Environ = os.Environ()
-	}
+	opts = withDefaults(opts)
 	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
 	if opts.FS == nil {
 		if abs, err := filepath.Abs(dir); err == nil {
@@ -125,6 +111,25 @@ func Load(dir string, opts Options) *engine.LoadResult {
 		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash
 	}
 	return res
+}
+
+func withDefaults(opts Options) Options {
+	if opts.Config == nil {
+		opts.Config = config.Default()
+	}
+	if opts.MaxSteps == 0 {
+		opts.MaxSteps = DefaultLoadSteps
+	}
+	if opts.RunMaxSteps == 0 {
+		opts.RunMaxSteps = DefaultRunSteps
+	}
+	if opts.GOOS == "" {
+		opts.GOOS = runtime.GOOS
+	}
+	if opts.Environ == nil {
+		opts.Environ = os.Environ()
+	}
+	return opts
 }
 
 type loader struct {

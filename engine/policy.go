@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/talon-dev/talon/engine/effect"
@@ -25,16 +26,28 @@ type Policy struct {
 	Env      []string
 	// Heartbeat is the dead-man ping the policy declares; nil for none.
 	Heartbeat *Heartbeat
+
+	indexOnce sync.Once
+	byName    map[string]*Probe // built on first use: a Policy is immutable
 }
 
 // Probe returns the probe called name, or nil.
 func (p *Policy) Probe(name string) *Probe {
-	for _, pr := range p.Probes {
-		if pr.Name == name {
-			return pr
+	if len(p.Probes) < 8 {
+		for _, pr := range p.Probes {
+			if pr.Name == name {
+				return pr
+			}
 		}
+		return nil
 	}
-	return nil
+	p.indexOnce.Do(func() {
+		p.byName = make(map[string]*Probe, len(p.Probes))
+		for _, pr := range p.Probes {
+			p.byName[pr.Name] = pr
+		}
+	})
+	return p.byName[name]
 }
 
 // Programs lists every program the policy's probes and actions would run, sorted.

@@ -91,6 +91,11 @@ type RungState struct {
 	Failures int       `json:"failures"` // consecutive failed deliveries (pages)
 	NextTry  time.Time `json:"next_try,omitempty"`
 	LastSent time.Time `json:"last_sent,omitempty"`
+	// WhenFailures counts consecutive failures of the rung's when=
+	// predicate once the ladder is exhausted; WhenRetry is when it is
+	// evaluated again.
+	WhenFailures int       `json:"when_failures,omitzero"`
+	WhenRetry    time.Time `json:"when_retry,omitzero"`
 }
 
 // NewState is the state of a watchdog that has seen nothing yet.
@@ -167,8 +172,12 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 		if ps.Last != nil && r.At.Before(ps.Last.At) {
 			continue // an older run finishing late (e.g. after a verify): not news
 		}
-		r := r
-		ps.Last = &r
+		if ps.Last == nil {
+			ps.Last = new(Result)
+		}
+		// Overwritten in place: views and snapshots copy results, so no
+		// one holds on to the old one (and a month's replay allocates less).
+		*ps.Last = r
 		if r.Passed {
 			ps.Passes++
 			ps.Fails = 0

@@ -70,7 +70,7 @@ func write(w io.Writer, root string) error {
 			commentBuiltins(&b, m, c)
 		}
 	}
-	for _, m := range []string{"exec", "state"} {
+	for _, m := range []string{"exec", "state", "testing"} {
 		if c, ok := comments[m]; ok && !contains(mods, m) {
 			fmt.Fprintf(&b, "## `%s`\n\n", m)
 			commentBuiltins(&b, m, c)
@@ -213,7 +213,7 @@ func moduleComments(dir string) (map[string]string, error) {
 				vs := spec.(*ast.ValueSpec)
 				for _, n := range vs.Names {
 					switch n.Name {
-					case "Exec", "State", "Notify":
+					case "Exec", "State", "Notify", "Testing":
 						out[strings.ToLower(n.Name)] = gd.Doc.Text()
 					}
 				}
