@@ -17,6 +17,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Journal receives the daemon's records.
@@ -522,7 +523,7 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 		res := a.Run(ctx, env)
 		ok := res.OK
 		d.mu.Lock()
-		d.journal(Record{Type: "action", Rung: r.Name, Action: a.Describe(), OK: &ok, Output: capText(res.Output, 2000)})
+		d.journal(Record{Type: "action", Rung: r.Name, Action: a.Describe(), OK: &ok, Output: text.Cap(res.Output, 2000)})
 		d.mu.Unlock()
 		outputs = append(outputs, res.Output)
 		if !res.OK {

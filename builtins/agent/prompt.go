@@ -210,15 +210,6 @@ func tail(s string, n int) string {
 	return fmt.Sprintf("[%d earlier characters]… ", len(r)-n) + string(r[len(r)-n:])
 }
 
-// truncate keeps the first n runes of s for one-line descriptions.
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
-}
-
 func oneLine(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), " | ")
 }
