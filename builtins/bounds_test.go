@@ -128,3 +128,40 @@ func TestBombsAtRunTime(t *testing.T) {
 		})
 	}
 }
+
+// TestDurationsAndCountsBounded: a duration or count too large to be meant
+// is a load error at its call, never an overflow (after = 9300000000 once
+// became a negative duration and the SOS fired at once, validate said ok).
+func TestDurationsAndCountsBounded(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ src, want string }{
+		{`ladder(rung("sos", do = notify.log(), after = 9300000000))`,
+			`talon.star:1:12: rung: for parameter "after": duration 9300000000 seconds is longer than a year; give at most "8784h"`},
+		{`ladder(rung("sos", do = notify.log(), repeat = 1 << 70))`,
+			`talon.star:1:12: rung: for parameter "repeat": duration 1180591620717411303424 seconds is longer than a year; give at most "8784h"`},
+		{`ladder(rung("sos", do = notify.log(), cooldown = "99999999999h"))`,
+			`talon.star:1:12: rung: for parameter "cooldown": duration "99999999999h" is longer than a year; give at most "8784h"`},
+		{`ladder(rung("sos", do = notify.log(), timeout = 1e300))`,
+			`talon.star:1:12: rung: for parameter "timeout": duration 1e+300 seconds is longer than a year; give at most "8784h"`},
+		{`ladder(rung("sos", do = notify.log(), timeout = float("nan")))`,
+			`talon.star:1:12: rung: for parameter "timeout": want a non-negative number of seconds, got nan`},
+		{`probe.exec("a", ["true"], timeout = "9000h")`,
+			`talon.star:1:11: probe.exec: for parameter "timeout": duration "9000h" is longer than a year; give at most "8784h"`},
+		{`probe.exec("a", ["true"], after = 9300000000)`,
+			`talon.star:1:11: probe.exec: for parameter "after": want a count from 0 to 100000, got 9300000000`},
+		{`state.thresholds(failed_after = 1 << 40)`,
+			`talon.star:1:17: state.thresholds: for parameter "failed_after": want a count from 0 to 100000, got 1099511627776`},
+	} {
+		res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{"talon.star": tc.src + "\n"})})
+		if res.Policy != nil || len(res.Errors) != 1 || res.Errors[0].Error() != tc.want {
+			t.Errorf("%s\n got %v\nwant %s", tc.src, res.Errors, tc.want)
+		}
+	}
+	// The largest values still load.
+	res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{"talon.star": `probe.exec("a", ["true"], after = 100000, every = "8784h")
+ladder(rung("sos", do = notify.log(), after = 31622400, repeat = "8784h"))
+`})})
+	if res.Err() != nil {
+		t.Fatal(res.ErrorText())
+	}
+}

@@ -223,7 +223,7 @@ func promptBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, fmt.Errorf("%s: got %d positional arguments, want 1 (the others are keyword arguments)", b.Name(), len(args))
 	}
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "incident", &incident, "task??", &opts.Task,
-		"log_file??", &opts.LogFile, "worker_stderr??", &opts.WorkerStderr, "max_output?", &opts.MaxOutput); err != nil {
+		"log_file??", &opts.LogFile, "worker_stderr??", &opts.WorkerStderr, "max_output?", (*star.Count)(&opts.MaxOutput)); err != nil {
 		return nil, err
 	}
 	v, ok := incident.(Viewer)
