@@ -185,9 +185,6 @@ type startKey struct{}
 
 // timeLimit names the wall-clock budget an evaluation had.
 func timeLimit(ctx context.Context, lim Limits) string {
-	if lim.Time > 0 {
-		return lim.Time.String()
-	}
 	if dl, ok := ctx.Deadline(); ok {
 		if start, ok := ctx.Value(startKey{}).(time.Time); ok {
 			d := dl.Sub(start)
@@ -196,6 +193,9 @@ func timeLimit(ctx context.Context, lim Limits) string {
 			}
 			return d.Round(time.Millisecond).String()
 		}
+	}
+	if lim.Time > 0 {
+		return lim.Time.String()
 	}
 	return "its deadline"
 }
