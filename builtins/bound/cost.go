@@ -174,6 +174,9 @@ func (b *Budget) containsCost(x, y starlark.Value) error {
 	case *starlark.Dict, *starlark.Set:
 		return b.hashCost(x)
 	case *starlark.List, starlark.Tuple:
+		if simple(x) { // each comparison is over at the first element
+			return b.work(int64(starlark.Len(y)))
+		}
 		c := visit(y, starlark.CompareLimit, MaxVisit)
 		if c > MaxVisit {
 			return fmt.Errorf("%s in %s would visit more than %d elements", x.Type(), y.Type(), MaxVisit)

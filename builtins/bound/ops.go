@@ -20,6 +20,7 @@ func init() {
 		opAugIndex: (*Budget).opAugIndex,
 		opAugAttr:  (*Budget).opAugAttr,
 		opCount:    (*Budget).opCount,
+		opSlice:    (*Budget).opSlice,
 		opElem:     (*Budget).opElem,
 		opDictKey:  (*Budget).opDictKey,
 		opKey:      (*Budget).opKey,
@@ -311,6 +312,23 @@ func (b *Budget) opAugAttr(thread *starlark.Thread, args starlark.Tuple) (starla
 func (b *Budget) opCount(_ *starlark.Thread, args starlark.Tuple) (starlark.Value, error) {
 	v := args[0]
 	if err := b.alloc(sizeOf(v), func() string { return fmt.Sprintf("%s of %d elements", v.Type(), starlark.Len(v)) }); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// opSlice charges a slice: a list is always a copy; a string, bytes or
+// tuple slice with a step of 1 shares the memory of the value sliced.
+func (b *Budget) opSlice(_ *starlark.Thread, args starlark.Tuple) (starlark.Value, error) {
+	v, shared := args[0], token(args[1]) == 1
+	size := sizeOf(v)
+	switch v.(type) {
+	case starlark.String, starlark.Bytes, starlark.Tuple:
+		if shared {
+			size = stringBytes
+		}
+	}
+	if err := b.alloc(size, func() string { return fmt.Sprintf("slice of %d elements", starlark.Len(v)) }); err != nil {
 		return nil, err
 	}
 	return v, nil

@@ -13,7 +13,8 @@ const (
 	opAug      = "talon$aug"      // x op= y on a name: x = talon$aug(TOKEN, x, y), in place for += and |=
 	opAugIndex = "talon$augindex" // x[i] op= y: talon$augindex(x, i, TOKEN, y)
 	opAugAttr  = "talon$augattr"  // x.f op= y: talon$augattr(x, "f", TOKEN, y)
-	opCount    = "talon$count"    // a literal or a slice, charged once built
+	opCount    = "talon$count"    // a literal, charged once built
+	opSlice    = "talon$slice"    // x[lo:hi:step]: talon$slice(x[...], 1 if the step is 1 else 0)
 	opElem     = "talon$elem"     // an element appended by a list comprehension
 	opDictKey  = "talon$dictkey"  // a key set by a dict comprehension
 	opKey      = "talon$key"      // a dict key or an index, checked before it is hashed
@@ -181,7 +182,17 @@ func expr(e syntax.Expr) syntax.Expr {
 				*p = expr(*p)
 			}
 		}
-		return call(e.Lbrack, opCount, e)
+		// With a step of 1 a string, bytes or tuple slice shares the
+		// value sliced; otherwise it is a copy.
+		one := e.Step == nil
+		if lit, ok := e.Step.(*syntax.Literal); ok && lit.Value == int64(1) {
+			one = true
+		}
+		flag := &syntax.Literal{Token: syntax.INT, TokenPos: e.Lbrack, Raw: "0", Value: int64(0)}
+		if one {
+			flag.Raw, flag.Value = "1", int64(1)
+		}
+		return call(e.Lbrack, opSlice, e, flag)
 	case *syntax.ListExpr:
 		for i, x := range e.List {
 			e.List[i] = expr(x)
