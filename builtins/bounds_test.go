@@ -165,3 +165,32 @@ ladder(rung("sos", do = notify.log(), after = 31622400, repeat = "8784h"))
 		t.Fatal(res.ErrorText())
 	}
 }
+
+// BenchmarkRefuseBombs loads each bomb and calls it as a probe.func, and
+// reports the slowest refusal: the daemon's time lost to a hostile policy.
+func BenchmarkRefuseBombs(b *testing.B) {
+	cfg := testConfig(b)
+	var worstLoad, worstRun time.Duration
+	for i := 0; i < b.N; i++ {
+		for _, bomb := range bombs {
+			start := time.Now()
+			res := builtins.Load("/policy", builtins.Options{Config: cfg, FS: mapFS(map[string]string{"talon.star": bombPolicy(bomb.body) + "bomb()\n"})})
+			worstLoad = max(worstLoad, time.Since(start))
+			if res.Policy != nil {
+				b.Fatal("a bomb loaded")
+			}
+			res = builtins.Load("/policy", builtins.Options{Config: cfg, FS: mapFS(map[string]string{"talon.star": bombPolicy(bomb.body) + "probe.func(\"bomb\", bomb)\n"})})
+			if res.Err() != nil {
+				b.Fatal(res.ErrorText())
+			}
+			start = time.Now()
+			r := (&engine.Runner{Effects: effect.NewLive()}).RunOne(context.Background(), res.Policy.Probe("bomb"))
+			worstRun = max(worstRun, time.Since(start))
+			if r.Passed {
+				b.Fatal("a bomb passed")
+			}
+		}
+	}
+	b.ReportMetric(float64(worstLoad.Milliseconds()), "worst_load_ms")
+	b.ReportMetric(float64(worstRun.Milliseconds()), "worst_call_ms")
+}

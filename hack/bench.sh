@@ -10,6 +10,7 @@ go test -run '^$' -bench 'CheckCycle' -benchtime 5x -count 1 ./engine/ | tee -a 
 go test -run '^$' -bench 'Observe' -benchmem -count 1 ./engine/ | tee -a "$out"
 go test -run '^$' -bench 'ReloadLatency' -benchtime 1x -count 1 ./internal/e2e/ | tee -a "$out"
 go test -run '^$' -bench 'TimeoutPipeHolder' -benchtime 3x -count 1 ./engine/ | tee -a "$out"
+go test -run '^$' -bench 'RefuseBombs' -benchtime 3x -count 1 ./builtins/ | tee -a "$out"
 
 metric() { # metric BENCH UNIT
   awk -v b="^$1-" -v u="$2" '$1 ~ b { for (i = 3; i < NF; i++) if ($(i+1) == u) print $i }' "$out" | head -1
@@ -22,6 +23,8 @@ worst=$(metric BenchmarkReloadLatency worst_ms)
 obs=$(awk '$1 ~ /^BenchmarkObserve-/ { print $3 }' "$out" | head -1)
 held=$(metric BenchmarkTimeoutPipeHolder wall_ms)
 heldr=$(metric BenchmarkTimeoutPipeHolder of_timeout)
+bombl=$(metric BenchmarkRefuseBombs worst_load_ms)
+bombc=$(metric BenchmarkRefuseBombs worst_call_ms)
 
 echo
 echo "== Talon figures (one run) =="
@@ -31,3 +34,5 @@ printf 'reload latency, file written -> new hash on /health, 20 edits: median %s
   "$med" "$worst" "$(awk -v a="$med" 'BEGIN{print a/250}')"
 printf 'state machine, 50 probes per Observe: %s ns/op -> %.5f of a 1 s cycle\n' "$obs" "$(awk -v a="$obs" 'BEGIN{print a/1e9}')"
 printf 'probe with a setsid grandchild holding the pipe, timeout 2 s: %s ms -> %s of the timeout (goal <= 1.025)\n' "$held" "$heldr"
+printf 'memory and time bombs (list(range(1 << 40)), a huge dict comprehension, str() of a deep list, ...): slowest refusal %s ms at load (%s of the 10 s load deadline), %s ms in a probe.func\n' \
+  "$bombl" "$(awk -v a="$bombl" 'BEGIN{print a/10000}')" "$bombc"
