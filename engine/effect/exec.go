@@ -23,7 +23,7 @@ const drainAfterExit = 500 * time.Millisecond
 // drainAfterKill is how long output already written is still read once the
 // command was killed at its deadline: the result is final at the deadline,
 // whoever still holds the pipe.
-const drainAfterKill = 10 * time.Millisecond
+const drainAfterKill = 5 * time.Millisecond
 
 // run is the one place Talon starts a child process. The child leads its own
 // process group and carries a run marker (MarkerVar) in its environment;
