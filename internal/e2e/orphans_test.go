@@ -60,11 +60,7 @@ func TestSetsidOrphansOfProbes(t *testing.T) {
 	})
 	// A run in flight at the swap still ends, and kills its children then:
 	// wait (on each process's exit, not on a clock) before counting.
-	var live []int
-	for _, p := range procsMatching(token) {
-		live = append(live, p)
-	}
-	left := len(waitExit(t, live, 5*time.Second))
+	left := len(waitExit(t, procsMatching(token), 5*time.Second))
 	zombies := 0
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
