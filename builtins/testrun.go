@@ -1,6 +1,7 @@
 package builtins
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"go.starlark.net/starlark"
 
+	"github.com/talon-dev/talon/builtins/bound"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/internal/fsperm"
@@ -38,6 +40,15 @@ type TestReport struct {
 
 // DefaultTestSteps is the step budget of one test function.
 const DefaultTestSteps uint64 = 100_000_000
+
+// testLimits bound one test function: its steps, the values it builds
+// (a test scripts many cycles: more room than a run-phase call) and its
+// wall-clock time, so a runaway test fails with file:line instead of
+// hanging `talon test`.
+var testLimits = bound.Limits{Steps: DefaultTestSteps, Bytes: 512 << 20, Time: time.Minute}
+
+// testAdvice completes the message of a test that went over testLimits.
+var testAdvice = map[string]string{"steps": "shorten the test", "memory": "build smaller values in the test", "time": "shorten the test"}
 
 // RunTests runs the *_test.star files of the policy in dir, as `talon test`
 // does, and writes a report like `go test`'s to opts.Out: a "--- FAIL"
@@ -101,7 +112,7 @@ func runTestFile(fsys fs.FS, dir, file string, pol *engine.Policy, names map[str
 			l.dir = abs
 		}
 	}
-	l.rt = &runner{maxSteps: l.opts.RunMaxSteps, probes: names}
+	l.rt = &runner{maxSteps: l.opts.RunMaxSteps, maxBytes: l.opts.RunMaxBytes, probes: names}
 	l.c = newCollector(l.opts.Config, dir, l.rt)
 	c := l.c
 	c.perms = fsperm.New(l.opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })
@@ -117,11 +128,15 @@ func runTestFile(fsys fs.FS, dir, file string, pol *engine.Policy, names map[str
 	}
 	pre["testing"] = Testing
 	thread := &starlark.Thread{Name: "test " + file, Load: l.loadModule}
-	thread.SetMaxExecutionSteps(l.opts.MaxSteps)
 	star.SetCollector(thread, l.c)
 	l.modules[file] = &module{}
 	l.stack = []string{file}
-	globals, err := starlark.ExecFileOptions(FileOptions(), thread, file, src, pre)
+	var globals starlark.StringDict
+	err = bound.Run(context.Background(), thread, bound.Limits{Steps: l.opts.MaxSteps, Bytes: l.opts.MaxBytes, Time: l.opts.Timeout}, func() error {
+		var err error
+		globals, err = bound.ExecFile(FileOptions(), thread, file, src, pre)
+		return err
+	})
 	if err != nil {
 		return errors.New(posText(l.posErrors(err)))
 	}
@@ -136,17 +151,19 @@ func runTestFile(fsys fs.FS, dir, file string, pol *engine.Policy, names map[str
 		tr := &testRun{pol: pol, dir: dir, rt: l.rt}
 		t := &starlark.Thread{Name: fn.Name(), Load: l.loadModule}
 		t.SetLocal(testRunKey, tr)
-		t.SetMaxExecutionSteps(DefaultTestSteps)
 		star.SetRun(t, &star.RunEnv{})
 		t.Print = func(_ *starlark.Thread, msg string) { fmt.Fprintf(out, "    %s\n", msg) }
 		if opts.Verbose {
 			fmt.Fprintf(out, "=== RUN   %s\n", fn.Name())
 		}
 		start := time.Now()
-		if _, err := starlark.Call(t, fn, nil, nil); err != nil {
+		if err := bound.Run(context.Background(), t, testLimits, func() error {
+			_, err := starlark.Call(t, fn, nil, nil)
+			return err
+		}); err != nil {
 			var ee *starlark.EvalError
 			if errors.As(err, &ee) {
-				tr.failures = append(tr.failures, evalPosError(ee, DefaultTestSteps, "shorten the test").Error())
+				tr.failures = append(tr.failures, evalPosError(err, ee, testAdvice).Error())
 			} else {
 				tr.failures = append(tr.failures, err.Error())
 			}

@@ -205,6 +205,9 @@ func (d *Daemon) loadState(now time.Time) (*State, error) {
 	if d.opts.StateFile == "" {
 		return NewState(now), nil
 	}
+	if removed, err := RemoveStaleTemps(d.opts.StateFile); len(removed) > 0 || err != nil {
+		d.log.Info("removed temp files of an interrupted state save", "files", removed, "err", err)
+	}
 	st, err := LoadState(d.opts.StateFile)
 	switch {
 	case err == nil:

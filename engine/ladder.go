@@ -5,7 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Page delivery retries back off from PageRetryMin, doubling up to PageRetryMax.
@@ -276,7 +277,7 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 		rs = &RungState{}
 		inc.Rungs[rung] = rs
 	}
-	rs.LastOK, rs.LastOutput = out.OK, capText(out.Output, 4096)
+	rs.LastOK, rs.LastOutput = out.OK, text.Cap(out.Output, 4096)
 	if out.Pages {
 		rs.LastOK = len(out.Paged) > 0
 	}
@@ -354,18 +355,7 @@ func outcomeText(o RungOutcome) string {
 	case o.OK:
 		return "ok"
 	}
-	return "failed: " + firstLines(o.Output, 1)
-}
-
-// capText cuts s to at most n bytes at a character boundary.
-func capText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
+	return "failed: " + text.FirstLines(o.Output, 1)
 }
 
 func union(a, b []string) []string {

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Replay is the second driver of the decision core: it reads a journal's
@@ -642,14 +644,14 @@ func journalNote(rec Record) string {
 	switch rec.Type {
 	case "start":
 		if rec.Error != "" {
-			return fmt.Sprintf("daemon started (phase %s; policy error: %s)", rec.Phase, firstLines(rec.Error, 1))
+			return fmt.Sprintf("daemon started (phase %s; policy error: %s)", rec.Phase, text.FirstLines(rec.Error, 1))
 		}
 		return fmt.Sprintf("daemon started (phase %s)", rec.Phase)
 	case "stop":
 		return fmt.Sprintf("daemon stopped (phase %s)", rec.Phase)
 	}
 	if rec.Error != "" {
-		return "policy reload failed: " + firstLines(rec.Error, 1)
+		return "policy reload failed: " + text.FirstLines(rec.Error, 1)
 	}
 	return fmt.Sprintf("policy reloaded (%s → %s)", hashPrefix(rec.OldHash), hashPrefix(rec.Policy))
 }

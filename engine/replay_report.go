@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/talon-dev/talon/internal/text"
+
 	"sort"
 	"time"
 )
@@ -44,7 +46,7 @@ func (p *reporter) fact(f Fact, st Step) {
 			basis = "recorded"
 		}
 		p.basis = ""
-		rs := ReplayStep{At: f.At, Kind: "rung_end", Incident: end.Incident, Rung: end.Rung, Secs: &secs, OK: &ok, Basis: basis, Reason: firstLines(end.Output, 1)}
+		rs := ReplayStep{At: f.At, Kind: "rung_end", Incident: end.Incident, Rung: end.Rung, Secs: &secs, OK: &ok, Basis: basis, Reason: text.FirstLines(end.Output, 1)}
 		for _, v := range end.Verify {
 			rs.Verify = append(rs.Verify, ReplayVerdict{Probe: v.Name, Passed: v.Passed})
 		}

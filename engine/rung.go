@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/talon-dev/talon/internal/text"
+
 	"context"
 	"fmt"
 	"strings"
@@ -52,7 +54,7 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 		res := a.Run(ctx, env)
 		ok := res.OK
 		d.mu.Lock()
-		d.journal(Record{Type: "action", Rung: r.Name, Action: a.Describe(), OK: &ok, Output: capText(res.Output, 2000)})
+		d.journal(Record{Type: "action", Rung: r.Name, Action: a.Describe(), OK: &ok, Output: text.Cap(res.Output, 2000)})
 		d.mu.Unlock()
 		outputs = append(outputs, res.Output)
 		if !res.OK {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Phase is the position of the health state machine.
@@ -190,7 +192,7 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 			ps.Passes = 0
 			if !ps.Down && ps.Fails >= th.after(p) {
 				ps.Down = true
-				ev = append(ev, Event{Type: "probe_down", Probe: p.Name, Reason: firstLines(r.Output, 1), At: now})
+				ev = append(ev, Event{Type: "probe_down", Probe: p.Name, Reason: text.FirstLines(r.Output, 1), At: now})
 			}
 		}
 	}

@@ -155,15 +155,6 @@ func snippet(b []byte) string {
 	return s
 }
 
-// truncate keeps the first n runes of s, marking the cut.
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
-}
-
 // progName is the base name of a program, for channel names.
 func progName(p string) string { return filepath.Base(p) }
 

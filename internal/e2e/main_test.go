@@ -91,7 +91,14 @@ func writeConfig(t *testing.T, dir, bind, stateDir, extra string) string {
 
 func startDaemon(t *testing.T, cfgPath, policyDir, bind, stateDir string, env ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(talonBin, "run", "--config", cfgPath, "--policy", policyDir)
+	return startDaemonArgv(t, []string{talonBin, "run", "--config", cfgPath, "--policy", policyDir}, bind, stateDir, env...)
+}
+
+// startDaemonArgv starts the daemon with argv (a wrapper such as sh -c
+// 'ulimit ...; exec "$@"' may come first; it must exec the daemon).
+func startDaemonArgv(t *testing.T, argv []string, bind, stateDir string, env ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	d := &daemon{t: t, cmd: cmd, bind: bind, stateDir: stateDir, stderr: &lockedBuf{}, done: make(chan error, 1)}
 	cmd.Stderr = d.stderr
