@@ -184,6 +184,7 @@ func TestReplay(t *testing.T) {
 				// Once the walk is done, a predicate that errors is reported
 				// every time it is evaluated, with backoff.
 				"+1m0s rung_skip broken: when= failed: boom; retry at 2026-11-23T03:01:30Z",
+				"+1m30s rung_skip broken: when= failed: boom; retry at 2026-11-23T03:02:30Z",
 			},
 			incidents: 1, pages: 1, detect: 0, final: SOS,
 		},

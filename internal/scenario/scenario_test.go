@@ -206,9 +206,12 @@ func (w *world) pager(req *http.Request) (*http.Response, error) {
 	return &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
 }
 
-func loadPolicy(t *testing.T, dir string) *engine.Policy {
+func loadPolicy(t *testing.T, dir string, interval time.Duration) *engine.Policy {
 	t.Helper()
 	cfg := config.Default()
+	if interval > 0 {
+		cfg.CheckIntervalSecs = int(interval / time.Second)
+	}
 	cfg.ServicesFile = filepath.Join(dir, "no-services.toml")
 	res := builtins.Load(dir, builtins.Options{Config: cfg, GOOS: "linux", Environ: []string{"PATH=/usr/bin:/bin"}})
 	if err := res.Err(); err != nil {
@@ -244,7 +247,7 @@ func runScenario(t *testing.T, dir string) {
 	}
 	// A copy: strict modes refuse files others can change, and the
 	// checkout's modes depend on how it was made.
-	pol := loadPolicy(t, fspermtest.Copy(t, dir))
+	pol := loadPolicy(t, fspermtest.Copy(t, dir), s.Interval.Duration)
 	tmp := t.TempDir()
 	jpath := filepath.Join(tmp, "journal.jsonl")
 	var w *world
