@@ -128,8 +128,8 @@ type RungEnd struct {
 type Step struct {
 	// Events are the decisions, in order, for the journal and the log.
 	Events []Event
-	// Runs are rungs to start now: at most one that acts and one that
-	// pages. The core has already recorded them as started.
+	// Runs are rungs to start now: at most one that acts, and any that
+	// page. The core has already recorded them as started.
 	Runs []*RungRun
 	// Notify are messages to send now: "resolved" messages from the
 	// outbox, and pages re-sent after a restart to the channels that had
@@ -221,8 +221,9 @@ type Core struct {
 	// definition they were launched with.
 	inflight map[string]launch
 	// acting and paging are the rungs started and not yet ended, whatever
-	// became of their incident meanwhile.
-	acting, paging *running
+	// became of their incident meanwhile: one that acts, any that page.
+	acting *running
+	paging []*running
 	// pagers are the channels of every policy this process ran, by name:
 	// a channel paged under a policy since edited still hears "resolved".
 	pagers map[string]Pager
@@ -268,8 +269,8 @@ func (c *Core) Running() string {
 	switch {
 	case c.acting != nil:
 		return c.acting.name
-	case c.paging != nil:
-		return c.paging.name
+	case len(c.paging) > 0:
+		return c.paging[0].name
 	}
 	return ""
 }
@@ -277,7 +278,7 @@ func (c *Core) Running() string {
 // RunningRungs names every rung started and not yet ended.
 func (c *Core) RunningRungs() []string {
 	var out []string
-	for _, r := range []*running{c.acting, c.paging} {
+	for _, r := range append([]*running{c.acting}, c.paging...) {
 		if r != nil {
 			out = append(out, r.name)
 		}
@@ -367,7 +368,7 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 		c.pol = f.Policy
 		renamed := renames(old.Ladder, c.pol.Ladder)
 		c.emit(&out, c.st.rename(renamed, now))
-		for _, r := range []*running{c.acting, c.paging} {
+		for _, r := range append([]*running{c.acting}, c.paging...) {
 			if r != nil && renamed[r.name] != "" {
 				r.name = renamed[r.name]
 			}
@@ -451,7 +452,7 @@ func (c *Core) resendPending(out *Step, now time.Time) {
 	}
 	var names []string
 	for name, rs := range inc.Rungs {
-		if len(rs.Pending) > 0 && inc.Paging != name {
+		if len(rs.Pending) > 0 && !contains(inc.Paging, name) {
 			names = append(names, name)
 		}
 	}
@@ -511,12 +512,14 @@ func (c *Core) flushOutbox(out *Step, now time.Time) {
 func (c *Core) delivery(out *Step, a *Answer, now time.Time) {
 	switch a.Kind {
 	case "sos":
-		if r := c.paging; r != nil && r.incident == a.Incident && r.rung == a.Rung && a.OK {
-			r.accepted = union(r.accepted, []string{a.Channel})
-		}
 		rung := a.Rung
-		if r := c.paging; r != nil && r.rung == a.Rung {
-			rung = r.name
+		for _, r := range c.paging {
+			if r.incident == a.Incident && r.rung == a.Rung {
+				rung = r.name
+				if a.OK {
+					r.accepted = union(r.accepted, []string{a.Channel})
+				}
+			}
 		}
 		if !a.OK {
 			NotDelivered(c.st, a.Incident, rung, a.Channel)
@@ -561,12 +564,16 @@ func (c *Core) queueResolved(incident, reason string, channels []string, now tim
 // rungEnd applies a rung's outcome.
 func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Time) {
 	var r *running
-	switch {
-	case c.acting != nil && c.acting.rung == end.Rung && c.acting.incident == end.Incident:
+	if c.acting != nil && c.acting.rung == end.Rung && c.acting.incident == end.Incident {
 		r, c.acting = c.acting, nil
-	case c.paging != nil && c.paging.rung == end.Rung && c.paging.incident == end.Incident:
-		r, c.paging = c.paging, nil
-	default:
+	}
+	for i, p := range c.paging {
+		if r == nil && p.rung == end.Rung && p.incident == end.Incident {
+			r = p
+			c.paging = append(c.paging[:i:i], c.paging[i+1:]...)
+		}
+	}
+	if r == nil {
 		return // not a rung this core started: nothing to apply
 	}
 	o := RungOutcome{OK: end.OK, Output: end.Output, Verify: end.Verify}
@@ -655,8 +662,16 @@ func (c *Core) decide(ctx context.Context, out *Step, now time.Time) {
 		}
 		return ok, nil
 	}
-	for range 2 { // one rung that acts, one that pages
-		dec := Decide(c.st, c.pol, now, when)
+	for range len(c.pol.Ladder) + 1 { // one rung that acts, any that page
+		var acting string
+		var paging []string
+		if c.acting != nil {
+			acting = c.acting.name
+		}
+		for _, p := range c.paging {
+			paging = append(paging, p.name)
+		}
+		dec := DecideBusy(c.st, c.pol, now, when, acting, paging)
 		c.emit(out, dec.Events)
 		if !dec.WakeAt.IsZero() && (c.freshWake.IsZero() || dec.WakeAt.Before(c.freshWake)) {
 			c.freshWake = dec.WakeAt
@@ -730,7 +745,7 @@ func (c *Core) start(out *Step, idx int, now time.Time) {
 	run.Message = Message{Kind: "sos", Incident: incID, Text: run.View.Summary()}
 	rn := &running{incident: incID, rung: r.Name, name: r.Name, since: now}
 	if r.Pages() {
-		c.paging = rn
+		c.paging = append(c.paging, rn)
 	} else {
 		c.acting = rn
 	}

@@ -131,7 +131,7 @@ func New(opts Options) *Daemon {
 		core:    NewCore(CoreOptions{WhenBudget: opts.WhenBudget}),
 		nextDue: map[string]time.Time{}, rungRuns: map[string]int{}, rungStops: map[string]context.CancelFunc{},
 		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4),
-		rungDone: make(chan RungEnd, 2), poke: make(chan struct{}, 1)}
+		rungDone: make(chan RungEnd, 16), poke: make(chan struct{}, 1)}
 }
 
 func (d *Daemon) now() time.Time { return d.clock.Now() }

@@ -55,8 +55,8 @@ type Decision struct {
 // rung to start; call it again after starting one (a page may start beside
 // a running heal).
 //
-// Two slots run rungs: one for rungs that only act (heal, agent), one for
-// rungs that page. The walk goes rung by rung, in order, while no acting
+// Rungs that only act (heal, agent) run one at a time; rungs that page run
+// beside them, each on its own. The walk goes rung by rung, in order, while no acting
 // rung runs or settles (see Settle): a rung whose `when` is false, that is
 // paused or cooling down (a cooldown started in an earlier incident, say)
 // is passed over, never waited for; a rung held by its `after` makes the
@@ -73,6 +73,14 @@ type Decision struct {
 // its probes pass again and only wait for recovery hysteresis, or every
 // escalating probe waits on a failing parent or is paused.
 func Decide(s *State, pol *Policy, now time.Time, when WhenFunc) Decision {
+	return DecideBusy(s, pol, now, when, "", nil)
+}
+
+// DecideBusy is Decide when rungs started for an earlier incident are still
+// running: acting names the one that acts ("" for none), paging those that
+// page. A new incident does not start a rung that is still running, nor an
+// acting rung while another acts.
+func DecideBusy(s *State, pol *Policy, now time.Time, when WhenFunc, acting string, paging []string) Decision {
 	d := Decision{Run: -1}
 	inc := s.Incident
 	if inc == nil {
@@ -97,14 +105,18 @@ func Decide(s *State, pol *Policy, now time.Time, when WhenFunc) Decision {
 		d.Wait = "every down probe waits on a failing parent (depends_on)"
 		return d
 	}
-	acting, actCritical := s.acting(pol)
-	if len(acting) == 0 {
+	names, actCritical := s.acting(pol)
+	if len(names) == 0 {
 		d.Wait = "every escalating probe is paused"
 		return d
 	}
 	l := &walker{s: s, pol: pol, inc: inc, now: now, when: when, d: &d,
-		critical: inc.Critical && (actCritical || !s.anyProbePause())}
-	l.flapDetected, l.flapFirst, l.flapping = s.flapping(acting)
+		critical: inc.Critical && (actCritical || !s.anyProbePause()), acting: acting, paging: paging}
+	if l.acting == "" {
+		l.acting = inc.Running
+	}
+	l.paging = union(l.paging, inc.Paging)
+	l.flapDetected, l.flapFirst, l.flapping = s.flapping(names)
 	act := l.walk()
 	if page := l.pages(); page >= 0 {
 		d.Run = page
@@ -123,6 +135,10 @@ type walker struct {
 	when     WhenFunc
 	d        *Decision
 	critical bool // pages are allowed
+	// acting is the rung that acts and runs ("" for none); paging are the
+	// rungs that page and run.
+	acting string
+	paging []string
 	// flapping: every probe the ladder acts for flaps, detected at
 	// flapDetected, the first of its downs at flapFirst.
 	flapping                bool
@@ -206,8 +222,8 @@ func (l *walker) cooling(r *Rung) (time.Time, bool) {
 // ladder is exhausted; it returns the acting rung to run, or -1.
 func (l *walker) walk() int {
 	inc := l.inc
-	if inc.Running != "" {
-		l.wait("rung " + inc.Running + " is running")
+	if l.acting != "" {
+		l.wait("rung " + l.acting + " is running")
 		return -1
 	}
 	if st := inc.Settle; st != nil {
@@ -222,7 +238,7 @@ func (l *walker) walk() int {
 			inc.Position++
 			continue
 		}
-		if r.Pages() && inc.Paging == r.Name {
+		if r.Pages() && contains(l.paging, r.Name) {
 			l.wait(r.Name + " is paging")
 			return -1
 		}
@@ -307,16 +323,16 @@ func (l *walker) eval(r *Rung) bool {
 // pages returns the page rung to start, or -1: the first that is due.
 func (l *walker) pages() int {
 	inc := l.inc
-	if inc.Paging != "" || !l.critical {
+	if !l.critical {
 		return -1
 	}
 	for i, r := range l.pol.Ladder {
-		if !r.Pages() || l.s.pausedRung(r) != nil {
+		if !r.Pages() || contains(l.paging, r.Name) || l.s.pausedRung(r) != nil {
 			continue
 		}
 		// Without `after` a page waits for the walk to reach it (the rungs
 		// before it had their turn); with `after` it is due on time.
-		reached := i < inc.Position || (i == inc.Position && inc.Running == "" && inc.Settle == nil)
+		reached := i < inc.Position || (i == inc.Position && l.acting == "" && inc.Settle == nil)
 		if r.After <= 0 && !reached || r.After > 0 && l.age(r) < r.After {
 			continue
 		}
@@ -446,7 +462,7 @@ func BeginRung(s *State, pol *Policy, idx int, now time.Time) []Event {
 	rs.LastRun = now
 	s.LastRun[r.Name] = now
 	if r.Pages() {
-		inc.Paging, inc.PagingSince = r.Name, now
+		inc.Paging = append(inc.Paging, r.Name)
 		rs.Pending, rs.Accepted = r.Channels(), nil
 	} else {
 		inc.Running, inc.RunningSince = r.Name, now
@@ -542,10 +558,10 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 	if inc == nil || inc.ID != incidentID {
 		return ev
 	}
-	switch rung {
-	case inc.Paging:
-		inc.Paging, inc.PagingSince = "", time.Time{}
-	case inc.Running:
+	switch {
+	case contains(inc.Paging, rung):
+		inc.Paging = without(inc.Paging, rung)
+	case inc.Running == rung:
 		inc.Running, inc.RunningSince = "", time.Time{}
 	}
 	rs := inc.rung(rung)
@@ -665,11 +681,11 @@ func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 		return nil
 	}
 	var ev []Event
-	for _, name := range []string{inc.Running, inc.Paging} {
+	for _, name := range append([]string{inc.Running}, inc.Paging...) {
 		if name == "" {
 			continue
 		}
-		pages := inc.Paging == name
+		pages := contains(inc.Paging, name)
 		o := RungOutcome{Output: why, Pages: pages, Interrupted: true}
 		if rs := inc.Rungs[name]; rs != nil && pages {
 			o.Paged = append([]string(nil), rs.Accepted...)
@@ -747,10 +763,11 @@ func rank(p Phase) int {
 }
 
 // renames finds the rungs a reload renamed, old name to new: a rung only
-// the new ladder has that pages through a channel of a rung only the old
-// ladder has, or does exactly what it did. Its history (attempts, cooldown,
-// the page that went out) carries over, so a rename neither skips nor
-// repeats a rung, nor pages again.
+// the new ladder has that pages through the channels of a rung only the old
+// ladder has (the most of them, when several would do; a tie is no rename),
+// or does exactly what it did. Its history (attempts, cooldown, the page
+// that went out) carries over, so a rename neither skips nor repeats a
+// rung, nor pages again.
 func renames(old, new []*Rung) map[string]string {
 	inOld, inNew := map[string]bool{}, map[string]bool{}
 	for _, r := range old {
@@ -759,47 +776,72 @@ func renames(old, new []*Rung) map[string]string {
 	for _, r := range new {
 		inNew[r.Name] = true
 	}
-	out := map[string]string{}
-	taken := map[string]bool{}
+	type pair struct {
+		o, n  *Rung
+		score float64
+	}
+	var pairs []pair
 	for _, o := range old {
 		if inNew[o.Name] {
 			continue
 		}
 		for _, n := range new {
-			if inOld[n.Name] || taken[n.Name] || !sameRung(o, n) {
+			if inOld[n.Name] {
 				continue
 			}
-			out[o.Name] = n.Name
-			taken[n.Name] = true
-			break
+			if sc := likeness(o, n); sc > 0 {
+				pairs = append(pairs, pair{o, n, sc})
+			}
 		}
+	}
+	sort.SliceStable(pairs, func(i, j int) bool { return pairs[i].score > pairs[j].score })
+	out := map[string]string{}
+	taken := map[string]bool{}
+	for i, p := range pairs {
+		if out[p.o.Name] != "" || taken[p.n.Name] {
+			continue
+		}
+		tie := false
+		for j, q := range pairs {
+			if j != i && q.score == p.score && (q.o == p.o || q.n == p.n) && out[q.o.Name] == "" && !taken[q.n.Name] {
+				tie = true
+			}
+		}
+		if tie {
+			continue
+		}
+		out[p.o.Name] = p.n.Name
+		taken[p.n.Name] = true
 	}
 	return out
 }
 
-// sameRung reports whether b is a's successor: both page and share a
-// channel, or neither pages and they run the same actions.
-func sameRung(a, b *Rung) bool {
+// likeness is how much b looks like a's successor, 0 for not at all: for
+// rungs that page, the share of their channels in common; for the others,
+// 1 when they run the same actions.
+func likeness(a, b *Rung) float64 {
 	if a.Pages() != b.Pages() {
-		return false
+		return 0
 	}
 	if a.Pages() {
-		for _, ch := range a.Channels() {
-			if contains(b.Channels(), ch) {
-				return true
+		ac, bc := a.Channels(), b.Channels()
+		common := 0
+		for _, ch := range ac {
+			if contains(bc, ch) {
+				common++
 			}
 		}
-		return false
+		return float64(common) / float64(len(union(ac, bc)))
 	}
 	if len(a.Do) != len(b.Do) {
-		return false
+		return 0
 	}
 	for i := range a.Do {
 		if a.Do[i].Describe() != b.Do[i].Describe() {
-			return false
+			return 0
 		}
 	}
-	return true
+	return 1
 }
 
 // rename moves the history of renamed rungs to their new names.
@@ -836,8 +878,10 @@ func (s *State) rename(m map[string]string, now time.Time) []Event {
 			if inc.Running == o {
 				inc.Running = n
 			}
-			if inc.Paging == o {
-				inc.Paging = n
+			for i, p := range inc.Paging {
+				if p == o {
+					inc.Paging[i] = n
+				}
 			}
 			if inc.Settle != nil && inc.Settle.Rung == o {
 				inc.Settle.Rung = n

@@ -136,10 +136,9 @@ type Incident struct {
 	Rungs        map[string]*RungState `json:"rungs"`
 	Running      string                `json:"running,omitempty"`
 	RunningSince time.Time             `json:"running_since,omitempty"`
-	// Paging is the rung that pages and is running beside Running: a page
-	// never waits for another rung (see Decide).
-	Paging      string    `json:"paging,omitempty"`
-	PagingSince time.Time `json:"paging_since,omitzero"`
+	// Paging are the rungs that page and are running beside Running: a
+	// page never waits for another rung (see Decide).
+	Paging []string `json:"paging,omitempty"`
 	// Since is when the incident's failures were first seen: the earliest
 	// first failing result of the probes that opened it. Decisions read
 	// only results taken after it (fresh evidence).
