@@ -193,9 +193,6 @@ func rungBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 	default:
 		return nil, fmt.Errorf("%s: %s: flapping must be \"once\", \"never\" or \"always\"; got %q", b.Name(), name, flapping)
 	}
-	if settle.D < 0 {
-		return nil, fmt.Errorf("%s: %s: settle must not be negative", b.Name(), name)
-	}
 	r := &engine.Rung{Name: name, After: after.D, Timeout: timeout.D, Cooldown: cooldown.D, Repeat: every.D,
 		State: state, Verify: verify, Settle: settle.D, Flapping: flapping, Pos: star.Pos(thread)}
 	if state != "" {

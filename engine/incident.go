@@ -41,7 +41,7 @@ type viewReads struct {
 // Read notes that a predicate read probe name's result.
 func (v *IncidentView) Read(name string) {
 	if v.reads == nil {
-		return
+		v.reads = &viewReads{}
 	}
 	if v.reads.names == nil {
 		v.reads.names = map[string]bool{}
@@ -51,9 +51,10 @@ func (v *IncidentView) Read(name string) {
 
 // ReadAll notes that a predicate read every probe's result (a list of them).
 func (v *IncidentView) ReadAll() {
-	if v.reads != nil {
-		v.reads.all = true
+	if v.reads == nil {
+		v.reads = &viewReads{}
 	}
+	v.reads.all = true
 }
 
 // Reads reports what was read since the last ResetReads.
