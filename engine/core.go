@@ -617,18 +617,33 @@ func (c *Core) rungPages(name string) bool {
 	return false
 }
 
-// hold says why the ladder may not act now, or "". These are the gates
-// that depend on more than the state: what is in flight and what this
-// process has seen. (A rung already running, a settle window, pauses and
-// acknowledgements are the state's, in Decide.)
-func (c *Core) hold() string {
+// hold says why the ladder may not act now, or "", and when a wait for a
+// fresh result ends. These are the gates that depend on more than the
+// state: what is in flight and what this process has seen. (A rung already
+// running, a settle window, pauses and acknowledgements are the state's,
+// in Decide.)
+func (c *Core) hold(now time.Time) (string, time.Time) {
 	// A parent still running decides whether its children may escalate:
-	// with results streaming in, a child's can arrive first.
+	// with results streaming in, a child's can arrive first. A parent's
+	// pass from before the failures began is no evidence that it is fine:
+	// wait for a fresh one (at most its interval and timeout).
 	names, _ := c.st.Escalating(c.pol)
+	inc := c.st.Incident
 	for _, name := range names {
 		for _, parent := range c.pol.Probe(name).DependsOn {
 			if _, ok := c.inflight[parent]; ok {
-				return "parent " + parent + " of " + name + " has not reported yet"
+				return "parent " + parent + " of " + name + " has not reported yet", time.Time{}
+			}
+			pp, ps := c.pol.Probe(parent), c.st.Probes[parent]
+			if pp == nil || ps == nil || ps.Last == nil || !ps.Last.Passed || Fresh(*ps.Last, inc.Since, inc.RungEnded) || inc.Since.IsZero() {
+				continue
+			}
+			horizon := inc.Since
+			if inc.RungEnded.After(horizon) {
+				horizon = inc.RungEnded
+			}
+			if deadline := horizon.Add(c.pol.ProbeInterval(pp) + pp.EffectiveTimeout()); now.Before(deadline) {
+				return "parent " + parent + " of " + name + " has no fresh result yet", deadline
 			}
 		}
 	}
@@ -636,16 +651,20 @@ func (c *Core) hold() string {
 	// probe of the incident must have run once since the start.
 	for _, name := range c.st.Incident.Probes {
 		if ps := c.st.Probes[name]; ps == nil || ps.Last == nil || ps.Last.At.Before(c.started) {
-			return "probe " + name + " has not run since the start"
+			return "probe " + name + " has not run since the start", time.Time{}
 		}
 	}
-	return ""
+	return "", time.Time{}
 }
 
 // decide lets the ladder act: it starts the rungs that are due.
 func (c *Core) decide(ctx context.Context, out *Step, now time.Time) {
 	c.freshWake = time.Time{}
-	if c.st.Incident == nil || c.hold() != "" {
+	if c.st.Incident == nil {
+		return
+	}
+	if why, until := c.hold(now); why != "" {
+		c.freshWake = until
 		return
 	}
 	view := c.st.View(c.pol, now)

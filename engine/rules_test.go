@@ -427,3 +427,22 @@ func TestFlapping(t *testing.T) {
 		t.Fatalf("runs %v, want %v", r.runs, want)
 	}
 }
+
+// A parent's pass from before the failures began does not free its child
+// to escalate: the ladder waits for the parent's fresh result.
+func TestStaleParentPassHoldsTheChild(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "colima", After: 1, Every: 5 * time.Minute, Timeout: 10 * time.Second},
+		{Name: "docker", Critical: true, After: 1, DependsOn: []string{"colima"}}}, heal())
+	pol.Interval = time.Minute
+	r := newCoreRun(t, pol)
+	r.resultsAt(0, resAt("colima", true, 0), resAt("docker", true, 0))
+	st := r.resultsAt(time.Minute, resAt("docker", false, time.Minute))
+	if len(st.Runs) > 0 || !st.Wake.Equal(at(time.Minute+5*time.Minute+10*time.Second)) {
+		t.Fatalf("healed docker on colima's pass from before: runs %v wake %v", r.runs, st.Wake)
+	}
+	// colima's fresh result fails: docker is only its symptom.
+	if st := r.resultsAt(2*time.Minute, resAt("colima", false, 2*time.Minute)); st.run() == nil || st.run().Verify[0].Name != "colima" {
+		t.Fatalf("after colima's fresh failure: %v", r.runs)
+	}
+}
