@@ -324,3 +324,22 @@ func TestReplayDeterministic(t *testing.T) {
 		t.Fatalf("replays differ:\n%s\n%s", outs[0], outs[1])
 	}
 }
+
+// A journal of format 2 was decided by the earlier core: it replays, in
+// what-if mode, saying why.
+func TestReplayOfAFormat2Journal(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, heal())
+	st := NewState(t0)
+	recs := []Record{
+		{Time: t0, Type: "start", Policy: pol.Hash, V: 2, State: st, Phase: Healthy},
+		{Time: t0.Add(time.Minute), Type: "cycle", Policy: pol.Hash, Results: []Result{{Name: "api", Passed: false, At: t0.Add(time.Minute)}}},
+	}
+	res := Replay(pol, recs, ReplayOptions{})
+	if res.Mode != ModeWhatIf || res.ModeReason != "the journal is of format 2, written by an earlier Talon whose decision core followed other rules" {
+		t.Fatalf("mode %s: %s", res.Mode, res.ModeReason)
+	}
+	if res.Summary.Incidents != 1 || len(res.Summary.RungRuns) != 1 || res.Summary.RungRuns[0].Runs != 1 {
+		t.Fatalf("summary %+v", res.Summary)
+	}
+}

@@ -146,3 +146,25 @@ func TestControlRefusesRemotePeers(t *testing.T) {
 		t.Fatalf("a remote peer paused: %d %s %v", rec.Code, rec.Body, ctl.calls)
 	}
 }
+
+// Pauses, the acknowledgement and flapping probes show in /metrics.
+func TestMetricsShowPausesAcksAndFlapping(t *testing.T) {
+	t.Parallel()
+	snap := sampleSnapshot()
+	snap.Paused = []engine.PauseInfo{{Pause: engine.Pause{ID: "p1"}}, {Pause: engine.Pause{ID: "p2", Scope: engine.ScopeProbe, Name: "redis"}}}
+	snap.Flapping = []string{"redis"}
+	snap.Incident.Acked = &engine.Ack{Reason: "on it"}
+	var b bytes.Buffer
+	if err := WriteMetrics(&b, snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`talon_pauses{scope="all"} 1`, `talon_pauses{scope="probe"} 1`, `talon_pauses{scope="tag"} 0`, `talon_pauses{scope="rung"} 0`,
+		"talon_incident_acknowledged 1",
+		`talon_probe_flapping{probe="redis"} 1`, `talon_probe_flapping{probe="vm:redis"} 0`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, b.String())
+		}
+	}
+}
