@@ -33,6 +33,11 @@ func (th Thresholds) flap(ps *ProbeState, name string, now time.Time) []Event {
 			keep = append(keep, t)
 		}
 	}
+	// The verdict needs no more than the last FlapStart downs: the state
+	// stays small however often a probe flaps.
+	if n := len(keep); n > th.FlapStart {
+		keep = append(keep[:0], keep[n-th.FlapStart:]...)
+	}
 	ps.Downs = keep
 	if len(ps.Downs) == 0 {
 		ps.Downs = nil
