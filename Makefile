@@ -10,7 +10,7 @@ PREFIX  ?= $(HOME)/.local
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/talon-dev/talon/internal/cli.linkedVersion=$(VERSION)
 
-.PHONY: build install run test deps bench lint fmt vet tidy-check clean
+.PHONY: build install run test soak deps bench lint fmt vet tidy-check clean
 
 build:
 	$(GO) build -trimpath -buildvcs=auto -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/talon
@@ -35,6 +35,13 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./builtins/
+
+# The randomized tests (every TestSoak*) for longer: `make test` runs a
+# bounded number of scenarios, `make soak` runs each for SOAKTIME. A failure
+# prints the seed that replays it (TALON_SOAK_SEED).
+SOAKTIME ?= 10m
+soak:
+	TALON_SOAK=$(SOAKTIME) $(GO) test -count=1 -timeout 0 -run 'Soak' -v ./...
 
 deps:
 	./hack/deps.sh

@@ -329,6 +329,8 @@ func testingModule(t *testing.T, c *collector) *starlarkstruct.Module {
 			return structOf(starlark.StringDict{
 				"failed_after": starlark.MakeInt(th.FailedAfter), "recover_after": starlark.MakeInt(th.RecoverAfter),
 				"critical_after": starlark.Float(th.CriticalAfter.Seconds()),
+				"flap_window":    starlark.Float(th.FlapWindow.Seconds()), "flap_start": starlark.MakeInt(th.FlapStart),
+				"flap_stop": starlark.MakeInt(th.FlapStop),
 			}), nil
 		}),
 		// warnings(): the warnings so far.

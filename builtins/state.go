@@ -13,7 +13,7 @@ import (
 
 // State is the state module.
 //
-//	def thresholds(*, failed_after=None, critical_after=None, recover_after=1):
+//	def thresholds(*, failed_after=None, critical_after=None, recover_after=1, flap_window="1h", flap_start=3, flap_stop=1):
 //	    Sets the state machine's policy-wide thresholds; call it at most once.
 //	    failed_after: consecutive failures before a probe counts as down, for probes without
 //	        after= (default: config.probes.critical_after_consecutive_failures)
@@ -21,6 +21,11 @@ import (
 //	        (default: config.escalation.critical_threshold_secs)
 //	    recover_after: consecutive passes before a down probe counts as up, for probes
 //	        without recover_after=
+//	    flap_window: the window of flap detection, e.g. "1h"
+//	    flap_start: a probe that went down this many times within flap_window is flapping
+//	        (0 turns flap detection off)
+//	    flap_stop: a flapping probe stops flapping once at most this many of its downs are
+//	        left within flap_window (less than flap_start: the gap is the hysteresis)
 var State = &starlarkstruct.Module{Name: "state", Members: starlark.StringDict{
 	"thresholds": starlark.NewBuiltin("state.thresholds", thresholds),
 }}
@@ -30,20 +35,41 @@ const LadderDoc = `def ladder(*rungs):
 Declares the escalation ladder: one incident at a time walks the rungs in order. Call it once.
 rungs: rung(...) values, or lists of them
 
-def rung(name, do, *, when=None, after=None, timeout=None, cooldown=None, repeat=None, state=None, verify=True):
+def rung(name, do, *, when=None, after=None, timeout=None, cooldown=None, repeat=None, state=None, verify=True, settle="30s", flapping="once"):
 One step of the ladder.
 name: unique rung name
 do: an action (exec.cmd, exec.shell, agent.run, notify.*), a function of the incident, or a list of them.
     A function runs with the rung's effects (exec.run works) and returns None or True (done), False or a
     message string (failed), or struct(ok = ..., output = ...) such as exec.run's result
 when: function of the incident returning True or False; the rung is skipped while False. It must be
-    pure: it reads the incident, never the world
-after: hold the rung until the incident is this old, e.g. "15m"
+    pure: it reads the incident, never the world. It sees fresh results only: a predicate that reads a
+    probe without one makes the rung wait for it (see the incident value)
+after: hold the rung until the incident is this old, e.g. "15m"; a rung that pages goes out when the
+    incident is this old whatever the rungs before it are doing
 timeout: deadline of the whole rung, e.g. "5m" (default 5m)
-cooldown: wait at least this long before running the rung again
+cooldown: wait at least this long before running the rung again; a rung cooling down (from an earlier
+    incident, say) is passed over, and the ladder goes on to the next
 repeat: pages only: re-send no more often than this while the incident is open
 state: state entered when the rung runs: "failed", "investigating", "critical" or "sos"
-verify: re-probe the failing probes after the rung ran; a green re-probe resolves the incident`
+verify: re-probe the failing probes after the rung ran; a green re-probe resolves the incident
+settle: after a rung that ran something and verifies, how long the ladder waits for its effect to show
+    before it moves on, re-probing the failing probes; a green re-probe resolves the incident ("0s": none)
+flapping: what the rung does for an incident whose probes all flap: "once" (run, or page, once while
+    they flap; a page counts its after from the first of the downs), "never", or "always" (as if they
+    did not flap)`
+
+// LadderRulesDoc explains how the ladder decides, for docs/policy.md.
+const LadderRulesDoc = `How the ladder decides. One decision core takes every decision, in the daemon, in talon replay and in talon test alike.
+
+**Fresh evidence.** A decision reads only results taken after the incident's failures were first seen, and after the last rung that ran something ended: a pass that started before then may predate the outage, or the rung's own disturbance. A when= predicate that reads a probe without a fresh result makes its rung wait for one, at most that probe's interval plus its timeout; then it decides on what there is, and a stale result is neither passed nor failing (incident.passed is false).
+
+**Settle.** Results recorded while a rung runs, and during its settle window after it (rung settle=, default 30s, for rungs that run something and verify), do not move the ladder on. The failing probes are re-probed during the window; when every probe of the incident passes a run taken after the rung ended, the incident resolves at once. Only when the window ends without that does the next rung get its turn.
+
+**Liveness.** A rung cooling down, paused, or whose when= is false is passed over, never waited for: it runs again later, when it is due. A rung that pages has its own slot: with after= it goes out when the incident is that old, whatever the rungs before it are doing (a heal still running, a settle window, an agent held by its own after); without after= it goes out once the rungs before it had their turn. So an incident with a critical probe down longer than the page's after pages, unless the page rung cools down from a page it sent less than its cooldown ago, the operator paused or acknowledged it, or its probes flap and it paged once already.
+
+**Flapping.** A probe that went down flap_start times (default 3) within flap_window (default 1h) is flapping, as Nagios's flap detection with a time window; it stops once at most flap_stop (default 1) of its downs are left in the window. It shows on /health and in pages. For an incident whose probes all flap, each rung's flapping= decides: by default a heal runs once while they flap, and one page goes out, saying so, once the flapping is older than the page's after.
+
+**Pause and acknowledge.** talon pause (or POST /pause) stops the ladder for everything, a probe, a tag or a rung, for a while or until talon resume; probes keep running and recording, and pages say what is paused. talon ack stops further rungs and pages of the open incident until it resolves or gets worse (a probe that was up goes down); "resolved" still reaches whoever was paged. These are the only exceptions to "a critical outage pages".`
 
 func thresholds(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	c, err := policyCollector(thread, b)
@@ -55,11 +81,19 @@ func thresholds(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	}
 	t := c.thresholds
 	critical := star.Duration{D: t.CriticalAfter}
+	window := star.Duration{D: t.FlapWindow}
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
-		"failed_after??", (*star.Count)(&t.FailedAfter), "critical_after??", &critical, "recover_after??", (*star.Count)(&t.RecoverAfter)); err != nil {
+		"failed_after??", (*star.Count)(&t.FailedAfter), "critical_after??", &critical, "recover_after??", (*star.Count)(&t.RecoverAfter),
+		"flap_window??", &window, "flap_start??", (*star.Count)(&t.FlapStart), "flap_stop??", (*star.Count)(&t.FlapStop)); err != nil {
 		return nil, err
 	}
-	t.CriticalAfter = critical.D
+	t.CriticalAfter, t.FlapWindow = critical.D, window.D
+	if t.FlapStart > 0 && t.FlapStop >= t.FlapStart {
+		return nil, fmt.Errorf("%s: flap_stop (%d) must be less than flap_start (%d)", b.Name(), t.FlapStop, t.FlapStart)
+	}
+	if t.FlapStart > 0 && t.FlapWindow <= 0 {
+		return nil, fmt.Errorf("%s: flap_window must be positive while flap_start is set", b.Name())
+	}
 	if t.FailedAfter < 1 {
 		return nil, fmt.Errorf("%s: failed_after must be at least 1, got %d", b.Name(), t.FailedAfter)
 	}
@@ -100,6 +134,10 @@ func (v *rungValue) Attr(name string) (starlark.Value, error) {
 		return starlark.Float(r.Cooldown.Seconds()), nil
 	case "repeat":
 		return starlark.Float(r.Repeat.Seconds()), nil
+	case "settle":
+		return starlark.Float(r.Settle.Seconds()), nil
+	case "flapping":
+		return starlark.String(r.Flapping), nil
 	case "conditional":
 		return starlark.Bool(r.When != nil), nil
 	case "do":
@@ -113,7 +151,7 @@ func (v *rungValue) Attr(name string) (starlark.Value, error) {
 }
 
 func (v *rungValue) AttrNames() []string {
-	return []string{"after", "conditional", "cooldown", "do", "name", "repeat", "state", "timeout", "verify"}
+	return []string{"after", "conditional", "cooldown", "do", "flapping", "name", "repeat", "settle", "state", "timeout", "verify"}
 }
 
 var rungNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:-]*$`)
@@ -134,19 +172,26 @@ func rungBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tup
 		do                              starlark.Value
 		when                            starlark.Value = starlark.None
 		after, timeout, cooldown, every star.Duration
+		settle                          = star.Duration{D: engine.DefaultSettle}
 		state                           string
 		verify                          = true
+		flapping                        = engine.FlapOnce
 	)
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "name", &name, "do", &do, "when??", &when,
 		"after??", &after, "timeout??", &timeout, "cooldown??", &cooldown, "repeat??", &every,
-		"state??", &state, "verify??", &verify); err != nil {
+		"state??", &state, "verify??", &verify, "settle??", &settle, "flapping??", &flapping); err != nil {
 		return nil, err
 	}
 	if !rungNameRE.MatchString(name) {
 		return nil, fmt.Errorf("%s: rung name %q: use letters, digits and _ . : -", b.Name(), name)
 	}
+	switch flapping {
+	case engine.FlapOnce, engine.FlapNever, engine.FlapAlways:
+	default:
+		return nil, fmt.Errorf("%s: %s: flapping must be \"once\", \"never\" or \"always\"; got %q", b.Name(), name, flapping)
+	}
 	r := &engine.Rung{Name: name, After: after.D, Timeout: timeout.D, Cooldown: cooldown.D, Repeat: every.D,
-		State: state, Verify: verify, Pos: star.Pos(thread)}
+		State: state, Verify: verify, Settle: settle.D, Flapping: flapping, Pos: star.Pos(thread)}
 	if state != "" {
 		ok := false
 		for _, p := range rungStates {

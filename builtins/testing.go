@@ -49,12 +49,16 @@ import (
 //	    verification sees the world once it ends); run(duration) runs a cycle (every probe
 //	    reports) every interval for that long; cycle() runs one now; report(probe, passed,
 //	    output=None) feeds one result; advance(duration) moves the clock without probes;
-//	    restart() restarts the daemon. Its attributes say what happened so far: phase, now
+//	    restart() restarts the daemon; pause(probe=None, tag=None, rung=None, duration=None,
+//	    reason="") pauses everything (or one probe, tag or rung) for duration or until resumed;
+//	    resume(probe=None, tag=None, rung=None) lifts pauses (all of them when none is named);
+//	    ack(reason="") acknowledges the open incident. Its attributes say what happened so far: phase, now
 //	    (seconds since the start), incident (None or struct(id, probes, critical, paged)),
 //	    incidents (struct(id, probes, opened, resolved, peak, pages)), rungs (names of the
 //	    rungs started, in order), runs (struct(rung, at)), pages (struct(rung, at, channels)),
 //	    resolved (struct(at, channels)), transitions ("healthy>failed", ...), skips
-//	    (struct(rung, at, reason)); times are seconds since the start.
+//	    (struct(rung, at, reason)), flapping (the probes flapping now), paused (the pauses in
+//	    force, described); times are seconds since the start.
 //	    interval: time between cycles (default 1m)
 //
 //	def replay(path):
@@ -307,8 +311,8 @@ func (w *watchdog) Freeze()               {}
 func (w *watchdog) Truth() starlark.Bool  { return true }
 func (w *watchdog) Hash() (uint32, error) { return 0, fmt.Errorf("unhashable type: testing.watchdog") }
 
-var watchdogAttrs = []string{"advance", "cycle", "down", "incident", "incidents", "now", "pages", "phase", "report", "resolved",
-	"restart", "rung", "run", "runs", "rungs", "skips", "transitions", "up"}
+var watchdogAttrs = []string{"ack", "advance", "cycle", "down", "flapping", "incident", "incidents", "now", "pages", "pause", "paused",
+	"phase", "report", "resolved", "restart", "resume", "rung", "run", "runs", "rungs", "skips", "transitions", "up"}
 
 func (w *watchdog) AttrNames() []string { return watchdogAttrs }
 
@@ -368,6 +372,24 @@ func (w *watchdog) Attr(name string) (starlark.Value, error) {
 		}
 		return mkStruct(starlark.StringDict{"id": starlark.String(inc.ID), "probes": strs(inc.Probes),
 			"critical": starlark.Bool(inc.Critical), "paged": strs(inc.Paged)}), nil
+	case "flapping", "paused":
+		if w.sim == nil {
+			return starlark.NewList(nil), nil
+		}
+		st := w.sim.State()
+		var names []string
+		if name == "paused" {
+			for _, p := range st.Pauses {
+				names = append(names, p.Describe())
+			}
+		} else {
+			for _, p := range w.sim.Policy().Probes {
+				if ps := st.Probes[p.Name]; ps != nil && ps.Flapping {
+					names = append(names, p.Name)
+				}
+			}
+		}
+		return strs(names), nil
 	case "incidents":
 		for _, inc := range r.Incidents {
 			var resolved starlark.Value = starlark.None
@@ -457,6 +479,50 @@ func (w *watchdog) method(name string) starlark.Value {
 				w.sim.Cycle()
 			} else {
 				w.sim.Restart()
+			}
+			return starlark.None, nil
+		}
+	case "pause", "resume":
+		fn = func(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+			var probe, tag, rung, reason string
+			d := star.Duration{}
+			pairs := []any{"probe?", &probe, "tag?", &tag, "rung?", &rung}
+			if name == "pause" {
+				pairs = append(pairs, "duration?", &d, "reason?", &reason)
+			}
+			if err := starlark.UnpackArgs(b.Name(), args, kwargs, pairs...); err != nil {
+				return nil, err
+			}
+			c := engine.Control{Reason: reason}
+			for _, x := range []struct{ scope, name string }{{engine.ScopeProbe, probe}, {engine.ScopeTag, tag}, {engine.ScopeRung, rung}} {
+				if x.name == "" {
+					continue
+				}
+				if c.Scope != "" {
+					return nil, fmt.Errorf("%s: name one of probe=, tag= and rung=", b.Name())
+				}
+				c.Scope, c.Name = x.scope, x.name
+			}
+			if name == "resume" {
+				w.sim.Resume(c)
+				return starlark.None, nil
+			}
+			if d.D > 0 {
+				c.Until = w.sim.Now().Add(d.D)
+			}
+			if err := w.sim.Pause(c); err != nil {
+				return nil, fmt.Errorf("%s: %v", b.Name(), err)
+			}
+			return starlark.None, nil
+		}
+	case "ack":
+		fn = func(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+			var reason string
+			if err := starlark.UnpackArgs(b.Name(), args, kwargs, "reason?", &reason); err != nil {
+				return nil, err
+			}
+			if err := w.sim.Ack(reason); err != nil {
+				return nil, fmt.Errorf("%s: %v", b.Name(), err)
 			}
 			return starlark.None, nil
 		}

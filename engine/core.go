@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/talon-dev/talon/internal/text"
+
 	"context"
 	"fmt"
 	"time"
@@ -29,9 +31,10 @@ import (
 // reported; a probe of the incident has no result since this process
 // started; the incident's probes pass again and only wait for recovery
 // hysteresis; every down probe waits on a failing parent; then the ladder's
-// own rules (when=, after, cooldown, repeat, page backoff). A new rule (a
-// pause, a settle window, fresh-evidence checks) is one more fact kind and
-// one more line in hold or Decide, seen by all three drivers at once.
+// own rules (when=, after, cooldown, repeat, page backoff, settle windows,
+// fresh evidence, flapping, pauses and acknowledgements). A new rule is one
+// more fact kind and one more line in hold or Decide, seen by all three
+// drivers at once.
 
 // FactKind names a kind of fact.
 type FactKind string
@@ -48,7 +51,7 @@ const (
 	FactLaunch FactKind = "launch"
 	// FactResults: probe results arrived (a "cycle" record).
 	FactResults FactKind = "results"
-	// FactRungEnd: the running rung ended with End.
+	// FactRungEnd: a running rung ended with End.
 	FactRungEnd FactKind = "rung_end"
 	// FactReload: Policy replaced the policy in force.
 	FactReload FactKind = "reload"
@@ -57,6 +60,16 @@ const (
 	FactWake FactKind = "wake"
 	// FactStop: the process stops; a rung still running is interrupted.
 	FactStop FactKind = "stop"
+	// FactPause, FactResume, FactAck: an operator's command (Control):
+	// talon pause, resume and ack, or their POST routes.
+	FactPause  FactKind = "pause"
+	FactResume FactKind = "resume"
+	FactAck    FactKind = "ack"
+	// FactDelivery: one channel answered a message (Answer): a rung's page
+	// or a "resolved" message. The shell feeds it the moment the channel
+	// answers and persists the state at once (Step.Persist), so that a
+	// crash re-sends only to the channels without a recorded answer.
+	FactDelivery FactKind = "delivery"
 )
 
 // Fact is one thing that happened, at At. Kind says which fields are set.
@@ -77,6 +90,19 @@ type Fact struct {
 	PolicyError string
 	// State is the state loaded at a start; nil keeps the core's.
 	State *State
+	// Control is the operator's command (FactPause, FactResume, FactAck).
+	Control *Control
+	// Answer is a channel's answer to a message (FactDelivery).
+	Answer *Answer
+}
+
+// Answer is what one channel said to one message: a rung's page (Kind
+// "sos", Rung set) or a "resolved" message.
+type Answer struct {
+	Kind     string `json:"kind"`
+	Incident string `json:"incident"`
+	Rung     string `json:"rung,omitempty"`
+	Delivery
 }
 
 // RungEnd is what became of a rung the core started (a "rung_end" record).
@@ -104,16 +130,26 @@ type RungEnd struct {
 type Step struct {
 	// Events are the decisions, in order, for the journal and the log.
 	Events []Event
-	// Run, when set, is a rung to start now. The core has already recorded
-	// it as started: persist the state before running it, so that a crash
-	// counts as an attempt.
-	Run *RungRun
-	// Notify are messages to send now ("resolved").
+	// Runs are rungs to start now: at most one that acts, and any that
+	// page. The core has already recorded them as started.
+	Runs []*RungRun
+	// Notify are messages to send now: "resolved" messages from the
+	// outbox, and pages re-sent after a restart to the channels that had
+	// not answered. Each channel's answer comes back as a FactDelivery.
 	Notify []Notice
+	// Reprobe are probes to launch now (a settle window's re-probe), like
+	// scheduled ones: with a FactLaunch, skipping any already in flight.
+	Reprobe []*Probe
 	// Wake is when the core wants a FactWake even if nothing else happens
-	// (a rung's after, cooldown, repeat or page retry comes due, the
+	// (a rung's after, cooldown, repeat or page retry comes due, a settle
+	// window re-probes or ends, a pause expires, a message is retried, the
 	// incident turns critical); zero when it needs none.
 	Wake time.Time
+	// Persist says the state must be saved before the shell does anything
+	// else, whatever its saving schedule: a rung starts (a crash from here
+	// on is an attempt), a channel accepted a page, an operator paused or
+	// acknowledged. A crash after the fact must not lose it.
+	Persist bool
 }
 
 // RungRun is the command to run one rung of the ladder.
@@ -140,18 +176,27 @@ type RungRun struct {
 	Timeout time.Duration
 }
 
-// Notice is the command to send a message that is not a rung's page: the
-// "resolved" message to the channels that were paged during an incident.
+// Notice is the command to send a message that is not a rung's own page:
+// the "resolved" message to the channels that were paged during an
+// incident, or a page re-sent after a restart to the channels that had not
+// answered it.
 type Notice struct {
-	Kind     string // "resolved"
+	Kind     string // "resolved" or "sos"
 	Incident string
+	Rung     string // "sos": the rung whose page it is
 	Reason   string
-	// Channels are the channels to tell; Pagers are those of them the
-	// policy in force still has (a channel the policy no longer names
-	// cannot be reached).
+	// Text is the message (without the shell's header).
+	Text string
+	// Channels are the channels to send it to, and Pagers how to reach
+	// them (the policy in force, or one this process ran earlier).
 	Channels []string
 	Pagers   []Pager
+	// Attempt counts the tries of a "resolved" message, 1 for the first.
+	Attempt int
 }
+
+// OutboxMaxAttempts bounds the tries of a "resolved" message.
+const OutboxMaxAttempts = 8
 
 // CoreOptions tune a Core.
 type CoreOptions struct {
@@ -177,9 +222,15 @@ type Core struct {
 	// inflight are the probes launched and not yet reported, with the
 	// definition they were launched with.
 	inflight map[string]launch
-	// running is the rung started and not yet ended, whatever became of
-	// its incident meanwhile.
-	running *running
+	// acting and paging are the rungs started and not yet ended, whatever
+	// became of their incident meanwhile: one that acts, any that page.
+	acting *running
+	paging []*running
+	// pagers are the channels of every policy this process ran, by name:
+	// a channel paged under a policy since edited still hears "resolved".
+	pagers map[string]Pager
+	// freshWake is when a rung waiting for fresh results stops waiting.
+	freshWake time.Time
 }
 
 type launch struct {
@@ -188,8 +239,13 @@ type launch struct {
 }
 
 type running struct {
-	incident, rung string
-	since          time.Time
+	incident string
+	// rung is its name when it started (its end says that name); name is
+	// its name now (a reload may have renamed it).
+	rung, name string
+	since      time.Time
+	// accepted are the channels that accepted its page so far.
+	accepted []string
 }
 
 // NewCore builds a core with an empty policy and a fresh state; the first
@@ -198,7 +254,8 @@ func NewCore(opts CoreOptions) *Core {
 	if opts.WhenBudget <= 0 {
 		opts.WhenBudget = DefaultWhenBudget
 	}
-	return &Core{opts: opts, pol: &Policy{Thresholds: DefaultThresholds()}, st: NewState(time.Time{}), inflight: map[string]launch{}}
+	return &Core{opts: opts, pol: &Policy{Thresholds: DefaultThresholds()}, st: NewState(time.Time{}),
+		inflight: map[string]launch{}, pagers: map[string]Pager{}}
 }
 
 // State is the core's state, to persist and publish. The caller must not
@@ -208,12 +265,27 @@ func (c *Core) State() *State { return c.st }
 // Policy is the policy in force.
 func (c *Core) Policy() *Policy { return c.pol }
 
-// Running names the rung started and not yet ended, or "".
+// Running names the rung started and not yet ended (the acting one first),
+// or "".
 func (c *Core) Running() string {
-	if c.running == nil {
-		return ""
+	switch {
+	case c.acting != nil:
+		return c.acting.name
+	case len(c.paging) > 0:
+		return c.paging[0].name
 	}
-	return c.running.rung
+	return ""
+}
+
+// RunningRungs names every rung started and not yet ended.
+func (c *Core) RunningRungs() []string {
+	var out []string
+	for _, r := range append([]*running{c.acting}, c.paging...) {
+		if r != nil {
+			out = append(out, r.name)
+		}
+	}
+	return out
 }
 
 // InFlight reports whether probe name was launched and has not reported.
@@ -233,9 +305,12 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 		c.now = f.At
 	}
 	now := f.At
+	if f.Kind != FactStart {
+		c.emit(&out, c.st.expire(now))
+	}
 	switch f.Kind {
 	case FactStart:
-		c.started, c.inflight, c.running = now, map[string]launch{}, nil
+		c.started, c.inflight, c.acting, c.paging = now, map[string]launch{}, nil, nil
 		if f.State != nil {
 			c.st = f.State
 		}
@@ -247,9 +322,18 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 			// every probe's state is kept until a good policy loads.
 			c.st.Reconcile(c.pol)
 		}
+		c.remember(c.pol)
+		c.emit(&out, c.st.expire(now))
 		// A rung that was running when the last process died counts as
-		// an attempt that failed: no heal inside its cooldown, no re-page.
+		// an attempt that failed: no heal inside its cooldown, no re-page;
+		// its page goes again only to the channels that had not answered.
 		c.emit(&out, Interrupted(c.st, c.pol, now))
+		c.resendPending(&out, now)
+		for _, o := range c.st.Outbox {
+			if o.Sending {
+				o.Sending, o.NextTry = false, now
+			}
+		}
 	case FactLaunch:
 		for _, name := range f.Probes {
 			l := launch{at: now}
@@ -277,66 +361,223 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 			}
 		}
 		c.emit(&out, Observe(c.st, c.pol, known, now))
+		c.emit(&out, SettleCheck(c.st, c.pol, now))
 		c.decide(ctx, &out, now)
 	case FactRungEnd:
 		c.rungEnd(ctx, &out, f.End, now)
 	case FactReload:
 		old := c.pol
 		c.pol = f.Policy
-		c.st.Incident.Relocate(old.Ladder, c.pol.Ladder)
+		renamed := renames(old.Ladder, c.pol.Ladder)
+		c.emit(&out, c.st.rename(renamed, now))
+		for _, r := range append([]*running{c.acting}, c.paging...) {
+			if r != nil && renamed[r.name] != "" {
+				r.name = renamed[r.name]
+			}
+		}
+		c.st.Incident.Relocate(old.Ladder, c.pol.Ladder, renamed)
 		// An incident whose probes the reload removed resolves.
 		c.emit(&out, c.st.settle(c.pol, now))
 		c.st.Reconcile(c.pol)
+		c.remember(c.pol)
 	case FactWake:
 		if c.st.Incident != nil {
 			// critical_after counts from the opening, not from the next result.
 			c.emit(&out, c.st.setPhase(c.pol, now))
+			c.emit(&out, SettleCheck(c.st, c.pol, now))
 		}
 		c.decide(ctx, &out, now)
 	case FactStop:
 		c.emit(&out, interruptedBy(c.st, c.pol, now, "interrupted by a shutdown"))
-		c.running = nil
+		c.acting, c.paging = nil, nil
+	case FactPause:
+		c.emit(&out, c.st.pause(*f.Control, now))
+		out.Persist = true
+	case FactResume:
+		c.emit(&out, c.st.resume(*f.Control, now))
+		out.Persist = true
+		c.decide(ctx, &out, now)
+	case FactAck:
+		c.emit(&out, c.st.ack(c.pol, *f.Control, now))
+		out.Persist = true
+	case FactDelivery:
+		c.delivery(&out, f.Answer, now)
+		out.Persist = true
 	default:
 		panic(fmt.Sprintf("engine: unknown fact %q", f.Kind))
 	}
+	c.reprobe(&out, now)
+	c.flushOutbox(&out, now)
 	out.Wake = c.nextWake()
+	if len(out.Runs) > 0 {
+		out.Persist = true
+	}
 	return out
 }
 
-// emit adds events to the step, and a "resolved" notice for every incident
-// that resolved after paging someone.
+// emit adds events to the step.
 func (c *Core) emit(out *Step, ev []Event) {
-	for _, e := range ev {
-		out.Events = append(out.Events, e)
-		if e.Type == "incident_resolved" && len(e.Channels) > 0 {
-			out.Notify = append(out.Notify, c.notice(e.Incident, e.Reason, e.Channels))
+	out.Events = append(out.Events, ev...)
+}
+
+// remember keeps the channels of pol for messages about incidents paged
+// under it.
+func (c *Core) remember(pol *Policy) {
+	for _, r := range pol.Ladder {
+		for _, a := range r.Do {
+			if p, ok := a.(Pager); ok {
+				c.pagers[p.Channel()] = p
+			}
 		}
 	}
 }
 
-func (c *Core) notice(incident, reason string, channels []string) Notice {
-	n := Notice{Kind: "resolved", Incident: incident, Reason: reason, Channels: append([]string(nil), channels...)}
-	want := map[string]bool{}
-	for _, ch := range channels {
-		want[ch] = true
-	}
+// pagerFor is how to reach a channel: the policy in force first, then any
+// policy this process ran.
+func (c *Core) pagerFor(channel string) Pager {
 	for _, r := range c.pol.Ladder {
 		for _, a := range r.Do {
-			if p, ok := a.(Pager); ok && want[p.Channel()] {
-				n.Pagers = append(n.Pagers, p)
-				delete(want, p.Channel())
+			if p, ok := a.(Pager); ok && p.Channel() == channel {
+				return p
 			}
 		}
 	}
-	return n
+	return c.pagers[channel]
+}
+
+// resendPending re-sends, after a restart, the pages whose channels had
+// not answered when the last process died.
+func (c *Core) resendPending(out *Step, now time.Time) {
+	inc := c.st.Incident
+	if inc == nil {
+		return
+	}
+	var names []string
+	for name, rs := range inc.Rungs {
+		if len(rs.Pending) > 0 && !contains(inc.Paging, name) {
+			names = append(names, name)
+		}
+	}
+	sortStrings(names)
+	for _, name := range names {
+		rs := inc.Rungs[name]
+		n := Notice{Kind: "sos", Incident: inc.ID, Rung: name, Attempt: 1,
+			Text: c.st.View(c.pol, now).Summary() + "\n(sent again: talon restarted while this page was being delivered)"}
+		for _, ch := range rs.Pending {
+			if p := c.pagerFor(ch); p != nil {
+				n.Channels, n.Pagers = append(n.Channels, ch), append(n.Pagers, p)
+			} else {
+				rs.Pending = without(rs.Pending, ch)
+				c.emit(out, []Event{{Type: "unreachable", Incident: inc.ID, Rung: name, Channels: []string{ch},
+					Reason: "the page cannot be sent again: no policy this process ran names channel " + ch, At: now}})
+			}
+		}
+		if len(n.Channels) > 0 {
+			out.Notify = append(out.Notify, n)
+		}
+	}
+}
+
+// flushOutbox hands the messages that are due to the shell.
+func (c *Core) flushOutbox(out *Step, now time.Time) {
+	var keep []*Outgoing
+	byKey := map[string]int{}
+	for _, o := range c.st.Outbox {
+		if o.Sending || now.Before(o.NextTry) {
+			keep = append(keep, o)
+			continue
+		}
+		p := c.pagerFor(o.Channel)
+		if p == nil {
+			c.emit(out, []Event{{Type: "unreachable", Incident: o.Incident, Channels: []string{o.Channel},
+				Reason: "\"resolved\" cannot be sent: no policy this process ran names channel " + o.Channel, At: now}})
+			continue
+		}
+		o.Sending = true
+		o.Attempts++
+		keep = append(keep, o)
+		key := fmt.Sprint(o.Incident, "\x00", o.Reason, "\x00", o.Attempts)
+		i, ok := byKey[key]
+		if !ok {
+			i = len(out.Notify)
+			byKey[key] = i
+			out.Notify = append(out.Notify, Notice{Kind: o.Kind, Incident: o.Incident, Reason: o.Reason, Attempt: o.Attempts,
+				Text: fmt.Sprintf("incident %s is over (%s)", o.Incident, o.Reason)})
+		}
+		n := &out.Notify[i]
+		n.Channels, n.Pagers = append(n.Channels, o.Channel), append(n.Pagers, p)
+	}
+	c.st.Outbox = keep
+}
+
+// delivery applies a channel's answer.
+func (c *Core) delivery(out *Step, a *Answer, now time.Time) {
+	switch a.Kind {
+	case "sos":
+		rung := a.Rung
+		for _, r := range c.paging {
+			if r.incident == a.Incident && r.rung == a.Rung {
+				rung = r.name
+				if a.OK {
+					r.accepted = union(r.accepted, []string{a.Channel})
+				}
+			}
+		}
+		if !a.OK {
+			NotDelivered(c.st, a.Incident, rung, a.Channel)
+			return
+		}
+		c.emit(out, Delivered(c.st, c.pol, a.Incident, rung, a.Channel, now))
+		if inc := c.st.Incident; inc == nil || inc.ID != a.Incident {
+			// The incident resolved while its page was on the way: whoever
+			// got the page also hears that it is over.
+			c.queueResolved(a.Incident, "resolved while the page was being sent", []string{a.Channel}, now)
+		}
+	case "resolved":
+		var keep []*Outgoing
+		for _, o := range c.st.Outbox {
+			if o.Incident != a.Incident || o.Channel != a.Channel || o.Kind != a.Kind || !o.Sending {
+				keep = append(keep, o)
+				continue
+			}
+			if a.OK {
+				continue
+			}
+			o.Sending = false
+			if o.Attempts >= OutboxMaxAttempts {
+				c.emit(out, []Event{{Type: "unreachable", Incident: o.Incident, Channels: []string{o.Channel},
+					Reason: fmt.Sprintf("\"resolved\" given up after %d attempts: %s", o.Attempts, text.FirstLines(a.Error, 1)), At: now}})
+				continue
+			}
+			o.NextTry = now.Add(pageBackoff(o.Attempts))
+			keep = append(keep, o)
+		}
+		c.st.Outbox = keep
+	}
+}
+
+// queueResolved puts a "resolved" message for channels in the outbox.
+func (c *Core) queueResolved(incident, reason string, channels []string, now time.Time) {
+	for _, ch := range channels {
+		c.st.Outbox = append(c.st.Outbox, &Outgoing{Kind: "resolved", Incident: incident, Channel: ch, Reason: reason, Since: now, NextTry: now})
+	}
 }
 
 // rungEnd applies a rung's outcome.
 func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Time) {
-	if c.running == nil || c.running.rung != end.Rung || c.running.incident != end.Incident {
-		return // not the rung this core started: nothing to apply
+	var r *running
+	if c.acting != nil && c.acting.rung == end.Rung && c.acting.incident == end.Incident {
+		r, c.acting = c.acting, nil
 	}
-	c.running = nil
+	for i, p := range c.paging {
+		if r == nil && p.rung == end.Rung && p.incident == end.Incident {
+			r = p
+			c.paging = append(c.paging[:i:i], c.paging[i+1:]...)
+		}
+	}
+	if r == nil {
+		return // not a rung this core started: nothing to apply
+	}
 	o := RungOutcome{OK: end.OK, Output: end.Output, Verify: end.Verify}
 	for _, d := range end.Deliveries {
 		o.Pages = true
@@ -345,17 +586,24 @@ func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Ti
 		}
 	}
 	sortStrings(o.Paged)
-	if end.Cut && len(o.Paged) == 0 {
+	if end.Cut && len(o.Paged) == 0 && len(r.accepted) == 0 {
 		// Cut short by a shutdown before anyone was paged: an attempt
 		// that failed, retried after the restart.
-		o = RungOutcome{Output: "interrupted by a shutdown", Pages: c.rungPages(end.Rung)}
+		o = RungOutcome{Output: "interrupted by a shutdown", Pages: c.rungPages(r.name)}
 	}
 	stillOpen := c.st.Incident != nil && c.st.Incident.ID == end.Incident
-	c.emit(out, FinishRung(c.st, c.pol, end.Incident, end.Rung, o, now))
-	if !stillOpen && len(o.Paged) > 0 {
-		// The incident resolved while its page was on the way: whoever
-		// got the page also hears that it is over.
-		out.Notify = append(out.Notify, c.notice(end.Incident, "resolved while the page was being sent", o.Paged))
+	c.emit(out, FinishRung(c.st, c.pol, end.Incident, r.name, o, now))
+	if !stillOpen {
+		// The incident resolved while its page was on the way: whoever got
+		// the page hears that it is over (those whose acceptance was
+		// recorded as it came already do).
+		var late []string
+		for _, ch := range o.Paged {
+			if !contains(r.accepted, ch) {
+				late = append(late, ch)
+			}
+		}
+		c.queueResolved(end.Incident, "resolved while the page was being sent", late, now)
 	}
 	if !end.Stopping {
 		c.decide(ctx, out, now)
@@ -371,20 +619,33 @@ func (c *Core) rungPages(name string) bool {
 	return false
 }
 
-// hold says why the ladder may not act now, or "". These are the gates
-// that depend on more than the state machine: what is running, what is in
-// flight, what this process has seen.
-func (c *Core) hold() string {
-	if c.running != nil {
-		return "rung " + c.running.rung + " is running"
-	}
+// hold says why the ladder may not act now, or "", and when a wait for a
+// fresh result ends. These are the gates that depend on more than the
+// state: what is in flight and what this process has seen. (A rung already
+// running, a settle window, pauses and acknowledgements are the state's,
+// in Decide.)
+func (c *Core) hold(now time.Time) (string, time.Time) {
 	// A parent still running decides whether its children may escalate:
-	// with results streaming in, a child's can arrive first.
+	// with results streaming in, a child's can arrive first. A parent's
+	// pass from before the failures began is no evidence that it is fine:
+	// wait for a fresh one (at most its interval and timeout).
 	names, _ := c.st.Escalating(c.pol)
+	inc := c.st.Incident
 	for _, name := range names {
 		for _, parent := range c.pol.Probe(name).DependsOn {
 			if _, ok := c.inflight[parent]; ok {
-				return "parent " + parent + " of " + name + " has not reported yet"
+				return "parent " + parent + " of " + name + " has not reported yet", time.Time{}
+			}
+			pp, ps := c.pol.Probe(parent), c.st.Probes[parent]
+			if pp == nil || ps == nil || ps.Last == nil || !ps.Last.Passed || Fresh(*ps.Last, inc.Since, inc.RungEnded) || inc.Since.IsZero() {
+				continue
+			}
+			horizon := inc.Since
+			if inc.RungEnded.After(horizon) {
+				horizon = inc.RungEnded
+			}
+			if deadline := horizon.Add(c.pol.ProbeInterval(pp) + pp.EffectiveTimeout()); now.Before(deadline) {
+				return "parent " + parent + " of " + name + " has no fresh result yet", deadline
 			}
 		}
 	}
@@ -392,28 +653,97 @@ func (c *Core) hold() string {
 	// probe of the incident must have run once since the start.
 	for _, name := range c.st.Incident.Probes {
 		if ps := c.st.Probes[name]; ps == nil || ps.Last == nil || ps.Last.At.Before(c.started) {
-			return "probe " + name + " has not run since the start"
+			return "probe " + name + " has not run since the start", time.Time{}
 		}
 	}
-	return ""
+	return "", time.Time{}
 }
 
-// decide lets the ladder act: it starts the next rung if one is due.
+// decide lets the ladder act: it starts the rungs that are due.
 func (c *Core) decide(ctx context.Context, out *Step, now time.Time) {
-	if c.st.Incident == nil || c.hold() != "" {
+	c.freshWake = time.Time{}
+	if c.st.Incident == nil {
+		return
+	}
+	if why, until := c.hold(now); why != "" {
+		c.freshWake = until
 		return
 	}
 	view := c.st.View(c.pol, now)
-	dec := Decide(c.st, c.pol, now, func(r *Rung) (bool, error) {
+	when := func(r *Rung) (bool, error) {
+		view.ResetReads()
 		wctx, cancel := context.WithTimeout(ctx, c.opts.WhenBudget)
 		defer cancel()
-		return r.When(wctx, view)
-	})
-	c.emit(out, dec.Events)
-	if dec.Run < 0 {
-		return
+		ok, err := r.When(wctx, view)
+		if err != nil {
+			return false, err
+		}
+		if fw := c.staleReads(view, now); fw != nil {
+			return ok, fw
+		}
+		return ok, nil
 	}
-	r := c.pol.Ladder[dec.Run]
+	for range len(c.pol.Ladder) + 1 { // one rung that acts, any that page
+		var acting string
+		var paging []string
+		if c.acting != nil {
+			acting = c.acting.name
+		}
+		for _, p := range c.paging {
+			paging = append(paging, p.name)
+		}
+		dec := DecideBusy(c.st, c.pol, now, when, acting, paging)
+		c.emit(out, dec.Events)
+		if !dec.WakeAt.IsZero() && (c.freshWake.IsZero() || dec.WakeAt.Before(c.freshWake)) {
+			c.freshWake = dec.WakeAt
+		}
+		if dec.Run < 0 || c.st.Incident == nil {
+			return
+		}
+		c.start(out, dec.Run, now)
+		view = c.st.View(c.pol, now)
+	}
+}
+
+// staleReads is the wait of a predicate that read probes without a fresh
+// result, each bounded by its interval and timeout from the horizon (the
+// failures began, or the last rung ended); nil when it need not wait.
+func (c *Core) staleReads(view *IncidentView, now time.Time) *FreshWait {
+	inc := c.st.Incident
+	horizon := inc.Since
+	if inc.RungEnded.After(horizon) {
+		horizon = inc.RungEnded
+	}
+	if horizon.IsZero() {
+		return nil // a state from before fresh evidence was recorded
+	}
+	names, all := view.Reads()
+	var fw *FreshWait
+	for _, p := range c.pol.Probes {
+		if !all && !names[p.Name] {
+			continue
+		}
+		if ps := c.st.Probes[p.Name]; ps != nil && ps.Last != nil && Fresh(*ps.Last, inc.Since, inc.RungEnded) {
+			continue
+		}
+		deadline := horizon.Add(c.pol.ProbeInterval(p) + p.EffectiveTimeout())
+		if !now.Before(deadline) {
+			continue // waited long enough: decide on what there is
+		}
+		if fw == nil {
+			fw = &FreshWait{Until: deadline}
+		}
+		fw.Probes = append(fw.Probes, p.Name)
+		if deadline.Before(fw.Until) {
+			fw.Until = deadline
+		}
+	}
+	return fw
+}
+
+// start starts rung idx of the ladder.
+func (c *Core) start(out *Step, idx int, now time.Time) {
+	r := c.pol.Ladder[idx]
 	incID := c.st.Incident.ID
 	run := &RungRun{At: now, Incident: incID, Rung: r, Timeout: r.Timeout}
 	if run.Timeout <= 0 {
@@ -431,11 +761,16 @@ func (c *Core) decide(ctx context.Context, out *Step, now time.Time) {
 	if r.Verify && len(run.Actions) > 0 {
 		run.Verify = c.failingProbes()
 	}
-	c.emit(out, BeginRung(c.st, c.pol, dec.Run, now))
+	c.emit(out, BeginRung(c.st, c.pol, idx, now))
 	run.View = c.st.View(c.pol, now)
 	run.Message = Message{Kind: "sos", Incident: incID, Text: run.View.Summary()}
-	c.running = &running{incident: incID, rung: r.Name, since: now}
-	out.Run = run
+	rn := &running{incident: incID, rung: r.Name, name: r.Name, since: now}
+	if r.Pages() {
+		c.paging = append(c.paging, rn)
+	} else {
+		c.acting = rn
+	}
+	out.Runs = append(out.Runs, run)
 }
 
 // failingProbes are the probes down or failing their last run, in policy order.
@@ -449,27 +784,60 @@ func (c *Core) failingProbes() []*Probe {
 	return out
 }
 
+// reprobe asks for the settle window's re-probe when it is due.
+func (c *Core) reprobe(out *Step, now time.Time) {
+	inc := c.st.Incident
+	if inc == nil || inc.Settle == nil || now.Before(inc.Settle.Next) {
+		return
+	}
+	inc.Settle.Next = now.Add(inc.Settle.Every)
+	for _, p := range c.failingProbes() {
+		if !c.InFlight(p.Name) {
+			out.Reprobe = append(out.Reprobe, p)
+		}
+	}
+}
+
 // nextWake is the earliest time after the last fact at which a time gate
-// of the open incident opens: critical_after, a rung's after, cooldown,
-// repeat, page retry or when= retry. A wake that finds nothing to do is
+// opens: critical_after, a rung's after, cooldown, repeat, page retry or
+// when= retry, a settle window's re-probe or end, a wait for fresh results,
+// a pause's end, a message's retry. A wake that finds nothing to do is
 // harmless; a gate without a wake would act late.
 func (c *Core) nextWake() time.Time {
-	inc := c.st.Incident
-	if inc == nil {
-		return time.Time{}
-	}
 	var next time.Time
 	consider := func(t time.Time) {
 		if t.After(c.now) && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
 	}
+	for _, p := range c.st.Pauses {
+		consider(p.Until)
+	}
+	for _, o := range c.st.Outbox {
+		if !o.Sending {
+			consider(o.NextTry)
+		}
+	}
+	inc := c.st.Incident
+	if inc == nil {
+		return next
+	}
 	if ct := c.pol.Thresholds.CriticalAfter; inc.Critical && ct > 0 && (c.st.Phase == Failed || c.st.Phase == Investigating) {
 		consider(inc.Started.Add(ct))
 	}
+	if st := inc.Settle; st != nil {
+		consider(st.Next)
+		consider(st.Until)
+	}
+	consider(c.freshWake)
+	acting, _ := c.st.acting(c.pol)
+	_, flapFirst, flapping := c.st.flapping(acting)
 	for _, r := range c.pol.Ladder {
 		if r.After > 0 {
 			consider(inc.Started.Add(r.After))
+			if flapping {
+				consider(flapFirst.Add(r.After))
+			}
 		}
 		if last, ok := c.st.cooldownFrom(r); ok && r.Cooldown > 0 {
 			consider(last.Add(r.Cooldown))

@@ -25,8 +25,8 @@ func newCoreRun(t *testing.T, pol *Policy) *coreRun {
 
 func (r *coreRun) step(f Fact) Step {
 	st := r.c.Step(context.Background(), f)
-	if st.Run != nil {
-		r.runs = append(r.runs, st.Run.Rung.Name+"@"+f.At.Sub(t0).String())
+	if st.run() != nil {
+		r.runs = append(r.runs, st.run().Rung.Name+"@"+f.At.Sub(t0).String())
 	}
 	r.last = st
 	return st
@@ -49,21 +49,21 @@ func TestCoreHoldsWhileARungRuns(t *testing.T) {
 		&Rung{Name: "agent", Do: []Action{fakeAction{"agent"}}, Verify: true})
 	r := newCoreRun(t, pol)
 	st := r.results(0, res("api", false))
-	if st.Run == nil || st.Run.Rung.Name != "heal" || len(st.Run.Verify) != 1 || st.Run.Timeout != DefaultRungTimeout {
-		t.Fatalf("first step %+v", st.Run)
+	if st.run() == nil || st.run().Rung.Name != "heal" || len(st.run().Verify) != 1 || st.run().Timeout != DefaultRungTimeout {
+		t.Fatalf("first step %+v", st.run())
 	}
 	// The heal takes three minutes; cycles recorded meanwhile are observed
 	// but start nothing.
 	for m := 1; m <= 3; m++ {
-		if st := r.results(time.Duration(m)*time.Minute, res("api", false)); st.Run != nil {
-			t.Fatalf("+%dm: started %s while heal runs", m, st.Run.Rung.Name)
+		if st := r.results(time.Duration(m)*time.Minute, res("api", false)); st.run() != nil {
+			t.Fatalf("+%dm: started %s while heal runs", m, st.run().Rung.Name)
 		}
 	}
 	// Its verification is green: the incident resolves, no agent.
 	up := res("api", true)
 	up.At = t0.Add(3*time.Minute + 10*time.Second)
 	st = r.step(Fact{Kind: FactRungEnd, At: up.At, End: &RungEnd{Incident: r.c.State().Incident.ID, Rung: "heal", OK: true, Verify: []Result{up}}})
-	if r.c.State().Incident != nil || st.Run != nil || !reflect.DeepEqual(r.runs, []string{"heal@0s"}) {
+	if r.c.State().Incident != nil || st.run() != nil || !reflect.DeepEqual(r.runs, []string{"heal@0s"}) {
 		t.Fatalf("incident %+v runs %v", r.c.State().Incident, r.runs)
 	}
 }
@@ -74,16 +74,16 @@ func TestCoreHoldsWhileAParentIsInFlight(t *testing.T) {
 	r := newCoreRun(t, pol)
 	r.launch(0, "colima", "docker")
 	// The child fails at once; the parent is slow.
-	if st := r.results(time.Second, res("docker", false)); st.Run != nil {
+	if st := r.results(time.Second, res("docker", false)); st.run() != nil {
 		t.Fatalf("heal started while the parent was in flight")
 	}
 	// The parent fails too: the child is suppressed, nothing runs.
-	if st := r.results(8*time.Second, res("colima", false)); st.Run != nil {
+	if st := r.results(8*time.Second, res("colima", false)); st.run() != nil {
 		t.Fatalf("heal started for a suppressed child")
 	}
 	// Without the launch fact (a version 1 journal), the child's result alone would have run the heal.
 	r2 := newCoreRun(t, pol)
-	if st := r2.results(time.Second, res("docker", false)); st.Run == nil {
+	if st := r2.results(time.Second, res("docker", false)); st.run() == nil {
 		t.Fatal("control: no heal without the parent in flight")
 	}
 }
@@ -99,11 +99,11 @@ func TestCoreActsOnlyOnResultsSinceTheStart(t *testing.T) {
 	// Restart: the state is kept, the process is new.
 	restart := 20 * time.Minute
 	r.step(Fact{Kind: FactStart, At: t0.Add(restart), Policy: pol})
-	if st := r.results(restart+time.Second, res("api", false)); st.Run != nil {
+	if st := r.results(restart+time.Second, res("api", false)); st.run() != nil {
 		t.Fatalf("acted on a partial batch after a restart")
 	}
-	if st := r.results(restart+2*time.Second, res("db", false)); st.Run == nil || st.Run.Rung.Name != "heal" {
-		t.Fatalf("no heal once every probe had reported since the start: %+v", st.Run)
+	if st := r.results(restart+2*time.Second, res("db", false)); st.run() == nil || st.run().Rung.Name != "heal" {
+		t.Fatalf("no heal once every probe had reported since the start: %+v", st.run())
 	}
 }
 
@@ -121,11 +121,11 @@ func TestCoreWakesWhenAGateOpens(t *testing.T) {
 		t.Fatalf("at critical_after: %q, next wake %v", phases(st.Events), st.Wake)
 	}
 	st = r.step(Fact{Kind: FactWake, At: t0.Add(15 * time.Minute)})
-	if st.Run == nil || st.Run.Rung.Name != "sos" || len(st.Run.Pagers) != 1 || len(st.Run.Actions) != 0 || len(st.Run.Verify) != 0 {
-		t.Fatalf("the page did not go out at after=15m: %+v", st.Run)
+	if st.run() == nil || st.run().Rung.Name != "sos" || len(st.run().Pagers) != 1 || len(st.run().Actions) != 0 || len(st.run().Verify) != 0 {
+		t.Fatalf("the page did not go out at after=15m: %+v", st.run())
 	}
-	if st.Run.Message.Kind != "sos" || !strings.Contains(st.Run.Message.Text, "failing: api") {
-		t.Fatalf("message %+v", st.Run.Message)
+	if st.run().Message.Kind != "sos" || !strings.Contains(st.run().Message.Text, "failing: api") {
+		t.Fatalf("message %+v", st.run().Message)
 	}
 }
 
@@ -185,4 +185,12 @@ func TestFakeClockFiresTimersInOrder(t *testing.T) {
 	if at := <-a.C(); !at.Equal(t0.Add(50 * time.Second)) {
 		t.Fatalf("a fired at %v", at)
 	}
+}
+
+// run is the first rung a step starts, or nil.
+func (s Step) run() *RungRun {
+	if len(s.Runs) == 0 {
+		return nil
+	}
+	return s.Runs[0]
 }

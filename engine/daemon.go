@@ -82,7 +82,7 @@ type Daemon struct {
 	snapshot  atomic.Pointer[Snapshot] // read without d.mu: /health never waits on the loop
 	nextDue   map[string]time.Time
 	wake      time.Time // when the core wants a wake fact; zero: never
-	rungStop  context.CancelFunc
+	rungStops map[string]context.CancelFunc
 
 	ready chan struct{}
 	sem   chan struct{} // Options.Parallel across all probe runs
@@ -92,7 +92,10 @@ type Daemon struct {
 	results        chan []Result
 	batches        chan []Result // every probe of one launch, for the cycle summary
 	rungDone       chan RungEnd
-	bg             sync.WaitGroup // rung, resolution and probe goroutines
+	// poke wakes the loop after a fact fed from another goroutine (a
+	// channel's answer, an operator's command) so it re-arms its timer.
+	poke chan struct{}
+	bg   sync.WaitGroup // rung, resolution and probe goroutines
 }
 
 type swapReq struct {
@@ -126,8 +129,9 @@ func New(opts Options) *Daemon {
 	}
 	return &Daemon{opts: opts, log: opts.Logger, clock: opts.Clock, sem: sem,
 		core:    NewCore(CoreOptions{WhenBudget: opts.WhenBudget}),
-		nextDue: map[string]time.Time{}, rungRuns: map[string]int{},
-		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4), rungDone: make(chan RungEnd, 1)}
+		nextDue: map[string]time.Time{}, rungRuns: map[string]int{}, rungStops: map[string]context.CancelFunc{},
+		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4),
+		rungDone: make(chan RungEnd, 16), poke: make(chan struct{}, 1)}
 }
 
 func (d *Daemon) now() time.Time { return d.clock.Now() }
@@ -139,9 +143,10 @@ func (d *Daemon) policy() *Policy { return d.core.Policy() }
 func (d *Daemon) state() *State { return d.core.State() }
 
 // feed journals a fact, hands it to the core and carries out what the core
-// decided: it journals and logs the events, sends the notices and starts
-// the rung. The fact is journaled first, so that replay reads every fact
-// before the decisions it caused. Callers hold d.mu.
+// decided: it journals and logs the events, saves the state when the core
+// says it must be saved now, then sends the notices, starts the rungs and
+// launches the re-probes. The fact is journaled first, so that replay reads
+// every fact before the decisions it caused. Callers hold d.mu.
 func (d *Daemon) feed(ctx context.Context, f Fact) Step {
 	rec := FactRecord(f)
 	switch f.Kind {
@@ -155,15 +160,111 @@ func (d *Daemon) feed(ctx context.Context, f Fact) Step {
 	for _, e := range st.Events {
 		d.record(e)
 	}
+	d.wake = st.Wake
+	if st.Persist {
+		// A rung start, a channel's acceptance, an operator's command: a
+		// crash from here on must not lose it.
+		d.persist()
+		if d.opts.Journal != nil {
+			d.opts.Journal.Sync()
+		}
+	}
 	for _, n := range st.Notify {
 		d.notify(n)
 	}
-	d.wake = st.Wake
-	if st.Run != nil {
-		d.persist() // a crash from here on is remembered as an attempt
-		d.startRung(ctx, st.Run)
+	for _, run := range st.Runs {
+		d.startRung(ctx, run)
+	}
+	if len(st.Reprobe) > 0 && ctx.Err() == nil {
+		d.launch(ctx, f.At, st.Reprobe)
 	}
 	return st
+}
+
+// answer feeds a channel's answer to a message the moment it is known,
+// from the delivering goroutine; the state is saved before it returns.
+func (d *Daemon) answer(a Answer) {
+	d.mu.Lock()
+	d.feed(context.Background(), Fact{Kind: FactDelivery, At: d.now(), Answer: &a})
+	d.publish()
+	d.mu.Unlock()
+	d.pokeLoop()
+}
+
+// pokeLoop makes the loop re-arm its timer after a fact fed from outside it.
+func (d *Daemon) pokeLoop() {
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Pause pauses the ladder for what c covers for dur (0: until resumed;
+// talon pause, POST /pause): a fact the core records, journaled and saved
+// at once. It returns the pause.
+func (d *Daemon) Pause(ctx context.Context, c Control, dur time.Duration) (Pause, error) {
+	d.mu.Lock()
+	defer d.pokeLoop()
+	defer d.mu.Unlock()
+	if why := CheckControl(d.policy(), c); why != "" {
+		return Pause{}, errors.New(why)
+	}
+	if dur < 0 {
+		return Pause{}, fmt.Errorf("a pause of %s: want a positive duration", dur)
+	}
+	now := d.now()
+	c.Until = time.Time{}
+	if dur > 0 {
+		c.Until = now.Add(dur)
+	}
+	d.feed(ctx, Fact{Kind: FactPause, At: now, Control: &c})
+	d.publish()
+	ps := d.state().Pauses
+	return ps[len(ps)-1], nil
+}
+
+// Resume lifts the pauses c selects (all of them when c names none) and
+// returns them.
+func (d *Daemon) Resume(ctx context.Context, c Control) ([]Pause, error) {
+	d.mu.Lock()
+	defer d.pokeLoop()
+	defer d.mu.Unlock()
+	var lifted []Pause
+	for _, p := range d.state().Pauses {
+		if (c.Scope == "" && c.Name == "") || (p.Scope == c.Scope && p.Name == c.Name) {
+			lifted = append(lifted, p)
+		}
+	}
+	if len(lifted) == 0 {
+		if c.Scope == "" && c.Name == "" {
+			return nil, errors.New("nothing is paused")
+		}
+		return nil, fmt.Errorf("no pause of %s %s is in force", c.Scope, c.Name)
+	}
+	d.feed(ctx, Fact{Kind: FactResume, At: d.now(), Control: &c})
+	d.publish()
+	return lifted, nil
+}
+
+// Ack acknowledges the open incident (c.Incident, when set, must name it)
+// and returns its id.
+func (d *Daemon) Ack(ctx context.Context, c Control) (string, error) {
+	d.mu.Lock()
+	defer d.pokeLoop()
+	defer d.mu.Unlock()
+	inc := d.state().Incident
+	switch {
+	case inc == nil && c.Incident != "":
+		return "", fmt.Errorf("incident %s is not open; no incident is", c.Incident)
+	case inc == nil:
+		return "", errors.New("no incident is open")
+	case c.Incident != "" && c.Incident != inc.ID:
+		return "", fmt.Errorf("incident %s is not open; the open one is %s", c.Incident, inc.ID)
+	}
+	c.Incident = inc.ID
+	d.feed(ctx, Fact{Kind: FactAck, At: d.now(), Control: &c})
+	d.publish()
+	return inc.ID, nil
 }
 
 // start loads the state and the policy and tells the core. A bad policy
@@ -265,6 +366,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.mu.Lock()
 			d.finishRung(ctx, end)
 			d.mu.Unlock()
+		case <-d.poke:
 		case req := <-d.swap:
 			d.apply(ctx, req.res)
 			close(req.done)
@@ -306,7 +408,7 @@ func (d *Daemon) observe(ctx context.Context, rs []Result) {
 
 // finishRung feeds a rung's outcome to the core; callers hold d.mu.
 func (d *Daemon) finishRung(ctx context.Context, end RungEnd) {
-	d.rungStop = nil
+	delete(d.rungStops, end.Rung)
 	end.Stopping = end.Stopping || ctx.Err() != nil
 	d.feed(ctx, Fact{Kind: FactRungEnd, At: d.now(), End: &end})
 	d.persist()
@@ -375,8 +477,8 @@ func (d *Daemon) Reload(ctx context.Context) (string, error) {
 // journals the stop and saves.
 func (d *Daemon) stop() {
 	d.mu.Lock()
-	if d.rungStop != nil {
-		d.rungStop()
+	for _, stop := range d.rungStops {
+		stop()
 	}
 	d.mu.Unlock()
 	if !d.waitBackground(d.opts.ShutdownGrace + 2*time.Second) {
@@ -386,11 +488,14 @@ func (d *Daemon) stop() {
 	ctx := context.Background()
 	// A rung that finished while we were stopping keeps its real outcome
 	// (a delivered page must not be re-sent after the restart).
-	select {
-	case end := <-d.rungDone:
-		end.Stopping = true
-		d.finishRung(ctx, end)
-	default:
+	for more := true; more; {
+		select {
+		case end := <-d.rungDone:
+			end.Stopping = true
+			d.finishRung(ctx, end)
+		default:
+			more = false
+		}
 	}
 	d.feed(ctx, Fact{Kind: FactStop, At: d.now()})
 	d.persist()

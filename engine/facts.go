@@ -27,13 +27,18 @@ func FactRecord(f Fact) Record {
 		r.Type = "wake"
 	case FactStop:
 		r.Type = "stop"
+	case FactPause, FactResume, FactAck:
+		r.Type, r.Control = string(f.Kind), f.Control
+	case FactDelivery:
+		r.Type, r.Answer = "delivery", f.Answer
 	}
 	return r
 }
 
 // RecordFact is the fact a journal record states, if it states one: "start",
 // "launch", "cycle" (without a rung: a version 1 verification re-probe is
-// not a fact of its own), "rung_end", "wake", "reload" and "stop". The
+// not a fact of its own), "rung_end", "wake", "reload", "stop", "pause",
+// "resume", "ack" and "delivery". The
 // policy of a start or reload is the caller's to supply, as is a start's
 // state (records of version 1 carry none).
 func RecordFact(r Record) (Fact, bool) {
@@ -62,6 +67,16 @@ func RecordFact(r Record) (Fact, bool) {
 		f.Kind = FactReload
 	case "stop":
 		f.Kind = FactStop
+	case "pause", "resume", "ack":
+		if r.Control == nil {
+			return f, false
+		}
+		f.Kind, f.Control = FactKind(r.Type), r.Control
+	case "delivery":
+		if r.Answer == nil {
+			return f, false
+		}
+		f.Kind, f.Answer = FactDelivery, r.Answer
 	default:
 		return f, false
 	}

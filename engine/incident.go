@@ -21,7 +21,61 @@ type IncidentView struct {
 	Rungs   map[string]RungRecord
 	// Critical reports whether a critical probe is among the failing ones.
 	Critical bool
+	// Since is when the incident's failures were first seen and Quiet when
+	// the last rung that ran something ended: a result taken before them is
+	// stale (see Fresh and IsFresh).
+	Since, Quiet time.Time
+	// Flapping names the probes that flap; Paused describes the pauses in
+	// force; Acked says the incident is acknowledged, and why.
+	Flapping []string
+	Paused   []string
+	Acked    string
+	reads    *viewReads
 }
+
+// viewReads records which probes a predicate read, so that the ladder can
+// wait for fresh results of exactly those.
+type viewReads struct {
+	names map[string]bool
+	all   bool
+}
+
+// Read notes that a predicate read probe name's result.
+func (v *IncidentView) Read(name string) {
+	if v.reads == nil {
+		v.reads = &viewReads{}
+	}
+	if v.reads.names == nil {
+		v.reads.names = map[string]bool{}
+	}
+	v.reads.names[name] = true
+}
+
+// ReadAll notes that a predicate read every probe's result (a list of them).
+func (v *IncidentView) ReadAll() {
+	if v.reads == nil {
+		v.reads = &viewReads{}
+	}
+	v.reads.all = true
+}
+
+// Reads reports what was read since the last ResetReads.
+func (v *IncidentView) Reads() (names map[string]bool, all bool) {
+	if v.reads == nil {
+		return nil, false
+	}
+	return v.reads.names, v.reads.all
+}
+
+// ResetReads forgets what was read.
+func (v *IncidentView) ResetReads() {
+	if v.reads != nil {
+		*v.reads = viewReads{}
+	}
+}
+
+// IsFresh reports whether r counts as evidence for this incident (Fresh).
+func (v *IncidentView) IsFresh(r Result) bool { return Fresh(r, v.Since, v.Quiet) }
 
 // RungRecord is what happened to one rung during the incident.
 type RungRecord struct {
@@ -52,6 +106,15 @@ func (v *IncidentView) Summary() string {
 	for _, r := range v.Failing {
 		out := text.Cap(r.Output, 300)
 		fmt.Fprintf(&b, "\n- %s: %s", r.Name, strings.ReplaceAll(out, "\n", " "))
+	}
+	if len(v.Flapping) > 0 {
+		fmt.Fprintf(&b, "\nflapping (down and up repeatedly): %s", strings.Join(v.Flapping, ", "))
+	}
+	if len(v.Paused) > 0 {
+		fmt.Fprintf(&b, "\npaused: %s", strings.Join(v.Paused, "; "))
+	}
+	if v.Acked != "" {
+		fmt.Fprintf(&b, "\n%s", v.Acked)
 	}
 	return b.String()
 }

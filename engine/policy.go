@@ -83,12 +83,29 @@ type Thresholds struct {
 	// RecoverAfter is the default number of consecutive passes before a down
 	// probe counts as up again.
 	RecoverAfter int `json:"recover_after"`
+	// Flap detection, as Nagios's with a time window instead of the last 21
+	// checks: a probe that went down FlapStart times within FlapWindow is
+	// flapping; it stops flapping once no more than FlapStop of its downs
+	// are left within the window (hysteresis). FlapStart 0 turns it off.
+	FlapWindow time.Duration `json:"flap_window"`
+	FlapStart  int           `json:"flap_start"`
+	FlapStop   int           `json:"flap_stop"`
 }
 
+// Flap detection defaults: three outages within an hour is flapping; it
+// ends when at most one is left within the hour.
+const (
+	DefaultFlapWindow = time.Hour
+	DefaultFlapStart  = 3
+	DefaultFlapStop   = 1
+)
+
 // DefaultThresholds match the predecessor's defaults: two misses of a
-// critical probe, fifteen minutes to critical, one pass to recover.
+// critical probe, fifteen minutes to critical, one pass to recover; and
+// flap detection on.
 func DefaultThresholds() Thresholds {
-	return Thresholds{FailedAfter: 2, CriticalAfter: 15 * time.Minute, RecoverAfter: 1}
+	return Thresholds{FailedAfter: 2, CriticalAfter: 15 * time.Minute, RecoverAfter: 1,
+		FlapWindow: DefaultFlapWindow, FlapStart: DefaultFlapStart, FlapStop: DefaultFlapStop}
 }
 
 // Rung is one step of the escalation ladder.
@@ -102,8 +119,54 @@ type Rung struct {
 	Repeat   time.Duration // pages: re-send no more often than this while open
 	State    string        // state entered when the rung runs ("" keeps it)
 	Verify   bool
+	// Settle is the window after the rung ran something in which the
+	// ladder waits for its effect (0: none; builtins default DefaultSettle).
+	Settle time.Duration
+	// Flapping says what the rung does for an incident whose probes are
+	// all flapping: FlapOnce (default), FlapNever or FlapAlways.
+	Flapping string
 	Pos      string
 }
+
+// DefaultSettle is the settle window of a rung that sets none.
+const DefaultSettle = 30 * time.Second
+
+// What a rung does for a flapping incident (rung flapping=).
+const (
+	// FlapOnce: the rung runs (or pages) at most once while its probes flap.
+	FlapOnce = "once"
+	// FlapNever: the rung does not run for a flapping incident.
+	FlapNever = "never"
+	// FlapAlways: flapping changes nothing for the rung.
+	FlapAlways = "always"
+)
+
+// Channels are the channels the rung pages through, in order, without repeats.
+func (r *Rung) Channels() []string {
+	var out []string
+	for _, a := range r.Do {
+		if p, ok := a.(Pager); ok && !contains(out, p.Channel()) {
+			out = append(out, p.Channel())
+		}
+	}
+	return out
+}
+
+// ProbeInterval is how often p runs under this policy: its own interval,
+// the policy's, or DefaultInterval.
+func (p *Policy) ProbeInterval(pr *Probe) time.Duration {
+	switch {
+	case pr.Every > 0:
+		return pr.Every
+	case p.Interval > 0:
+		return p.Interval
+	}
+	return DefaultInterval
+}
+
+// DefaultInterval is the check interval when neither the probe nor the
+// configuration sets one (config.toml's check_interval_secs default).
+const DefaultInterval = time.Minute
 
 // Pages reports whether any of the rung's actions sends a page.
 func (r *Rung) Pages() bool {

@@ -119,6 +119,23 @@ func (d *Daemon) publish() {
 	}
 	if inc := st.Incident; inc != nil {
 		s.Incident = &IncidentInfo{ID: inc.ID, Started: inc.Started, Probes: inc.Probes, Critical: inc.Critical, Position: inc.Position, Paged: inc.Paged}
+		if inc.Ack != nil {
+			a := *inc.Ack
+			s.Incident.Acked = &a
+		}
+		if inc.Settle != nil {
+			st := *inc.Settle
+			s.Incident.Settling = &st
+		}
+	}
+	s.Paused, s.Flapping = []PauseInfo{}, []string{}
+	for _, p := range st.Pauses {
+		s.Paused = append(s.Paused, PauseInfo{Pause: p, Text: p.Describe()})
+	}
+	for _, p := range pol.Probes {
+		if ps := st.Probes[p.Name]; ps != nil && ps.Flapping {
+			s.Flapping = append(s.Flapping, p.Name)
+		}
 	}
 	if r := d.core.Running(); r != "" {
 		s.Rung = &r

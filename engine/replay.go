@@ -98,8 +98,12 @@ type ReplayResult struct {
 // incident_open (Probes), incident_resolved, rung_skip (Rung, Reason), rung
 // (a rung starts: Rung, Actions), rung_end (it ended: Rung, Secs, OK,
 // Verify, Basis), page (a page reached Channels), page_failed, resolved (the
-// "resolved" message to Channels), journal (a note on the journal: a start,
-// stop or reload) and mode (replay's mode changed: Reason).
+// "resolved" message to Channels), resent (a message sent again: a
+// "resolved" retried, a page after a restart), journal (a note on the
+// journal: a start, stop or reload), mode (replay's mode changed: Reason),
+// and the core's other decisions by their event type: pause, resume,
+// pause_expired, ack, ack_cleared, settle_start, settle_end, flap_start,
+// flap_stop, unreachable, rung_renamed.
 type ReplayStep struct {
 	At       time.Time       `json:"at"`
 	Kind     string          `json:"kind"`
@@ -201,7 +205,9 @@ type Replayer struct {
 	started  bool   // a fact was fed
 	group    *group // the fact in hand and the decisions recorded after it
 	wake     time.Time
-	sim      *simRung
+	// sims are the rungs this replay started and that have not ended (at
+	// most one that acts and one that pages).
+	sims []*simRung
 	// recStart is when the record started each rung (for durations);
 	// lastDur is the last recorded duration of each rung.
 	recStart map[string]time.Time
@@ -327,12 +333,18 @@ func (r *Replayer) flush() {
 				}
 			}
 		}
-		if !r.faithful && r.sim != nil && !r.sim.matched {
-			f.Results = r.takeVerify(f.Results, rec.Time)
+		if !r.faithful {
+			for _, s := range r.sims {
+				if !s.matched {
+					f.Results = r.takeVerify(s, f.Results, rec.Time)
+				}
+			}
 		}
 		r.rep.track(f.Results)
-		if r.sim != nil && !r.sim.matched && len(r.sim.waiting) == 0 && !r.sim.minEnd.After(rec.Time) {
-			r.endSim(rec.Time)
+		for _, s := range append([]*simRung(nil), r.sims...) {
+			if !s.matched && len(s.waiting) == 0 && !s.minEnd.After(rec.Time) {
+				r.endSim(s, rec.Time)
+			}
 		}
 		if len(f.Results) == 0 {
 			return
@@ -355,11 +367,14 @@ func (r *Replayer) segment(rec Record, f *Fact) {
 				r.switchTo(p, rec.Time, "as recorded, the process started under policy "+hashPrefix(rec.Policy))
 			}
 		}
-		r.sim = nil
+		r.sims = nil
 		r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
 		switch {
 		case rec.V < 2 || rec.State == nil:
 			r.toWhatIf(rec.Time, "the journal is of format 1, which does not record every fact the core needs")
+			f.State = nil
+		case rec.V < JournalVersion:
+			r.toWhatIf(rec.Time, fmt.Sprintf("the journal is of format %d, written by an earlier Talon whose decision core followed other rules", rec.V))
 			f.State = nil
 		case rec.Policy != r.pol.Hash:
 			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
@@ -396,7 +411,7 @@ func (r *Replayer) segment(rec Record, f *Fact) {
 		f.Kind = ""
 	case FactStop:
 		r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
-		r.sim = nil
+		r.sims = nil
 	default:
 		if r.faithful && rec.Policy != r.pol.Hash {
 			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
@@ -406,13 +421,19 @@ func (r *Replayer) segment(rec Record, f *Fact) {
 		return
 	}
 	switch f.Kind {
-	case FactWake:
-		f.Kind = "" // the recorded policy's wake-ups; replay makes its own
+	case FactWake, FactDelivery:
+		f.Kind = "" // the recorded policy's wake-ups and answers; replay makes its own
+	case FactAck:
+		c := *f.Control
+		c.Incident = "" // the operator acknowledged the incident then open
+		f.Control = &c
 	case FactRungEnd:
-		if r.sim != nil && r.sim.matched && r.sim.run.Rung.Name == f.End.Rung {
-			f.End = r.matchedEnd(f.End)
-		} else {
-			f.Kind = "" // a rung of the recorded policy, not of this one
+		f.Kind = "" // a rung of the recorded policy, not of this one
+		for _, s := range r.sims {
+			if s.matched && s.run.Rung.Name == f.End.Rung {
+				f.Kind, f.End = FactRungEnd, r.matchedEnd(s, f.End)
+				break
+			}
 		}
 	}
 }
@@ -438,12 +459,26 @@ func (r *Replayer) toWhatIf(at time.Time, why string) {
 	r.faithful, r.why = false, why
 }
 
-// step feeds one fact to the core and reports what it decided.
+// step feeds one fact to the core and reports what it decided. In what-if
+// mode every message it sends is assumed to reach its channels.
 func (r *Replayer) step(f Fact) Step {
 	r.started = true
 	st := r.core.Step(context.Background(), f)
 	r.wake = st.Wake
 	r.rep.fact(f, st)
+	if !r.faithful {
+		for _, n := range st.Notify {
+			for _, ch := range n.Channels {
+				a := Answer{Kind: n.Kind, Incident: n.Incident, Rung: n.Rung, Delivery: Delivery{Channel: ch, OK: true}}
+				more := r.core.Step(context.Background(), Fact{Kind: FactDelivery, At: f.At, Answer: &a})
+				r.rep.fact(Fact{Kind: FactDelivery, At: f.At, Answer: &a}, more)
+				st.Runs = append(st.Runs, more.Runs...)
+				if !more.Wake.IsZero() {
+					r.wake = more.Wake
+				}
+			}
+		}
+	}
 	return st
 }
 
@@ -451,35 +486,42 @@ func (r *Replayer) step(f Fact) Step {
 // time order, as the daemon's timer would have.
 func (r *Replayer) catchUp(t time.Time) {
 	for {
-		next, isWake := r.wake, true
-		if s := r.sim; s != nil && !s.matched {
-			end := s.deadline
-			if len(s.waiting) == 0 {
-				end = s.minEnd
+		next, end := r.wake, (*simRung)(nil)
+		for _, s := range r.sims {
+			if s.matched {
+				continue
 			}
-			if next.IsZero() || end.Before(next) {
-				next, isWake = end, false
+			at := s.deadline
+			if len(s.waiting) == 0 {
+				at = s.minEnd
+			}
+			if next.IsZero() || at.Before(next) {
+				next, end = at, s
 			}
 		}
 		if next.IsZero() || !next.Before(t) {
 			return
 		}
-		if isWake {
+		if end == nil {
 			r.follow(r.step(Fact{Kind: FactWake, At: next}), nil)
 		} else {
-			r.endSim(next)
+			r.endSim(end, next)
 		}
 	}
 }
 
-// follow carries out a step's command to run a rung: faithfully, the
-// journal's rung_end will say how it ended; otherwise the rung is matched
-// to the record or simulated.
+// follow carries out a step's commands to run rungs: faithfully, the
+// journal's rung_end will say how each ended; otherwise each rung is
+// matched to the record or simulated.
 func (r *Replayer) follow(st Step, g *group) {
-	for st.Run != nil && !r.faithful {
-		run := st.Run
+	if r.faithful {
+		return
+	}
+	for len(st.Runs) > 0 {
+		run := st.Runs[0]
+		st.Runs = st.Runs[1:]
 		s := &simRung{run: run}
-		r.sim = s
+		r.sims = append(r.sims, s)
 		if g != nil && r.v2 {
 			for _, e := range g.events {
 				if e.Type == "rung_start" && e.Rung == run.Rung.Name {
@@ -488,10 +530,11 @@ func (r *Replayer) follow(st Step, g *group) {
 			}
 		}
 		if s.matched {
-			return
+			continue
 		}
 		if len(run.Actions) == 0 {
-			st = r.endSimStep(run.At)
+			more := r.endSimStep(s, run.At)
+			st.Runs = append(st.Runs, more.Runs...)
 			continue
 		}
 		s.minEnd = run.At.Add(r.lastDur[run.Rung.Name])
@@ -501,17 +544,15 @@ func (r *Replayer) follow(st Step, g *group) {
 			s.waiting[p.Name] = true
 		}
 		if len(s.waiting) == 0 && !s.minEnd.After(run.At) {
-			st = r.endSimStep(run.At)
-			continue
+			more := r.endSimStep(s, run.At)
+			st.Runs = append(st.Runs, more.Runs...)
 		}
-		return
 	}
 }
 
 // takeVerify takes, from results recorded at t, the verification of the
-// simulated rung, and returns the rest.
-func (r *Replayer) takeVerify(rs []Result, t time.Time) []Result {
-	s := r.sim
+// simulated rung s, and returns the rest.
+func (r *Replayer) takeVerify(s *simRung, rs []Result, t time.Time) []Result {
 	if t.Before(s.minEnd) {
 		return rs
 	}
@@ -527,12 +568,21 @@ func (r *Replayer) takeVerify(rs []Result, t time.Time) []Result {
 	return rest
 }
 
-func (r *Replayer) endSim(at time.Time) { r.follow(r.endSimStep(at), nil) }
+func (r *Replayer) endSim(s *simRung, at time.Time) { r.follow(r.endSimStep(s, at), nil) }
 
-// endSimStep ends the simulated rung at at, under the assumptions above.
-func (r *Replayer) endSimStep(at time.Time) Step {
-	s := r.sim
-	r.sim = nil
+// drop forgets a rung this replay started.
+func (r *Replayer) drop(s *simRung) {
+	for i, x := range r.sims {
+		if x == s {
+			r.sims = append(r.sims[:i:i], r.sims[i+1:]...)
+			return
+		}
+	}
+}
+
+// endSimStep ends the simulated rung s at at, under the assumptions above.
+func (r *Replayer) endSimStep(s *simRung, at time.Time) Step {
+	r.drop(s)
 	end := &RungEnd{Incident: s.run.Incident, Rung: s.run.Rung.Name, OK: true, Verify: s.verify}
 	for _, p := range s.run.Pagers {
 		end.Deliveries = append(end.Deliveries, Delivery{Channel: p.Channel(), OK: true})
@@ -543,9 +593,8 @@ func (r *Replayer) endSimStep(at time.Time) Step {
 
 // matchedEnd is the recorded end of a rung this replay also started,
 // fitted to this policy's rung.
-func (r *Replayer) matchedEnd(rec *RungEnd) *RungEnd {
-	s := r.sim
-	r.sim = nil
+func (r *Replayer) matchedEnd(s *simRung, rec *RungEnd) *RungEnd {
+	r.drop(s)
 	end := &RungEnd{Incident: s.run.Incident, Rung: s.run.Rung.Name, OK: rec.OK, Output: rec.Output, Cut: rec.Cut}
 	want := map[string]bool{}
 	for _, p := range s.run.Verify {

@@ -33,9 +33,9 @@ func daemonJournal(facts []Fact) []Record {
 			e := e
 			recs = append(recs, Record{Time: e.At, Type: "event", Policy: c.Policy().Hash, Event: &e})
 		}
-		if st.Run != nil {
-			end = &RungEnd{Incident: st.Run.Incident, Rung: st.Run.Rung.Name, OK: true}
-			for _, p := range st.Run.Pagers {
+		if st.run() != nil {
+			end = &RungEnd{Incident: st.run().Incident, Rung: st.run().Rung.Name, OK: true}
+			for _, p := range st.run().Pagers {
 				end.Deliveries = append(end.Deliveries, Delivery{Channel: p.Channel(), OK: true})
 			}
 			endAt = f.At.Add(20 * time.Second)

@@ -1,8 +1,8 @@
 package engine
 
 import (
+	"fmt"
 	"github.com/talon-dev/talon/internal/text"
-
 	"sort"
 	"time"
 )
@@ -57,7 +57,16 @@ func (p *reporter) fact(f Fact, st Step) {
 	}
 	p.events(st)
 	for _, n := range st.Notify {
-		p.step(ReplayStep{At: f.At, Kind: "resolved", Incident: n.Incident, Channels: n.Channels})
+		switch {
+		case n.Kind == "resolved" && n.Attempt <= 1:
+			p.step(ReplayStep{At: f.At, Kind: "resolved", Incident: n.Incident, Channels: n.Channels})
+		case n.Kind == "resolved":
+			p.step(ReplayStep{At: f.At, Kind: "resent", Incident: n.Incident, Channels: n.Channels,
+				Reason: fmt.Sprintf("\"resolved\", attempt %d", n.Attempt)})
+		default:
+			p.step(ReplayStep{At: f.At, Kind: "resent", Incident: n.Incident, Rung: n.Rung, Channels: n.Channels,
+				Reason: "the page, to the channels that had not answered before a restart"})
+		}
 	}
 }
 
@@ -104,9 +113,11 @@ func (p *reporter) events(st Step) {
 			p.step(ReplayStep{At: e.At, Kind: "rung_skip", Incident: e.Incident, Rung: e.Rung, Reason: e.Reason})
 		case "rung_start":
 			step := ReplayStep{At: e.At, Kind: "rung", Incident: e.Incident, Rung: e.Rung}
-			if st.Run != nil && st.Run.Rung.Name == e.Rung {
-				for _, a := range st.Run.Rung.Do {
-					step.Actions = append(step.Actions, a.Describe())
+			for _, run := range st.Runs {
+				if run.Rung.Name == e.Rung {
+					for _, a := range run.Rung.Do {
+						step.Actions = append(step.Actions, a.Describe())
+					}
 				}
 			}
 			p.step(step)
@@ -134,6 +145,9 @@ func (p *reporter) events(st Step) {
 			}
 		case "page_failed":
 			p.step(ReplayStep{At: e.At, Kind: "page_failed", Incident: e.Incident, Rung: e.Rung, Reason: e.Reason})
+		case "pause", "resume", "pause_expired", "ack", "ack_cleared", "settle_start", "settle_end",
+			"flap_start", "flap_stop", "unreachable", "rung_renamed":
+			p.step(ReplayStep{At: e.At, Kind: e.Type, Incident: e.Incident, Probe: e.Probe, Rung: e.Rung, Channels: e.Channels, Reason: e.Reason})
 		}
 	}
 	if inc := s.Incident; inc != nil {

@@ -184,6 +184,7 @@ func TestReplay(t *testing.T) {
 				// Once the walk is done, a predicate that errors is reported
 				// every time it is evaluated, with backoff.
 				"+1m0s rung_skip broken: when= failed: boom; retry at 2026-11-23T03:01:30Z",
+				"+1m30s rung_skip broken: when= failed: boom; retry at 2026-11-23T03:02:30Z",
 			},
 			incidents: 1, pages: 1, detect: 0, final: SOS,
 		},
@@ -321,5 +322,24 @@ func TestReplayDeterministic(t *testing.T) {
 	}
 	if string(outs[0]) != string(outs[1]) {
 		t.Fatalf("replays differ:\n%s\n%s", outs[0], outs[1])
+	}
+}
+
+// A journal of format 2 was decided by the earlier core: it replays, in
+// what-if mode, saying why.
+func TestReplayOfAFormat2Journal(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, heal())
+	st := NewState(t0)
+	recs := []Record{
+		{Time: t0, Type: "start", Policy: pol.Hash, V: 2, State: st, Phase: Healthy},
+		{Time: t0.Add(time.Minute), Type: "cycle", Policy: pol.Hash, Results: []Result{{Name: "api", Passed: false, At: t0.Add(time.Minute)}}},
+	}
+	res := Replay(pol, recs, ReplayOptions{})
+	if res.Mode != ModeWhatIf || res.ModeReason != "the journal is of format 2, written by an earlier Talon whose decision core followed other rules" {
+		t.Fatalf("mode %s: %s", res.Mode, res.ModeReason)
+	}
+	if res.Summary.Incidents != 1 || len(res.Summary.RungRuns) != 1 || res.Summary.RungRuns[0].Runs != 1 {
+		t.Fatalf("summary %+v", res.Summary)
 	}
 }

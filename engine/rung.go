@@ -14,7 +14,7 @@ import (
 // Its outcome comes back to the loop as a RungEnd. Callers hold d.mu.
 func (d *Daemon) startRung(ctx context.Context, run *RungRun) {
 	rctx, cancel := context.WithCancel(ctx)
-	d.rungStop = cancel
+	d.rungStops[run.Rung.Name] = cancel
 	runner, childEnv := d.runner(), d.env()
 	d.bg.Add(1)
 	go func() {
@@ -63,7 +63,7 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 		}
 	}
 	if len(run.Pagers) > 0 {
-		end.Deliveries = d.deliver(ctx, env, run.Pagers, msg)
+		end.Deliveries = d.deliver(ctx, env, run.Pagers, msg, run.Incident, r.Name)
 		end.OK = end.OK && len(Accepted(end.Deliveries)) > 0
 	}
 	end.Output = strings.Join(outputs, "\n")
@@ -77,8 +77,9 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 }
 
 // deliver sends msg through the delivery primitive, journaling and logging
-// each channel's fate as it is known.
-func (d *Daemon) deliver(ctx context.Context, env *ActionEnv, pagers []Pager, msg Message) []Delivery {
+// each channel's fate as it is known, and feeding it to the core at once
+// (a FactDelivery, saved before the next channel's answer is taken).
+func (d *Daemon) deliver(ctx context.Context, env *ActionEnv, pagers []Pager, msg Message, incident, rung string) []Delivery {
 	return Deliver(ctx, env, pagers, msg, func(dl Delivery) {
 		ok := dl.OK
 		rec := Record{Type: "action", Rung: env.Rung, Action: "page " + msg.Kind + " via " + dl.Channel, OK: &ok, Output: dl.Error}
@@ -91,6 +92,7 @@ func (d *Daemon) deliver(ctx context.Context, env *ActionEnv, pagers []Pager, ms
 		d.mu.Lock()
 		d.journal(rec)
 		d.mu.Unlock()
+		d.answer(Answer{Kind: msg.Kind, Incident: incident, Rung: rung, Delivery: dl})
 	})
 }
 
@@ -107,20 +109,28 @@ func (d *Daemon) pageHeader(kind string) string {
 	return fmt.Sprintf("%s TALON %s%s on %s: ", mark, kind, dry, d.opts.Host)
 }
 
-// notify sends a notice the core decided on ("resolved"); callers hold d.mu.
+// notify sends a message the core decided on ("resolved", or a page sent
+// again after a restart); callers hold d.mu.
 func (d *Daemon) notify(n Notice) {
-	msg := Message{Kind: n.Kind, Incident: n.Incident,
-		Text: d.pageHeader(n.Kind) + fmt.Sprintf("incident %s is over (%s)", n.Incident, n.Reason)}
-	env := &ActionEnv{Effects: d.opts.Actions, Env: d.env(), Rung: n.Kind, Message: msg,
+	header := n.Kind
+	if n.Kind == "sos" {
+		header = "SOS"
+	}
+	msg := Message{Kind: n.Kind, Incident: n.Incident, Text: d.pageHeader(header) + n.Text}
+	rung := n.Rung
+	if rung == "" {
+		rung = n.Kind
+	}
+	env := &ActionEnv{Effects: d.opts.Actions, Env: d.env(), Rung: rung, Message: msg,
 		Log: func(m string, kv ...any) { d.log.Info(m, kv...) }}
-	if missing := len(n.Channels) - len(n.Pagers); missing > 0 {
-		d.log.Warn("some paged channels are no longer in the policy and will not hear that the incident is over", "incident", n.Incident, "channels", n.Channels)
+	if n.Attempt > 1 {
+		d.log.Info("sending again", "kind", n.Kind, "incident", n.Incident, "attempt", n.Attempt, "channels", n.Channels)
 	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		d.deliver(ctx, env, n.Pagers, msg)
+		d.deliver(ctx, env, n.Pagers, msg, n.Incident, n.Rung)
 	}()
 }

@@ -65,16 +65,14 @@ func (d *Daemon) untilNext() time.Duration {
 }
 
 // launchDue starts the probes that are due and not already running; one
-// probe never overlaps itself. The launch is a fact: the core holds the
-// ladder while a parent it depends on is in flight.
+// probe never overlaps itself.
 func (d *Daemon) launchDue(ctx context.Context, now time.Time) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	var due []*Probe
-	var names []string
 	for _, p := range d.policy().Probes {
 		if t, ok := d.nextDue[p.Name]; ok && !now.Before(t) && !d.core.InFlight(p.Name) {
 			due = append(due, p)
-			names = append(names, p.Name)
 			d.nextDue[p.Name] = t.Add(d.interval(p))
 			if d.nextDue[p.Name].Before(now) { // we fell behind: skip, never burst
 				d.nextDue[p.Name] = now.Add(d.interval(p))
@@ -82,13 +80,20 @@ func (d *Daemon) launchDue(ctx context.Context, now time.Time) {
 		}
 	}
 	if len(due) > 0 {
-		d.feed(ctx, Fact{Kind: FactLaunch, At: now, Probes: names})
+		d.launch(ctx, now, due)
 	}
+}
+
+// launch runs probes now, scheduled ones or a settle window's re-probe.
+// The launch is a fact: the core holds the ladder while a parent it depends
+// on is in flight. Callers hold d.mu.
+func (d *Daemon) launch(ctx context.Context, now time.Time, due []*Probe) {
+	names := make([]string, len(due))
+	for i, p := range due {
+		names[i] = p.Name
+	}
+	d.feed(ctx, Fact{Kind: FactLaunch, At: now, Probes: names})
 	runner := d.runner()
-	d.mu.Unlock()
-	if len(due) == 0 {
-		return
-	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()

@@ -21,8 +21,10 @@ type Sim struct {
 	Interval time.Duration
 	world    map[string]simProbe
 	rungs    map[string]SimRung
-	running  *simRunning
-	wake     time.Time
+	// running are the rungs started and not ended: one that acts and one
+	// that pages, at most.
+	running []*simRunning
+	wake    time.Time
 }
 
 type simProbe struct {
@@ -129,18 +131,20 @@ func (s *Sim) Advance(d time.Duration) { s.advanceTo(s.now.Add(d)) }
 
 func (s *Sim) advanceTo(to time.Time) {
 	for {
-		next, isWake := s.wake, true
-		if r := s.running; r != nil && (next.IsZero() || !r.end.After(next)) {
-			next, isWake = r.end, false
+		next, end := s.wake, (*simRunning)(nil)
+		for _, r := range s.running {
+			if next.IsZero() || !r.end.After(next) {
+				next, end = r.end, r
+			}
 		}
 		if next.IsZero() || next.After(to) {
 			break
 		}
 		s.now = next
-		if isWake {
+		if end == nil {
 			s.step(Fact{Kind: FactWake, At: next})
 		} else {
-			s.endRung()
+			s.endRung(end)
 		}
 	}
 	s.now = to
@@ -164,6 +168,30 @@ func (s *Sim) Restart() {
 	s.step(Fact{Kind: FactStart, At: s.now})
 }
 
+// Reload replaces the policy, as a daemon's reload does.
+func (s *Sim) Reload(pol *Policy) { s.step(Fact{Kind: FactReload, At: s.now, Policy: pol}) }
+
+// Pause, Resume and Ack are the operator's commands.
+func (s *Sim) Pause(c Control) error {
+	if why := CheckControl(s.core.Policy(), c); why != "" {
+		return fmt.Errorf("%s", why)
+	}
+	s.step(Fact{Kind: FactPause, At: s.now, Control: &c})
+	return nil
+}
+
+// Resume lifts the pauses c selects.
+func (s *Sim) Resume(c Control) { s.step(Fact{Kind: FactResume, At: s.now, Control: &c}) }
+
+// Ack acknowledges the open incident.
+func (s *Sim) Ack(reason string) error {
+	if s.core.State().Incident == nil {
+		return fmt.Errorf("no incident is open")
+	}
+	s.step(Fact{Kind: FactAck, At: s.now, Control: &Control{Reason: reason}})
+	return nil
+}
+
 func (s *Sim) step(f Fact) {
 	st := s.core.Step(context.Background(), f)
 	if f.Kind == FactResults {
@@ -171,19 +199,42 @@ func (s *Sim) step(f Fact) {
 	}
 	s.rep.fact(f, st)
 	s.wake = st.Wake
-	if st.Run != nil {
-		sr := s.rungs[st.Run.Rung.Name]
-		s.running = &simRunning{run: st.Run, end: s.now.Add(sr.Duration)}
-		if sr.Duration == 0 {
-			s.endRung()
+	// Every message reaches its channels at once.
+	for _, n := range st.Notify {
+		for _, ch := range n.Channels {
+			s.step(Fact{Kind: FactDelivery, At: s.now, Answer: &Answer{Kind: n.Kind, Incident: n.Incident, Rung: n.Rung,
+				Delivery: Delivery{Channel: ch, OK: true}}})
 		}
+	}
+	for _, run := range st.Runs {
+		sr := s.rungs[run.Rung.Name]
+		r := &simRunning{run: run, end: s.now.Add(sr.Duration)}
+		s.running = append(s.running, r)
+		if sr.Duration == 0 {
+			s.endRung(r)
+		}
+	}
+	if len(st.Reprobe) > 0 {
+		var names []string
+		var rs []Result
+		for _, p := range st.Reprobe {
+			names = append(names, p.Name)
+			rs = append(rs, s.result(p))
+		}
+		s.step(Fact{Kind: FactLaunch, At: s.now, Probes: names})
+		s.step(Fact{Kind: FactResults, At: s.now, Results: rs})
 	}
 }
 
-// endRung ends the running rung as scripted.
-func (s *Sim) endRung() {
-	r := s.running
-	s.running = nil
+// endRung ends running rung r as scripted: each channel answers, then the
+// rung ends.
+func (s *Sim) endRung(r *simRunning) {
+	for i, x := range s.running {
+		if x == r {
+			s.running = append(s.running[:i:i], s.running[i+1:]...)
+			break
+		}
+	}
 	sr := s.rungs[r.run.Rung.Name]
 	for _, name := range sr.Fixes {
 		if w, ok := s.world[name]; ok {
@@ -201,6 +252,7 @@ func (s *Sim) endRung() {
 			d.Error = "not delivered (scripted)"
 		}
 		end.Deliveries = append(end.Deliveries, d)
+		s.step(Fact{Kind: FactDelivery, At: s.now, Answer: &Answer{Kind: "sos", Incident: r.run.Incident, Rung: r.run.Rung.Name, Delivery: d}})
 	}
 	for _, p := range r.run.Verify {
 		end.Verify = append(end.Verify, s.result(p))
@@ -216,8 +268,11 @@ func (s *Sim) Result() ReplayResult {
 	return out
 }
 
-// Running names the rung running now, or "".
+// Running names the rung running now (the acting one first), or "".
 func (s *Sim) Running() string { return s.core.Running() }
+
+// Core is the simulated decision core.
+func (s *Sim) Core() *Core { return s.core }
 
 // Probes lists the probe names of the policy, sorted.
 func (s *Sim) Probes() []string {

@@ -32,6 +32,17 @@ type Snapshot struct {
 	Worker any      `json:"worker,omitempty"`
 	Pages  int      `json:"pages"`
 	Probes []Result `json:"probes"`
+	// Paused are the operator's pauses in force (talon pause), each with
+	// Text, its description.
+	Paused []PauseInfo `json:"paused"`
+	// Flapping names the probes that flap (down and up repeatedly).
+	Flapping []string `json:"flapping"`
+}
+
+// PauseInfo is a pause as /health shows it.
+type PauseInfo struct {
+	Pause
+	Text string `json:"text"`
 }
 
 // IncidentInfo is the open incident as /health shows it.
@@ -42,19 +53,28 @@ type IncidentInfo struct {
 	Critical bool      `json:"critical"`
 	Position int       `json:"position"`
 	Paged    []string  `json:"paged"`
+	// Acked is the operator's acknowledgement, while it holds.
+	Acked *Ack `json:"acked,omitempty"`
+	// Settling is the rung whose settle window is open, and until when.
+	Settling *Settle `json:"settling,omitempty"`
 }
 
 // JournalVersion is the version of the journal's record format that this
-// Talon writes, stated on every "start" record. Version 2 records every fact
-// the decision core needs (launch, wake, rung_end, the state at a start), so
-// a journal can be replayed faithfully; version 1 (no "v") recorded cycles
-// and decisions only.
-const JournalVersion = 2
+// Talon writes, stated on every "start" record. Version 3 adds the
+// operator's commands (pause, resume, ack) and each channel's answer
+// (delivery), and is written by the decision core that keeps to fresh
+// evidence, settle windows, on-time pages and flap detection. Version 2
+// recorded every fact the earlier core needed (launch, wake, rung_end, the
+// state at a start); version 1 (no "v") recorded cycles and decisions only.
+// Only a journal of this version replays faithfully: an older one was
+// decided by other rules.
+const JournalVersion = 3
 
 // Record is one line of the journal. Type says which fields are set:
 // "start" (V, Phase, State, Error), "launch" (Probes), "cycle" (Results),
-// "rung_end" (End), "wake", "reload" (OldHash, Error), "stop" (Phase) are
-// facts the decision core was fed; "event" (Event) is a decision;
+// "rung_end" (End), "wake", "reload" (OldHash, Error), "stop" (Phase),
+// "pause", "resume", "ack" (Control), "delivery" (Answer) are facts the
+// decision core was fed; "event" (Event) is a decision;
 // "action" (Rung, Action, OK, Output) and "intent" (Intent, under --dry-run)
 // say what a rung did. The format is documented in docs/journal.md.
 type Record struct {
@@ -79,4 +99,9 @@ type Record struct {
 	End *RungEnd `json:"end,omitempty"`
 	// State is the state the process started with, on "start" records.
 	State *State `json:"state,omitempty"`
+	// Control is an operator's command, on "pause", "resume" and "ack"
+	// records.
+	Control *Control `json:"control,omitempty"`
+	// Answer is a channel's answer to a message, on "delivery" records.
+	Answer *Answer `json:"answer,omitempty"`
 }

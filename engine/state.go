@@ -60,6 +60,49 @@ type State struct {
 	WorkerRestarts int                  `json:"worker_restarts"`
 	PolicyHash     string               `json:"policy_hash"`
 	UpdatedAt      time.Time            `json:"updated_at"`
+	// Pauses are the operator's pauses in force (talon pause); PauseSeq
+	// numbers them.
+	Pauses   []Pause `json:"pauses,omitempty"`
+	PauseSeq int     `json:"pause_seq,omitempty"`
+	// Outbox holds the messages that are not a rung's page ("resolved")
+	// until a channel accepts them or they are given up: they survive a
+	// restart and are retried with backoff.
+	Outbox []*Outgoing `json:"outbox,omitempty"`
+}
+
+// Pause is an operator's pause (talon pause, POST /pause): while it lasts,
+// probes keep running and recording, and the ladder does not act for what
+// it covers: everything (Scope ""), a probe, the probes of a tag, or a rung.
+type Pause struct {
+	ID     string    `json:"id"`              // "p1", "p2", ...
+	Scope  string    `json:"scope,omitempty"` // "", "probe", "tag" or "rung"
+	Name   string    `json:"name,omitempty"`  // the probe, tag or rung
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until,omitzero"` // zero: until resumed
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Ack is an operator's acknowledgement of the open incident (talon ack).
+type Ack struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+	// Probes are the probes that were down when it was acknowledged: one
+	// more going down clears the acknowledgement (the incident got worse).
+	Probes []string `json:"probes"`
+}
+
+// Outgoing is a message in the outbox, for one channel.
+type Outgoing struct {
+	Kind     string    `json:"kind"` // "resolved"
+	Incident string    `json:"incident"`
+	Channel  string    `json:"channel"`
+	Reason   string    `json:"reason,omitempty"`
+	Since    time.Time `json:"since"`
+	Attempts int       `json:"attempts,omitempty"`
+	NextTry  time.Time `json:"next_try,omitzero"`
+	// Sending says it was handed to the channel and no answer is recorded
+	// yet; after a restart it is sent again.
+	Sending bool `json:"sending,omitempty"`
 }
 
 // ProbeState is the debounce and hysteresis of one probe.
@@ -69,6 +112,16 @@ type ProbeState struct {
 	Down   bool    `json:"down"`   // debounced: the probe counts as failing
 	Digest string  `json:"digest"` // definition the counts belong to
 	Last   *Result `json:"last,omitempty"`
+	// FailingSince is when the current run of failures was first seen
+	// (the time of its first failing result); zero while the probe passes.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// Downs are the times the probe went down within the flap window;
+	// Flapping says it goes down and up too often (see Thresholds): found
+	// at FlappingSince, the first of those downs at FlapFirst.
+	Downs         []time.Time `json:"downs,omitempty"`
+	Flapping      bool        `json:"flapping,omitempty"`
+	FlappingSince time.Time   `json:"flapping_since,omitzero"`
+	FlapFirst     time.Time   `json:"flap_first,omitzero"`
 }
 
 // Incident is one open escalation.
@@ -85,6 +138,31 @@ type Incident struct {
 	Rungs        map[string]*RungState `json:"rungs"`
 	Running      string                `json:"running,omitempty"`
 	RunningSince time.Time             `json:"running_since,omitempty"`
+	// Paging are the rungs that page and are running beside Running: a
+	// page never waits for another rung (see Decide).
+	Paging []string `json:"paging,omitempty"`
+	// Since is when the incident's failures were first seen: the earliest
+	// first failing result of the probes that opened it. Decisions read
+	// only results taken after it (fresh evidence).
+	Since time.Time `json:"since,omitzero"`
+	// RungEnded is when the last rung that ran something ended: results
+	// taken before it are disturbed by that rung and not fresh either.
+	RungEnded time.Time `json:"rung_ended,omitzero"`
+	// Settle is the settle window after a rung, while it lasts.
+	Settle *Settle `json:"settle,omitempty"`
+	// Ack is the operator's acknowledgement, while it holds.
+	Ack *Ack `json:"ack,omitempty"`
+}
+
+// Settle is the window after a rung ran something in which its effect may
+// still show: the ladder does not move on, the incident's failing probes
+// are re-probed, and a green re-probe resolves the incident.
+type Settle struct {
+	Rung  string    `json:"rung"`
+	Until time.Time `json:"until"`
+	// Every is the time between re-probes; Next when the next is due.
+	Every time.Duration `json:"every"`
+	Next  time.Time     `json:"next"`
 }
 
 // RungState is what happened to one rung in an incident.
@@ -98,6 +176,12 @@ type RungState struct {
 	// evaluated again.
 	WhenFailures int       `json:"when_failures,omitzero"`
 	WhenRetry    time.Time `json:"when_retry,omitzero"`
+	// Pending are the channels of the current page that have not answered
+	// yet, and Accepted those that accepted it: each channel's answer is
+	// recorded as it comes, so a crash re-sends only to the channels
+	// without one.
+	Pending  []string `json:"pending,omitempty"`
+	Accepted []string `json:"accepted,omitempty"`
 }
 
 // NewState is the state of a watchdog that has seen nothing yet.
@@ -174,6 +258,12 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 		if ps.Last != nil && r.At.Before(ps.Last.At) {
 			continue // an older run finishing late (e.g. after a verify): not news
 		}
+		switch {
+		case r.Passed:
+			ps.FailingSince = time.Time{}
+		case ps.Last == nil || ps.Last.Passed || ps.FailingSince.IsZero():
+			ps.FailingSince = r.At
+		}
 		if ps.Last == nil {
 			ps.Last = new(Result)
 		}
@@ -193,8 +283,10 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 			if !ps.Down && ps.Fails >= th.after(p) {
 				ps.Down = true
 				ev = append(ev, Event{Type: "probe_down", Probe: p.Name, Reason: text.FirstLines(r.Output, 1), At: now})
+				ps.Downs = append(ps.Downs, now)
 			}
 		}
+		ev = append(ev, th.flap(ps, p.Name, now)...)
 	}
 	// The worst probe's run of failures: unlike "cycles with any failure"
 	// it does not depend on how results are grouped as they arrive.
@@ -275,6 +367,12 @@ func (s *State) settle(pol *Policy, now time.Time) []Event {
 			ID:      fmt.Sprintf("%s-%d", now.UTC().Format("20060102T150405Z"), s.Incidents),
 			Started: now, Rungs: map[string]*RungState{},
 		}
+		// The failures began when the first of them was seen.
+		for _, name := range names {
+			if t := s.Probes[name].FailingSince; !t.IsZero() && (s.Incident.Since.IsZero() || t.Before(s.Incident.Since)) {
+				s.Incident.Since = t
+			}
+		}
 		ev = append(ev, Event{Type: "incident_open", Incident: s.Incident.ID, Reason: fmt.Sprint(names), At: now})
 	}
 	if inc := s.Incident; inc != nil {
@@ -287,6 +385,18 @@ func (s *State) settle(pol *Policy, now time.Time) []Event {
 		} else {
 			inc.Probes = down
 			inc.Critical = inc.Critical || critical
+			if a := inc.Ack; a != nil {
+				// The incident got worse: a probe that was up when it was
+				// acknowledged went down. The ladder resumes.
+				for _, name := range down {
+					if !contains(a.Probes, name) {
+						inc.Ack = nil
+						ev = append(ev, Event{Type: "ack_cleared", Incident: inc.ID, Probe: name,
+							Reason: name + " went down after the acknowledgement", At: now})
+						break
+					}
+				}
+			}
 		}
 	}
 	return append(ev, s.setPhase(pol, now)...)
@@ -295,6 +405,11 @@ func (s *State) settle(pol *Policy, now time.Time) []Event {
 func (s *State) resolve(now time.Time, reason string) Event {
 	inc := s.Incident
 	s.Incident = nil
+	// Every channel that was paged hears that it is over, through the
+	// outbox: kept across a restart and retried until a channel accepts.
+	for _, ch := range inc.Paged {
+		s.Outbox = append(s.Outbox, &Outgoing{Kind: "resolved", Incident: inc.ID, Channel: ch, Reason: reason, Since: now, NextTry: now})
+	}
 	return Event{Type: "incident_resolved", Incident: inc.ID, Reason: reason, Channels: append([]string(nil), inc.Paged...), At: now}
 }
 
@@ -365,9 +480,44 @@ func (s *State) View(pol *Policy, now time.Time) *IncidentView {
 	}
 	failing, passing := s.Results(pol)
 	v := &IncidentView{ID: inc.ID, Started: inc.Started, Now: now, State: string(s.Phase),
-		Failing: failing, Passing: passing, Rungs: map[string]RungRecord{}, Critical: inc.Critical}
+		Failing: failing, Passing: passing, Rungs: map[string]RungRecord{}, Critical: inc.Critical,
+		Since: inc.Since, Quiet: inc.RungEnded, reads: &viewReads{}}
 	for name, rs := range inc.Rungs {
 		v.Rungs[name] = rs.RungRecord
 	}
+	for _, p := range pol.Probes {
+		if ps := s.Probes[p.Name]; ps != nil && ps.Flapping {
+			v.Flapping = append(v.Flapping, p.Name)
+		}
+	}
+	for _, pz := range s.Pauses {
+		v.Paused = append(v.Paused, pz.Describe())
+	}
+	if inc.Ack != nil {
+		v.Acked = "acknowledged"
+		if inc.Ack.Reason != "" {
+			v.Acked += ": " + inc.Ack.Reason
+		}
+	}
 	return v
+}
+
+// Fresh reports whether r was taken after the failures began (since) and
+// after the last rung's disturbance ended (quiet). A pass must have started
+// after both: one that began before the first failure was seen may predate
+// the outage. A failure need only have been seen at or after since (the
+// failures that opened the incident are its evidence), but must have
+// started after quiet.
+func Fresh(r Result, since, quiet time.Time) bool {
+	start := r.At.Add(-time.Duration(r.DurationMS) * time.Millisecond)
+	if !quiet.IsZero() && start.Before(quiet) {
+		return false
+	}
+	if since.IsZero() {
+		return true
+	}
+	if r.Passed {
+		return !start.Before(since)
+	}
+	return !r.At.Before(since)
 }

@@ -505,7 +505,7 @@ func TestRelocateFollowsTheRungName(t *testing.T) {
 	}
 	for _, tc := range cases {
 		inc := &Incident{Position: tc.pos}
-		inc.Relocate(r(tc.old...), r(tc.new...))
+		inc.Relocate(r(tc.old...), r(tc.new...), nil)
 		if inc.Position != tc.want {
 			t.Errorf("%v@%d → %v: position %d, want %d", tc.old, tc.pos, tc.new, inc.Position, tc.want)
 		}

@@ -155,7 +155,7 @@ func TestShippedPolicyTests(t *testing.T) {
 		fsys fs.FS
 		want int
 	}{
-		{"(embedded default)", policies.DefaultWithTests(), 3},
+		{"(embedded default)", policies.DefaultWithTests(), 6},
 		// A copy: strict modes refuse files others can change.
 		{fspermtest.Copy(t, "examples/joelclaw"), nil, 3},
 	}

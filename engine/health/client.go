@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,13 +92,25 @@ func PostReload(ctx context.Context, bind string) (string, error) {
 }
 
 func do(ctx context.Context, method, bind, path string) (*http.Response, error) {
+	return doBody(ctx, method, bind, path, nil)
+}
+
+// doBody sends a request with a JSON body (nil: none).
+func doBody(ctx context.Context, method, bind, path string, body []byte) (*http.Response, error) {
 	addr, err := dialAddr(bind)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
 	if err != nil {
 		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	// A private transport: no proxy from the environment, no pooled
 	// connections outliving the call.

@@ -1,7 +1,8 @@
 // Package health is Talon's HTTP endpoint: GET /health (the JSON snapshot
 // that `talon status`, the gateway heartbeat and other consumers read),
-// POST /reload (what `talon reload` calls), and GET /metrics (Prometheus
-// text exposition).
+// POST /reload (what `talon reload` calls), POST /pause, /resume and /ack
+// (talon pause, resume and ack; loopback only), and GET /metrics
+// (Prometheus text exposition).
 //
 // It is a plain net/http server with read, write and idle timeouts: every
 // connection is served on its own goroutine, so an idle or slow client can
@@ -73,6 +74,8 @@ type Options struct {
 	// MaxConns caps the open connections; 0 derives it from the process's
 	// file descriptor limit (DefaultMaxConns).
 	MaxConns int
+	// Control carries out POST /pause, /resume and /ack. Nil: they answer 501.
+	Control Controller
 }
 
 // Server is the health endpoint.
@@ -237,6 +240,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusForbidden, errorBody("cross_origin_request_refused"))
 	}))
 	reloadHandler := reload.Handler(http.HandlerFunc(s.reload))
+	controlHandler := reload.Handler(http.HandlerFunc(s.control))
 	loopback := RefuseNonLoopback(s.opts.Bind, false) == nil
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On a loopback bind, only loopback names may be asked for: a web
@@ -257,6 +261,11 @@ func (s *Server) Handler() http.Handler {
 				return
 			}
 			reloadHandler.ServeHTTP(w, r)
+		case "/pause", "/resume", "/ack":
+			if !allow(w, r, http.MethodPost) {
+				return
+			}
+			controlHandler.ServeHTTP(w, r)
 		case "/metrics":
 			if !allow(w, r, http.MethodGet, http.MethodHead) {
 				return

@@ -3,6 +3,7 @@ package health
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,12 @@ var (
 		"Times the supervised worker was restarted.", nil, nil)
 	descLastCycle = prometheus.NewDesc("talon_last_cycle_timestamp_seconds",
 		"Unix time of the last completed probe cycle (0 before the first).", nil, nil)
+	descPaused = prometheus.NewDesc("talon_pauses",
+		"Operator pauses in force (talon pause), by scope: all, probe, tag or rung.", []string{"scope"}, nil)
+	descAcked = prometheus.NewDesc("talon_incident_acknowledged",
+		"Whether the open incident is acknowledged (talon ack).", nil, nil)
+	descFlapping = prometheus.NewDesc("talon_probe_flapping",
+		"Whether the probe flaps: it went down too often within the flap window.", []string{"probe"}, nil)
 )
 
 // SnapshotCollector exposes a Snapshot as Prometheus metrics. Register it in
@@ -61,7 +68,7 @@ var _ prometheus.Collector = SnapshotCollector{}
 func (c SnapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descState, descProbes, descProbeUp, descProbeDuration,
 		descFailed, descConsecutive, descIncident, descReloads, descPolicyError, descPolicyInfo,
-		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale} {
+		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale, descPaused, descAcked, descFlapping} {
 		ch <- d
 	}
 }
@@ -88,7 +95,20 @@ func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		seen[r.Name] = true
 		gauge(descProbeUp, b2f(r.Passed), r.Name)
 		gauge(descProbeDuration, float64(r.DurationMS)/1000, r.Name)
+		gauge(descFlapping, b2f(slices.Contains(s.Flapping, r.Name)), r.Name)
 	}
+	scopes := map[string]int{"all": 0, "probe": 0, "tag": 0, "rung": 0}
+	for _, p := range s.Paused {
+		scope := p.Scope
+		if scope == "" {
+			scope = "all"
+		}
+		scopes[scope]++
+	}
+	for _, scope := range []string{"all", "probe", "tag", "rung"} {
+		gauge(descPaused, float64(scopes[scope]), scope)
+	}
+	gauge(descAcked, b2f(s.Incident != nil && s.Incident.Acked != nil))
 	gauge(descFailed, float64(s.FailedProbeCount))
 	gauge(descConsecutive, float64(s.ConsecutiveFailures))
 	gauge(descIncident, b2f(s.Incident != nil))

@@ -17,7 +17,8 @@ import (
 )
 
 // RecordTypes are the values of Record.Type that Read accepts.
-var RecordTypes = []string{"start", "stop", "launch", "cycle", "rung_end", "wake", "event", "intent", "action", "reload"}
+var RecordTypes = []string{"start", "stop", "launch", "cycle", "rung_end", "wake", "event", "intent", "action", "reload",
+	"pause", "resume", "ack", "delivery"}
 
 // Warning is something Read tolerated: a partial last line of the newest
 // file, left by a crash in the middle of a write.

@@ -86,6 +86,7 @@ func write(w io.Writer, root string) error {
 		}
 	}
 	b.WriteString("## Ladder\n\n")
+	b.WriteString(builtins.LadderRulesDoc + "\n\n")
 	for _, part := range strings.Split(builtins.LadderDoc, "\n\ndef ") {
 		name := strings.TrimPrefix(strings.SplitN(part, "(", 2)[0], "def ")
 		if !strings.HasPrefix(part, "def ") {

@@ -138,6 +138,12 @@ func (a *app) dispatch(args []string) error {
 		return a.status(rest)
 	case "reload":
 		return a.reload(rest)
+	case "pause":
+		return a.pause(rest)
+	case "resume":
+		return a.resume(rest)
+	case "ack":
+		return a.ack(rest)
 	case "drill":
 		return a.drill(rest)
 	case "replay":
@@ -192,7 +198,8 @@ func takesValue(flagArg string) bool {
 	name := strings.TrimLeft(flagArg, "-")
 	switch name {
 	case "config", "policy", "state-dir", "format", "probe", "diff", "bind",
-		"since", "until", "incident", "interval", "label", "with", "run":
+		"since", "until", "incident", "interval", "label", "with", "run",
+		"for", "tag", "rung", "reason":
 		return true
 	}
 	return false

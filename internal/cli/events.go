@@ -116,9 +116,12 @@ func (a *app) events(args []string) error {
 	tick := time.NewTicker(followPoll)
 	defer tick.Stop()
 	for {
+		stopping := false
 		select {
 		case <-ctx.Done():
-			return nil
+			// One last read: what the daemon wrote before the signal is
+			// told, not lost between two polls.
+			stopping = true
 		case <-tick.C:
 		}
 		err := res.Cursor.Next(func(r engine.Record) error {
@@ -135,7 +138,7 @@ func (a *app) events(args []string) error {
 			buffered = buffered[:0]
 			return nil
 		})
-		if err != nil {
+		if err != nil || stopping {
 			return err
 		}
 	}

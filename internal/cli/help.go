@@ -57,6 +57,29 @@ piped or with --json.`},
 		`Asks the running daemon to reload its policy (POST /reload on the health
 endpoint, else SIGHUP through the pid file) and prints the new policy hash,
 or the error that kept the last good policy running.`},
+	{"pause", "[--for 30m] [--probe NAME|--tag T|--rung R] [--reason TEXT]", "stop the ladder for a while: no rungs, no pages",
+		`Pauses the running daemon's ladder (POST /pause on the loopback health
+endpoint, found through --config like "talon reload"): for everything, one
+probe, the probes of a tag, or one rung; for --for, or until "talon resume".
+Probes keep running and recording. What is paused does not drive the ladder:
+a paused rung is passed over, paused probes do not escalate, and a pause of
+everything holds every rung and every page. Pages of what still escalates
+say what is paused. A pause that expires while an incident is open lets the
+ladder go on from where it was. It is journaled, survives a restart, and
+shows on /health, in "talon status" and in /metrics; replay honours it.
+
+A paused or acknowledged incident is the only exception to "a critical
+outage pages".`},
+	{"resume", "[--probe NAME|--tag T|--rung R]", "lift pauses (all of them, or the one named)",
+		`Lifts the pauses of the running daemon that match (POST /resume): the pause
+of one probe, tag or rung, or, with none named, every pause.`},
+	{"ack", "[INCIDENT] [--reason TEXT]", "acknowledge the open incident: no further rungs or pages",
+		`Acknowledges the open incident (POST /ack; INCIDENT, when given, must be its
+id): someone is on it. It runs no further rung and sends no further page,
+repeats included, until it resolves ("resolved" still goes to whoever was
+paged) or gets worse: a probe that was up when it was acknowledged goes
+down, and the ladder resumes where it was. Journaled, kept across a
+restart, shown on /health and in "talon status".`},
 	{"drill", "[RUNG]", "send a page marked DRILL through a rung's channels",
 		`Sends a test page marked DRILL through the real channels of RUNG (default:
 every rung that pages). Runs no heal and no agent.`},

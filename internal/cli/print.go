@@ -42,6 +42,8 @@ func (a *app) print(args []string) error {
 		Repeat   string   `json:"repeat,omitempty"`
 		State    string   `json:"state,omitempty"`
 		Verify   bool     `json:"verify"`
+		Settle   string   `json:"settle,omitempty"`
+		Flapping string   `json:"flapping,omitempty"`
 	}
 	out := struct {
 		Config     any         `json:"config"`
@@ -65,8 +67,10 @@ func (a *app) print(args []string) error {
 		return d.String()
 	}
 	if pol := res.Policy; pol != nil {
-		out.Thresholds = map[string]any{"failed_after": pol.Thresholds.FailedAfter,
-			"critical_after": pol.Thresholds.CriticalAfter.String(), "recover_after": pol.Thresholds.RecoverAfter}
+		th := pol.Thresholds
+		out.Thresholds = map[string]any{"failed_after": th.FailedAfter,
+			"critical_after": th.CriticalAfter.String(), "recover_after": th.RecoverAfter,
+			"flap_window": th.FlapWindow.String(), "flap_start": th.FlapStart, "flap_stop": th.FlapStop}
 		for _, p := range pol.Probes {
 			v := probeView{Name: p.Name, Kind: p.Kind, Critical: p.Critical, Witness: p.Witness, After: p.After,
 				RecoverAfter: p.RecoverAfter, Timeout: p.EffectiveTimeout().String(), Every: dur(p.Every), DependsOn: p.DependsOn, Pos: p.Pos}
@@ -77,7 +81,8 @@ func (a *app) print(args []string) error {
 		}
 		for _, r := range pol.Ladder {
 			v := rungView{Name: r.Name, When: r.When != nil, After: dur(r.After), Timeout: dur(r.Timeout),
-				Cooldown: dur(r.Cooldown), Repeat: dur(r.Repeat), State: r.State, Verify: r.Verify}
+				Cooldown: dur(r.Cooldown), Repeat: dur(r.Repeat), State: r.State, Verify: r.Verify,
+				Settle: dur(r.Settle), Flapping: r.Flapping}
 			for _, act := range r.Do {
 				v.Do = append(v.Do, act.Describe())
 			}

@@ -352,6 +352,28 @@ func stepText(st engine.ReplayStep, r engine.ReplayResult) string {
 		return "journal: " + st.Reason
 	case "mode":
 		return "replay: " + st.Reason
+	case "resent":
+		return fmt.Sprintf("sent again via %s: %s", strings.Join(st.Channels, ", "), st.Reason)
+	case "pause":
+		return "paused: " + st.Reason
+	case "resume":
+		return "resumed: " + st.Reason
+	case "pause_expired":
+		return "pause over: " + st.Reason
+	case "ack":
+		return "incident " + st.Incident + " acknowledged" + map[bool]string{true: ": " + st.Reason}[st.Reason != ""]
+	case "ack_cleared":
+		return "acknowledgement cleared: " + st.Reason
+	case "settle_start":
+		return "rung " + st.Rung + " settles: " + st.Reason
+	case "settle_end":
+		return st.Reason
+	case "flap_start":
+		return "probe " + st.Probe + " flapping: " + st.Reason
+	case "flap_stop":
+		return "probe " + st.Probe + " no longer flapping: " + st.Reason
+	case "unreachable", "rung_renamed":
+		return st.Reason
 	}
 	return st.Kind
 }

@@ -47,8 +47,11 @@ func writeMonth(b *testing.B, path string, pol *engine.Policy) int {
 	defer j.Close()
 	c := engine.NewCore(engine.CoreOptions{})
 	t0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
-	var end *engine.RungEnd
-	var endAt time.Time
+	type pending struct {
+		end *engine.RungEnd
+		at  time.Time
+	}
+	var ends []pending
 	feed := func(f engine.Fact) {
 		rec := engine.FactRecord(f)
 		rec.Policy = pol.Hash
@@ -60,12 +63,12 @@ func writeMonth(b *testing.B, path string, pol *engine.Policy) int {
 			e := e
 			j.Append(engine.Record{Time: e.At, Type: "event", Policy: pol.Hash, Event: &e})
 		}
-		if st.Run != nil {
-			end = &engine.RungEnd{Incident: st.Run.Incident, Rung: st.Run.Rung.Name, OK: true}
-			for _, p := range st.Run.Pagers {
+		for _, run := range st.Runs {
+			end := &engine.RungEnd{Incident: run.Incident, Rung: run.Rung.Name, OK: true}
+			for _, p := range run.Pagers {
 				end.Deliveries = append(end.Deliveries, engine.Delivery{Channel: p.Channel(), OK: true})
 			}
-			endAt = f.At.Add(20 * time.Second)
+			ends = append(ends, pending{end, f.At.Add(20 * time.Second)})
 		}
 	}
 	feed(engine.Fact{Kind: engine.FactStart, At: t0, Policy: pol, State: engine.NewState(t0)})
@@ -76,9 +79,9 @@ func writeMonth(b *testing.B, path string, pol *engine.Policy) int {
 	const cycles = 30 * 24 * 60
 	for i := 0; i < cycles; i++ {
 		at := t0.Add(time.Duration(i)*time.Minute + 5*time.Second)
-		if end != nil && !endAt.After(at) {
-			e := end
-			end = nil
+		for len(ends) > 0 && !ends[0].at.After(at) {
+			e, endAt := ends[0].end, ends[0].at
+			ends = ends[1:]
 			for _, p := range pol.Probes {
 				if p.Name == "probe-07" {
 					e.Verify = []engine.Result{{Name: p.Name, Passed: i%1440 >= 615, Output: "verify", At: endAt}}

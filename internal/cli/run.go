@@ -107,7 +107,7 @@ func (a *app) run(args []string) error {
 	}
 	if e.cfg.Health.Enabled && bind != "" {
 		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger,
-			AllowedHosts: e.cfg.Health.AllowedHosts})
+			AllowedHosts: e.cfg.Health.AllowedHosts, Control: d})
 		// The server logs where it listens: the startup line of the address.
 		if _, err := srv.Start(); err != nil {
 			// The watchdog keeps watching without its endpoint, loudly.

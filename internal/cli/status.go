@@ -186,15 +186,36 @@ func (a *app) printStatus(e *env, rep *statusReport, asJSON, watch bool) error {
 		}
 		if s.Incident != nil {
 			fmt.Fprintf(&b, "incident %s since %s: %s\n", s.Incident.ID, s.Incident.Started.Format(time.RFC3339), strings.Join(s.Incident.Probes, " "))
+			printAck(&b, s.Incident.Acked)
 		}
 		if s.Rung != nil {
 			fmt.Fprintf(&b, "running rung %s\n", *s.Rung)
+		}
+		for _, p := range s.Paused {
+			fmt.Fprintf(&b, "paused: %s\n", p.Text)
+		}
+		if len(s.Flapping) > 0 {
+			fmt.Fprintf(&b, "flapping: %s\n", strings.Join(s.Flapping, " "))
 		}
 	} else {
 		s := rep.State
 		fmt.Fprintf(&b, "state %s since %s (from the state file; no daemon answered)\n", s.Phase, s.PhaseSince.Format(time.RFC3339))
 		if inc := s.Incident; inc != nil {
 			fmt.Fprintf(&b, "incident %s since %s: %s\n", inc.ID, inc.Started.Format(time.RFC3339), strings.Join(inc.Probes, " "))
+			printAck(&b, inc.Ack)
+		}
+		for _, p := range s.Pauses {
+			fmt.Fprintf(&b, "paused: %s\n", p.Describe())
+		}
+		var flapping []string
+		for name, ps := range s.Probes {
+			if ps.Flapping {
+				flapping = append(flapping, name)
+			}
+		}
+		if len(flapping) > 0 {
+			sort.Strings(flapping)
+			fmt.Fprintf(&b, "flapping: %s\n", strings.Join(flapping, " "))
 		}
 	}
 	if len(rep.Probes) > 0 {
@@ -223,6 +244,17 @@ func (a *app) printStatus(e *env, rep *statusReport, asJSON, watch bool) error {
 	}
 	_, err := fmt.Fprint(a.stdout, b.String())
 	return err
+}
+
+func printAck(b *strings.Builder, a *engine.Ack) {
+	if a == nil {
+		return
+	}
+	fmt.Fprintf(b, "acknowledged at %s", a.At.Format(time.RFC3339))
+	if a.Reason != "" {
+		fmt.Fprintf(b, ": %s", a.Reason)
+	}
+	b.WriteString("\n")
 }
 
 // probeTransitions finds in the journal when each probe last went down or

@@ -240,6 +240,35 @@ func (s *story) event(e *engine.Event, at time.Time) []storyLine {
 		}
 		s.resolved = e.Incident
 		return out
+	case "pause":
+		l.Text = "paused: " + e.Reason
+		s.step(inc, "paused")
+	case "resume":
+		l.Text = "resumed: " + e.Reason
+		s.step(inc, "resumed")
+	case "pause_expired":
+		l.Text = "pause over: " + e.Reason
+		s.step(inc, "pause over")
+	case "ack":
+		l.Text = "incident " + e.Incident + " acknowledged"
+		if e.Reason != "" {
+			l.Text += ": " + e.Reason
+		}
+		s.step(inc, "acknowledged")
+	case "ack_cleared":
+		l.Text = "acknowledgement cleared: " + e.Reason
+		s.step(inc, "acknowledgement cleared")
+	case "settle_start":
+		l.Text = e.Rung + " settling: " + e.Reason
+	case "settle_end":
+		l.Text = e.Reason
+	case "flap_start":
+		l.Text = e.Probe + " is flapping: " + e.Reason
+		s.step(inc, e.Probe+" flapping")
+	case "flap_stop":
+		l.Text = e.Probe + " no longer flaps: " + e.Reason
+	case "unreachable", "rung_renamed":
+		l.Text = e.Reason
 	default:
 		return nil
 	}

@@ -119,8 +119,8 @@ def recovery_prompt(incident):
     return agent.prompt(incident)
 
 ladder(
-    rung("heal", do = exec.cmd([%q]), timeout = "10s", cooldown = "1h"),
-    rung("agent", do = agent.run([%q], prompt = recovery_prompt), state = "investigating", timeout = "10s", cooldown = "1h"),
+    rung("heal", do = exec.cmd([%q]), timeout = "10s", cooldown = "1h", settle = "1s"),
+    rung("agent", do = agent.run([%q], prompt = recovery_prompt), state = "investigating", timeout = "10s", cooldown = "1h", settle = "1s"),
     rung("sos", do = notify.telegram(chat_id = "42", token = secret("tg_token", env = "TG_TOKEN"), base_url = %q),
          after = "4s", repeat = "4h", state = "sos"),
 )

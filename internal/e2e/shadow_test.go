@@ -23,7 +23,7 @@ func shadowPolicy(t *testing.T, dir, tgURL string) (policy, marker string) {
 probe.exec("down", ["false"], critical = True, after = 1)
 state.thresholds(critical_after = "1s")
 ladder(
-    rung("heal", do = exec.cmd([%q]), cooldown = "1h"),
+    rung("heal", do = exec.cmd([%q]), cooldown = "1h", settle = "1s"),
     rung("sos", do = notify.telegram(chat_id = "42", token = secret("tg", env = "TG_TOKEN"), base_url = %q), state = "sos"),
 )
 `, heal, tgURL), 0o644)

@@ -12,6 +12,7 @@ package scenario
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -40,14 +41,45 @@ var update = flag.Bool("update", false, "rewrite journal.jsonl and decisions.gol
 
 // script is scenario.toml.
 type script struct {
-	Description string            `toml:"description"`
-	Interval    duration          `toml:"interval"`
-	Run         duration          `toml:"run"`
-	Restarts    []duration        `toml:"restarts"`
-	Probes      map[string]probe  `toml:"probes"`
-	Rungs       map[string]rung   `toml:"rungs"`
-	Expect      expect            `toml:"expect"`
-	Pages       map[string]string `toml:"-"`
+	Description string     `toml:"description"`
+	Interval    duration   `toml:"interval"`
+	Run         duration   `toml:"run"`
+	Restarts    []duration `toml:"restarts"`
+	// Crashes are kill -9s: the state file and the journal are kept as
+	// they were at that instant, whatever the daemon did after it.
+	Crashes []duration `toml:"crashes"`
+	// Controls are the operator's commands (talon pause, resume, ack);
+	// Reloads swap in the policy of a directory beside talon.star.
+	Controls []control           `toml:"controls"`
+	Reloads  []reload            `toml:"reloads"`
+	Probes   map[string]probe    `toml:"probes"`
+	Rungs    map[string]rung     `toml:"rungs"`
+	Pagers   map[string]channelx `toml:"pagers"`
+	Expect   expect              `toml:"expect"`
+}
+
+// control is an operator's command at a time.
+type control struct {
+	At       duration `toml:"at"`
+	Command  string   `toml:"command"` // pause, resume or ack
+	For      duration `toml:"for"`
+	Probe    string   `toml:"probe"`
+	Tag      string   `toml:"tag"`
+	Rung     string   `toml:"rung"`
+	Reason   string   `toml:"reason"`
+	Incident string   `toml:"incident"`
+}
+
+// reload swaps in another policy at a time.
+type reload struct {
+	At     duration `toml:"at"`
+	Policy string   `toml:"policy"` // a directory beside talon.star
+}
+
+// channelx is how a webhook host answers.
+type channelx struct {
+	// Delay is how long it takes to accept a message.
+	Delay duration `toml:"delay"`
 }
 
 type probe struct {
@@ -61,6 +93,12 @@ type probe struct {
 type rung struct {
 	Duration duration `toml:"duration"`
 	Fixes    []string `toml:"fixes"`
+	// FixesAfter delays the fix: the probes pass this long after the rung
+	// ends (a VM whose services take a while to come back).
+	FixesAfter duration `toml:"fixes_after"`
+	// Disturbs are probes that fail while the rung runs (it restarts what
+	// they check).
+	Disturbs []string `toml:"disturbs"`
 	Fails    bool     `toml:"fails"`
 }
 
@@ -68,6 +106,11 @@ type expect struct {
 	Rungs     []string `toml:"rungs"`
 	Pages     int      `toml:"pages"`
 	Incidents int      `toml:"incidents"`
+	// Channels counts the pages each webhook host accepted, Resolved the
+	// "resolved" messages; PageSays is text every page carries.
+	Channels map[string]int `toml:"channels"`
+	Resolved map[string]int `toml:"resolved"`
+	PageSays []string       `toml:"page_says"`
 }
 
 type duration struct{ time.Duration }
@@ -88,12 +131,23 @@ type world struct {
 	down   map[string][][2]time.Time
 	runs   map[string]int
 	order  map[string]int
-	pages  []string
+	pages  []delivered
 	failed bool
+	// disturbed counts the running rungs that disturb each probe.
+	disturbed map[string]int
+	// gen counts the daemons; a crashed one's messages are never accepted.
+	gen int
+}
+
+// delivered is a message a webhook host accepted.
+type delivered struct {
+	host string
+	body engine.Message
 }
 
 func newWorld(t *testing.T, s *script, epoch time.Time) *world {
-	w := &world{t: t, s: s, epoch: epoch, down: map[string][][2]time.Time{}, runs: map[string]int{}, order: map[string]int{}}
+	w := &world{t: t, s: s, epoch: epoch, down: map[string][][2]time.Time{}, runs: map[string]int{}, order: map[string]int{},
+		disturbed: map[string]int{}}
 	var names []string
 	for name, p := range s.Probes {
 		names = append(names, name)
@@ -156,7 +210,7 @@ func (w *world) probeExec(ctx context.Context, c effect.Command) effect.ExecResu
 		return effect.ExecResult{ExitCode: -1, TimedOut: true}
 	}
 	w.mu.Lock()
-	down := w.failing(name, start)
+	down := w.failing(name, start) || w.disturbed[name] > 0
 	w.mu.Unlock()
 	if down {
 		out := p.Output
@@ -178,37 +232,65 @@ func (w *world) actionExec(ctx context.Context, c effect.Command) effect.ExecRes
 		w.t.Errorf("unexpected action %q", c.Argv)
 		return effect.ExecResult{ExitCode: -1, Err: fmt.Errorf("unexpected action")}
 	}
-	if !sleep(ctx, r.Duration.Duration+500*time.Microsecond) {
-		return effect.ExecResult{ExitCode: -1, TimedOut: true}
+	w.mu.Lock()
+	for _, p := range r.Disturbs {
+		w.disturbed[p]++
 	}
+	w.mu.Unlock()
+	slept := sleep(ctx, r.Duration.Duration+500*time.Microsecond)
 	now := time.Now()
 	w.mu.Lock()
-	for _, p := range r.Fixes {
-		for i, win := range w.down[p] {
-			if !now.Before(win[0]) && now.Before(win[1]) {
-				w.down[p][i][1] = now
+	for _, p := range r.Disturbs {
+		w.disturbed[p]--
+	}
+	if slept {
+		for _, p := range r.Fixes {
+			for i, win := range w.down[p] {
+				if !now.Before(win[0]) && now.Before(win[1]) {
+					w.down[p][i][1] = now.Add(r.FixesAfter.Duration)
+				}
 			}
 		}
 	}
 	w.mu.Unlock()
+	if !slept {
+		return effect.ExecResult{ExitCode: -1, TimedOut: true}
+	}
 	if r.Fails {
 		return effect.ExecResult{ExitCode: 1, Stdout: name + " failed"}
 	}
 	return effect.ExecResult{Stdout: name + " done"}
 }
 
-// pager answers notify.webhook's POST.
-func (w *world) pager(req *http.Request) (*http.Response, error) {
-	body, _ := io.ReadAll(req.Body)
-	w.mu.Lock()
-	w.pages = append(w.pages, string(body))
-	w.mu.Unlock()
-	return &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
+// pager answers notify.webhook's POST for the daemon of generation gen:
+// after the host's delay it accepts the message, unless that daemon has
+// crashed meanwhile (its answer never arrives).
+func (w *world) pager(gen int) func(req *http.Request) (*http.Response, error) {
+	return func(req *http.Request) (*http.Response, error) {
+		body, _ := io.ReadAll(req.Body)
+		if !sleep(req.Context(), w.s.Pagers[req.URL.Host].Delay.Duration) {
+			return nil, req.Context().Err()
+		}
+		var m engine.Message
+		if err := json.Unmarshal(body, &m); err != nil {
+			w.t.Errorf("webhook body %q: %v", body, err)
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if gen != w.gen {
+			return nil, fmt.Errorf("connection reset (the daemon crashed)")
+		}
+		w.pages = append(w.pages, delivered{host: req.URL.Host, body: m})
+		return &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
+	}
 }
 
-func loadPolicy(t *testing.T, dir string) *engine.Policy {
+func loadPolicy(t *testing.T, dir string, interval time.Duration) *engine.Policy {
 	t.Helper()
 	cfg := config.Default()
+	if interval > 0 {
+		cfg.CheckIntervalSecs = int(interval / time.Second)
+	}
 	cfg.ServicesFile = filepath.Join(dir, "no-services.toml")
 	res := builtins.Load(dir, builtins.Options{Config: cfg, GOOS: "linux", Environ: []string{"PATH=/usr/bin:/bin"}})
 	if err := res.Err(); err != nil {
@@ -244,7 +326,17 @@ func runScenario(t *testing.T, dir string) {
 	}
 	// A copy: strict modes refuse files others can change, and the
 	// checkout's modes depend on how it was made.
-	pol := loadPolicy(t, fspermtest.Copy(t, dir))
+	copied := fspermtest.Copy(t, dir)
+	pol := loadPolicy(t, copied, s.Interval.Duration)
+	versions := map[string]*engine.Policy{pol.Hash: pol}
+	var reloaded []*engine.Policy
+	for _, r := range s.Reloads {
+		p := loadPolicy(t, filepath.Join(copied, r.Policy), s.Interval.Duration)
+		versions[p.Hash] = p
+		reloaded = append(reloaded, p)
+	}
+	var polMu sync.Mutex
+	current := pol
 	tmp := t.TempDir()
 	jpath := filepath.Join(tmp, "journal.jsonl")
 	var w *world
@@ -256,28 +348,97 @@ func runScenario(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 		defer j.Close()
-		stops := append(append([]duration(nil), s.Restarts...), s.Run)
-		for _, stop := range stops {
+		type stop struct {
+			at    time.Duration
+			crash bool
+		}
+		var stops []stop
+		for _, r := range s.Restarts {
+			stops = append(stops, stop{r.Duration, false})
+		}
+		for _, c := range s.Crashes {
+			stops = append(stops, stop{c.Duration, true})
+		}
+		sort.Slice(stops, func(i, j int) bool { return stops[i].at < stops[j].at })
+		stops = append(stops, stop{s.Run.Duration, false})
+		// What happens to a running daemon: commands and reloads, in time order.
+		type act struct {
+			at time.Duration
+			do func(d *engine.Daemon)
+		}
+		var acts []act
+		for _, c := range s.Controls {
+			acts = append(acts, act{c.At.Duration, func(d *engine.Daemon) { w.command(d, c) }})
+		}
+		for i, r := range s.Reloads {
+			acts = append(acts, act{r.At.Duration, func(d *engine.Daemon) {
+				polMu.Lock()
+				current = reloaded[i]
+				polMu.Unlock()
+				if _, err := d.Reload(context.Background()); err != nil {
+					t.Errorf("reload to %s: %v", r.Policy, err)
+				}
+			}})
+		}
+		sort.SliceStable(acts, func(i, j int) bool { return acts[i].at < acts[j].at })
+		statePath := filepath.Join(tmp, "state.json")
+		for _, st := range stops {
 			ctx, cancel := context.WithCancel(context.Background())
+			w.mu.Lock()
+			gen := w.gen
+			w.mu.Unlock()
 			d := engine.New(engine.Options{
-				Load:      func() *engine.LoadResult { return &engine.LoadResult{Policy: pol, Hash: pol.Hash} },
+				Load: func() *engine.LoadResult {
+					polMu.Lock()
+					defer polMu.Unlock()
+					return &engine.LoadResult{Policy: current, Hash: current.Hash}
+				},
 				Interval:  s.Interval.Duration,
-				StateFile: filepath.Join(tmp, "state.json"),
+				StateFile: statePath,
 				Probes:    &effect.Fake{ExecFunc: w.probeExec},
-				Actions:   &effect.Fake{ExecFunc: w.actionExec, DoFunc: w.pager},
+				Actions:   &effect.Fake{ExecFunc: w.actionExec, DoFunc: w.pager(gen)},
 				Journal:   j,
 				Logger:    log.New(io.Discard),
 				Host:      "scenario",
 			})
 			done := make(chan error, 1)
 			go func() { done <- d.Run(ctx) }()
-			// In the bubble, this sleep moves the fake clock: every goroutine
+			// In the bubble, a sleep moves the fake clock: every goroutine
 			// runs until it blocks, then time jumps to the next timer.
-			time.Sleep(epoch.Add(stop.Duration).Sub(time.Now()))
+			for len(acts) > 0 && acts[0].at < st.at {
+				time.Sleep(epoch.Add(acts[0].at).Sub(time.Now()))
+				synctest.Wait()
+				acts[0].do(d)
+				acts = acts[1:]
+			}
+			time.Sleep(epoch.Add(st.at).Sub(time.Now()))
 			synctest.Wait()
+			var state, jour []byte
+			if st.crash {
+				// kill -9: what is on disk now is all the next start finds;
+				// whatever this daemon does from here on is lost.
+				state, _ = os.ReadFile(statePath)
+				if jour, err = os.ReadFile(jpath); err != nil {
+					t.Fatal(err)
+				}
+				w.mu.Lock()
+				w.gen++
+				w.mu.Unlock()
+			}
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatal(err)
+			}
+			if st.crash {
+				if err := os.WriteFile(jpath, jour, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				os.Remove(statePath)
+				if state != nil {
+					if err := engine.WriteFileAtomic(statePath, state, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 		}
 	})
@@ -286,10 +447,11 @@ func runScenario(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	// The daemon's own journal, replayed through its policy.
-	live := replayFile(t, pol, jpath)
+	live := replayFile(t, pol, versions, jpath)
 	checkAgainstJournal(t, jpath, live)
 	got := render(live)
 	checkExpect(t, &s, live)
+	checkChannels(t, &s, w)
 	golden := filepath.Join(dir, "decisions.golden")
 	stored := filepath.Join(dir, "journal.jsonl")
 	if *update {
@@ -308,15 +470,15 @@ func runScenario(t *testing.T, dir string) {
 		t.Errorf("decisions differ from %s (run go test -update and review the diff):\n%s", golden, got)
 	}
 	// The recorded fixture still replays to the same decisions.
-	if fixture := render(replayFile(t, pol, stored)); fixture != string(want) {
+	if fixture := render(replayFile(t, pol, versions, stored)); fixture != string(want) {
 		t.Errorf("%s no longer replays to %s:\n%s", stored, golden, fixture)
 	}
 }
 
 // replayFile replays a journal faithfully; any divergence fails the test.
-func replayFile(t *testing.T, pol *engine.Policy, path string) engine.ReplayResult {
+func replayFile(t *testing.T, pol *engine.Policy, versions map[string]*engine.Policy, path string) engine.ReplayResult {
 	t.Helper()
-	r := engine.NewReplayer(pol, engine.ReplayOptions{})
+	r := engine.NewReplayer(pol, engine.ReplayOptions{AsRecorded: len(versions) > 1, Versions: versions})
 	if _, err := journal.Scan(path, func(rec engine.Record, pos journal.Pos) error {
 		r.Feed(rec, pos.String())
 		return nil
@@ -387,6 +549,60 @@ func checkExpect(t *testing.T, s *script, r engine.ReplayResult) {
 	}
 }
 
+// command gives an operator's command to the running daemon.
+func (w *world) command(d *engine.Daemon, c control) {
+	ctx := context.Background()
+	ctl := engine.Control{Reason: c.Reason, Incident: c.Incident}
+	for _, x := range []struct{ scope, name string }{{engine.ScopeProbe, c.Probe}, {engine.ScopeTag, c.Tag}, {engine.ScopeRung, c.Rung}} {
+		if x.name != "" {
+			ctl.Scope, ctl.Name = x.scope, x.name
+		}
+	}
+	var err error
+	switch c.Command {
+	case "pause":
+		_, err = d.Pause(ctx, ctl, c.For.Duration)
+	case "resume":
+		_, err = d.Resume(ctx, ctl)
+	case "ack":
+		_, err = d.Ack(ctx, ctl)
+	default:
+		err = fmt.Errorf("unknown command %q", c.Command)
+	}
+	if err != nil {
+		w.t.Errorf("%s at +%s: %v", c.Command, c.At.Duration, err)
+	}
+}
+
+// checkChannels compares what each webhook host accepted with the script.
+func checkChannels(t *testing.T, s *script, w *world) {
+	t.Helper()
+	pages, resolved := map[string]int{}, map[string]int{}
+	for _, p := range w.pages {
+		switch p.body.Kind {
+		case "sos":
+			pages[p.host]++
+			for _, want := range s.Expect.PageSays {
+				if !strings.Contains(p.body.Text, want) {
+					t.Errorf("the page to %s does not say %q:\n%s", p.host, want, p.body.Text)
+				}
+			}
+		case "resolved":
+			resolved[p.host]++
+		}
+	}
+	for host, n := range s.Expect.Channels {
+		if pages[host] != n {
+			t.Errorf("%s accepted %d pages; the scenario expects %d (all: %v)", host, pages[host], n, pages)
+		}
+	}
+	for host, n := range s.Expect.Resolved {
+		if resolved[host] != n {
+			t.Errorf("%s accepted %d \"resolved\" messages; the scenario expects %d (all: %v)", host, resolved[host], n, resolved)
+		}
+	}
+}
+
 // render is the decisions of a replay, one per line, at their offset from
 // the bubble's epoch.
 func render(r engine.ReplayResult) string {
@@ -417,6 +633,15 @@ func render(r engine.ReplayResult) string {
 			}
 		case "page", "resolved":
 			line += " " + strings.Join(st.Channels, ", ")
+		case "resent":
+			line += " " + strings.Join(st.Channels, ", ") + ": " + st.Reason
+		case "settle_start", "settle_end", "pause", "resume", "pause_expired", "ack", "ack_cleared", "unreachable", "rung_renamed":
+			if st.Rung != "" {
+				line += " " + st.Rung
+			}
+			line += ": " + st.Reason
+		case "flap_start", "flap_stop":
+			line += " " + st.Probe + ": " + st.Reason
 		case "incident_resolved", "journal", "page_failed", "mode":
 			line += ": " + st.Reason
 		}

@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/talon-dev/talon/engine"
+)
+
+// runTalon runs the talon binary and returns its combined output.
+func runTalon(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(talonBin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("talon %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// journalWait waits until the daemon's journal holds a record for which
+// cond is true, and returns the records.
+func journalWait(t *testing.T, stateDir, what string, limit time.Duration, cond func([]engine.Record) bool) []engine.Record {
+	t.Helper()
+	var recs []engine.Record
+	waitUntil(t, what, limit, func() bool {
+		recs = readJournal(t, stateDir)
+		return cond(recs)
+	})
+	return recs
+}
+
+// events lists the journaled events of type typ (and rung, when set).
+func journalEvents(recs []engine.Record, typ, rung string) []engine.Event {
+	var out []engine.Event
+	for _, r := range recs {
+		if e := r.Event; e != nil && e.Type == typ && (rung == "" || e.Rung == rung) {
+			out = append(out, *e)
+		}
+	}
+	return out
+}
+
+// Issue 10's acceptance: during a scripted outage, `talon pause --for`
+// stops every rung and page until it expires, then the ladder resumes;
+// `talon ack` stops the repeat page; both survive a restart and show on
+// /health; replay of the journal shows the pause.
+func TestPauseAndAckDuringAnOutage(t *testing.T) {
+	dir := t.TempDir()
+	var healthy atomic.Bool
+	healthy.Store(true)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if healthy.Load() {
+			io.WriteString(w, "ok")
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer api.Close()
+	tg := &telegram{}
+	tgSrv := httptest.NewServer(tg)
+	defer tgSrv.Close()
+	heal := filepath.Join(dir, "heal.sh")
+	writeFile(t, heal, "#!/bin/sh\necho heal >> "+dir+"/heal.log\nexit 1\n", 0o755)
+	policy := filepath.Join(dir, "policy")
+	writeFile(t, filepath.Join(policy, "talon.star"), fmt.Sprintf(`
+probe.http("api", %q, critical = True, after = 1, timeout = "1s")
+ladder(
+    rung("heal", do = exec.cmd([%q]), timeout = "10s", cooldown = "1h", settle = "1s"),
+    rung("sos", do = notify.telegram(chat_id = "42", token = "123:abc", base_url = %q),
+         after = "2s", repeat = "2s", state = "sos"),
+)
+`, api.URL, heal, tgSrv.URL), 0o644)
+	stateDir := filepath.Join(dir, "state")
+	bind := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := writeConfig(t, dir, bind, stateDir, "")
+	d := startDaemon(t, cfg, policy, bind, stateDir)
+	d.waitFor("healthy", 10*time.Second, func(s engine.Snapshot) bool { return s.OK })
+
+	// The operator pauses everything for 8 s, then the outage begins.
+	out := runTalon(t, "pause", "--for", "8s", "--reason", "maintenance", "--config", cfg, "--format", "table")
+	if !strings.HasPrefix(out, "paused everything until ") || !strings.Contains(out, "(maintenance); probes keep running and recording") {
+		t.Fatalf("talon pause: %q", out)
+	}
+	s := d.waitFor("the pause on /health", 5*time.Second, func(s engine.Snapshot) bool { return len(s.Paused) == 1 })
+	until := s.Paused[0].Until
+	if s.Paused[0].Reason != "maintenance" || until.IsZero() || !strings.Contains(s.Paused[0].Text, "everything until") {
+		t.Fatalf("/health paused: %+v", s.Paused)
+	}
+	healthy.Store(false)
+	d.waitFor("the incident", 10*time.Second, func(s engine.Snapshot) bool { return s.Incident != nil })
+
+	// kill -9 and start again while paused: the pause is kept.
+	d.kill9()
+	d = startDaemon(t, cfg, policy, bind, stateDir)
+	s = d.waitFor("the pause after a restart", 10*time.Second, func(s engine.Snapshot) bool { return s.LastCycle.Unix() > 0 })
+	if len(s.Paused) != 1 || !s.Paused[0].Until.Equal(until) {
+		t.Fatalf("the pause did not survive a restart: %+v", s.Paused)
+	}
+	// The ladder resumes when the pause expires: the heal runs, the page
+	// goes out, neither before.
+	recs := journalWait(t, stateDir, "the page after the pause", 20*time.Second, func(recs []engine.Record) bool {
+		return len(journalEvents(recs, "rung_start", "sos")) > 0
+	})
+	for _, rung := range []string{"heal", "sos"} {
+		starts := journalEvents(recs, "rung_start", rung)
+		if len(starts) == 0 || starts[0].At.Before(until) {
+			t.Fatalf("%s started %+v, during the pause (until %s)", rung, starts, until)
+		}
+	}
+	if exp := journalEvents(recs, "pause_expired", ""); len(exp) != 1 || !exp[0].At.Equal(until) {
+		t.Fatalf("pause_expired: %+v", exp)
+	}
+	waitUntil(t, "the page", 10*time.Second, func() bool { return len(tg.texts()) >= 1 })
+
+	// talon ack: the repeat page (every 2 s) stops.
+	out = runTalon(t, "ack", "--reason", "on it", "--config", cfg, "--format", "table")
+	s = d.waitFor("the ack on /health", 5*time.Second, func(s engine.Snapshot) bool { return s.Incident != nil && s.Incident.Acked != nil })
+	if !strings.HasPrefix(out, "acknowledged incident "+s.Incident.ID) || s.Incident.Acked.Reason != "on it" {
+		t.Fatalf("talon ack: %q; /health %+v", out, s.Incident.Acked)
+	}
+	acked := s.Incident.Acked.At
+	cycles := func(recs []engine.Record, after time.Time) int {
+		n := 0
+		for _, r := range recs {
+			if r.Type == "cycle" && r.Time.After(after) {
+				n++
+			}
+		}
+		return n
+	}
+	journalWait(t, stateDir, "5 cycles after the ack", 20*time.Second, func(recs []engine.Record) bool { return cycles(recs, acked) >= 5 })
+	d.stop()
+	d = startDaemon(t, cfg, policy, bind, stateDir)
+	s = d.waitFor("a cycle after the restart", 10*time.Second, func(s engine.Snapshot) bool { return s.LastCycle.After(acked) })
+	if s.Incident == nil || s.Incident.Acked == nil || !s.Incident.Acked.At.Equal(acked) {
+		t.Fatalf("the ack did not survive a restart: %+v", s.Incident)
+	}
+	recs = journalWait(t, stateDir, "5 more cycles", 20*time.Second, func(recs []engine.Record) bool { return cycles(recs, acked) >= 10 })
+	for _, e := range journalEvents(recs, "rung_start", "") {
+		if e.At.After(acked) {
+			t.Fatalf("%s started at %s, after the ack at %s", e.Rung, e.At, acked)
+		}
+	}
+	// The status command shows it too.
+	if out := runTalon(t, "status", "--format", "table", "--config", cfg); !strings.Contains(out, "acknowledged at ") || !strings.Contains(out, ": on it") {
+		t.Fatalf("talon status:\n%s", out)
+	}
+	pages := len(tg.texts())
+	healthy.Store(true)
+	d.waitFor("recovery", 10*time.Second, func(s engine.Snapshot) bool { return s.OK })
+	waitUntil(t, "the resolved message", 10*time.Second, func() bool { return len(tg.texts()) == pages+1 })
+	d.stop()
+
+	// Replay of that journal is faithful and shows the pause and the ack.
+	assertReplayMatches(t, cfg, policy, stateDir)
+	rep, err := exec.Command(talonBin, "replay", stateDir, "--config", cfg, "--policy", policy, "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r engine.ReplayResult
+	if err := json.Unmarshal(rep, &r); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, st := range r.Timeline {
+		kinds[st.Kind]++
+	}
+	if kinds["pause"] != 1 || kinds["pause_expired"] != 1 || kinds["ack"] != 1 {
+		t.Fatalf("replay timeline: %v", kinds)
+	}
+	text := runTalon(t, "replay", stateDir, "--config", cfg, "--policy", policy, "--format", "table")
+	if !strings.Contains(text, "paused: everything until ") || !strings.Contains(text, "pause over: ") || !strings.Contains(text, "acknowledged: on it") {
+		t.Fatalf("talon replay:\n%s", text)
+	}
+}
