@@ -31,6 +31,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
@@ -130,7 +131,8 @@ func Load(dir string, opts Options) *engine.LoadResult {
 type loader struct {
 	opts    Options
 	dir     string
-	fsys    fs.FS
+	fsys    fs.FS    // Options.FS; nil when the policy is on disk
+	root    *os.Root // the policy directory on disk
 	c       *collector
 	rt      *runner
 	modules map[string]*module
@@ -171,7 +173,7 @@ func (l *loader) load() *engine.LoadResult {
 			return res
 		}
 		defer root.Close()
-		l.fsys = root.FS()
+		l.root = root
 	}
 	thread := &starlark.Thread{Name: "load " + l.dir, Load: l.loadModule}
 	thread.Print = func(_ *starlark.Thread, msg string) {
@@ -213,7 +215,7 @@ func (l *loader) exec(thread *starlark.Thread, name string) (starlark.StringDict
 }
 
 func (l *loader) read(name string) ([]byte, error) {
-	f, err := l.fsys.Open(name)
+	f, err := l.open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if name == EntryFile {
@@ -227,6 +229,19 @@ func (l *loader) read(name string) ([]byte, error) {
 	path := ""
 	if l.opts.FS == nil {
 		path = filepath.Join(l.dir, filepath.FromSlash(name))
+	}
+	if st, err := f.Stat(); err != nil {
+		return nil, l.readErr(name, err)
+	} else if !st.Mode().IsRegular() {
+		// Refused before anything reads it: a named pipe would block.
+		l.c.record(name, path, nil) // still watched: a fix reloads
+		reason := (&fsperm.NotRegularError{Mode: st.Mode()}).Reason()
+		if name == EntryFile {
+			return nil, &engine.PosError{File: EntryFile, Message: reason}
+		}
+		return nil, &readError{name + " " + reason}
+	}
+	if l.opts.FS == nil {
 		// Strict modes: the file opened, and every directory above it,
 		// must be one no other user can change. (The embedded policy is
 		// part of the binary.)
@@ -246,11 +261,6 @@ func (l *loader) read(name string) ([]byte, error) {
 			return nil, &readError{unsafe.Error()}
 		}
 	}
-	if st, err := f.Stat(); err != nil {
-		return nil, l.readErr(name, err)
-	} else if !st.Mode().IsRegular() {
-		return nil, l.readErr(name, errors.New("not a regular file"))
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
 	if err != nil {
 		return nil, l.readErr(name, err)
@@ -260,6 +270,24 @@ func (l *loader) read(name string) ([]byte, error) {
 	}
 	l.c.record(name, path, data)
 	return data, nil
+}
+
+// open opens a policy file for reading. On disk it goes through the os.Root
+// of the policy directory (no path leaves it, symbolic links included) with
+// O_NONBLOCK, so that a named pipe in place of a policy file is refused, never
+// waited on: an open for reading of a FIFO without a writer blocks for good.
+func (l *loader) open(name string) (fs.File, error) {
+	if l.root == nil {
+		return l.fsys.Open(name)
+	}
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	f, err := l.root.OpenFile(filepath.FromSlash(name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 func (l *loader) readErr(name string, err error) error {

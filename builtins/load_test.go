@@ -1,6 +1,7 @@
 package builtins_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/builtins"
+	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 // testConfig is the default config with a services file that does not exist.
@@ -327,5 +330,51 @@ ladder(rung("heal", do = [exec.cmd(["/nonexistent/heal.sh"]), exec.shell("sh -c 
 	}
 	if !slices.Equal(res.Warnings, want) {
 		t.Fatalf("warnings:\n got %q\nwant %q", res.Warnings, want)
+	}
+}
+
+// TestLoadRefusesSpecialFiles: a named pipe in place of the entry file, a
+// loaded file or the services file fails the load at once (nothing opens
+// it for a blocking read) and stays watched.
+func TestLoadRefusesSpecialFiles(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, fifo string
+		files      map[string]string
+		want       string
+	}{
+		{"entry file", "talon.star", nil, "talon.star: is a named pipe, not a regular file; replace it with the file itself"},
+		{"loaded file", "lib/x.star", map[string]string{"talon.star": "load(\"lib/x.star\", \"x\")\n"},
+			"talon.star:1:1: cannot load lib/x.star: lib/x.star is a named pipe, not a regular file; replace it with the file itself"},
+		{"services file", "services.toml", map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nservices(\"services.toml\")\n"},
+			"%s/services.toml: is a named pipe, not a regular file; replace it with the file itself"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			os.MkdirAll(filepath.Join(dir, "lib"), 0o755)
+			for name, body := range c.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fifo := filepath.Join(dir, c.fifo)
+			fspermtest.Mkfifo(t, fifo)
+			var res *engine.LoadResult
+			fspermtest.Within(t, 10*time.Second, "loading a policy with a named pipe", func() {
+				res = builtins.Load(dir, builtins.Options{Config: testConfig(t)})
+			})
+			want := c.want
+			if strings.Contains(want, "%s") {
+				want = fmt.Sprintf(want, dir)
+			}
+			if res.Policy != nil || res.ErrorText() != want {
+				t.Fatalf("got %q, want %q", res.ErrorText(), want)
+			}
+			if !slices.Contains(res.Files, fifo) {
+				t.Errorf("the named pipe is not watched: files %q", res.Files)
+			}
+		})
 	}
 }

@@ -64,7 +64,7 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 			c.warn("%s: services file %s does not exist; no service probes declared", pos, path)
 		}
 	case err != nil:
-		return nil, &engine.PosError{File: path, Message: err.Error()}
+		return nil, &engine.PosError{File: path, Message: config.FileErrorMessage(err)}
 	default:
 		if s, err = config.ParseServices(path, data); err != nil {
 			return nil, err

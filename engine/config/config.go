@@ -198,7 +198,7 @@ func Load(path string) (*Config, error) {
 		c.finish(home, false)
 		return c, nil
 	case err != nil:
-		return nil, &engine.PosError{File: path, Message: err.Error()}
+		return nil, &engine.PosError{File: path, Message: FileErrorMessage(err)}
 	}
 	c.Found = true
 	if err := decodeStrict(path, doc, c); err != nil {
@@ -412,20 +412,14 @@ func homeDir() string {
 
 // ReadFile reads a config or services file: a regular file of at most 1 MiB
 // that files (nil: strictly, for the process's user) finds safe. The check is
-// made on the file opened, so a missing file is still fs.ErrNotExist.
+// made on the file opened, so a missing file is still fs.ErrNotExist. A named
+// pipe, socket or device is refused without blocking (*fsperm.NotRegularError).
 func ReadFile(path string, files *fsperm.Checker) ([]byte, error) {
 	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
 	buf, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, err
@@ -434,6 +428,16 @@ func ReadFile(path string, files *fsperm.Checker) ([]byte, error) {
 		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
 	}
 	return buf, nil
+}
+
+// FileErrorMessage is the text of an error reading a file, for a message that
+// names the file already: without the path where the error repeats it.
+func FileErrorMessage(err error) string {
+	var nr *fsperm.NotRegularError
+	if errors.As(err, &nr) {
+		return nr.Reason()
+	}
+	return err.Error()
 }
 
 // tomlKeys lists the TOML keys of struct type t, sorted.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
@@ -332,5 +333,28 @@ func TestOutOfRange(t *testing.T) {
 	os.WriteFile(svc, []byte("[script.x]\ncommand = \"true\"\ntimeout_secs = 100000000000\n"), 0o644)
 	if _, err := config.LoadServices(svc); err == nil || !strings.Contains(err.Error(), ":3:1: script.x: timeout_secs must be between 1 and 3600") {
 		t.Errorf("services timeout: %v", err)
+	}
+}
+
+// TestNamedPipeIsRefused: a FIFO in place of config.toml or services.toml
+// is an error naming it, at once; nothing waits for a writer.
+func TestNamedPipeIsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, name := range []string{"config.toml", "services.toml"} {
+		fifo := filepath.Join(dir, name)
+		fspermtest.Mkfifo(t, fifo)
+		want := fifo + ": is a named pipe, not a regular file; replace it with the file itself"
+		fspermtest.Within(t, 10*time.Second, "reading "+name, func() {
+			var err error
+			if name == "config.toml" {
+				_, err = config.Load(fifo)
+			} else {
+				_, err = config.LoadServices(fifo)
+			}
+			if err == nil || err.Error() != want {
+				t.Errorf("%s: got %v, want %s", name, err, want)
+			}
+		})
 	}
 }

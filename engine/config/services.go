@@ -79,7 +79,7 @@ func LoadServices(path string) (*Services, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return &Services{File: path}, nil
 	case err != nil:
-		return nil, &engine.PosError{File: path, Message: err.Error()}
+		return nil, &engine.PosError{File: path, Message: FileErrorMessage(err)}
 	}
 	return ParseServices(path, doc)
 }

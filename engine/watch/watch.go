@@ -19,6 +19,8 @@ import (
 
 	"github.com/charmbracelet/log"
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Options configure a Watcher.
@@ -153,7 +155,15 @@ func (w *Watcher) contentDigest() [32]byte {
 	h := sha256.New()
 	for _, f := range files {
 		io.WriteString(h, f+"\x00")
-		if fh, err := os.Open(f); err == nil {
+		// Never a blocking open, and never read what is not a regular
+		// file: a named pipe put in place of a watched file must not
+		// wedge the watcher (the load refuses it and says why).
+		fh, err := fsperm.OpenRegular(f)
+		var special *fsperm.NotRegularError
+		switch {
+		case errors.As(err, &special):
+			fmt.Fprintf(h, "\x01special %v", special.Mode)
+		case err == nil:
 			// Who may change a file is part of it (strict modes): a chmod
 			// or chown that makes it safe, or unsafe, reloads too.
 			if fi, err := fh.Stat(); err == nil {
@@ -163,9 +173,9 @@ func (w *Watcher) contentDigest() [32]byte {
 				}
 				fmt.Fprintf(h, "%v %d\x00", fi.Mode(), uid)
 			}
-			io.Copy(h, fh)
+			io.Copy(h, io.LimitReader(fh, maxDigest))
 			fh.Close()
-		} else {
+		default:
 			io.WriteString(h, "\x01missing")
 		}
 		io.WriteString(h, "\x00")
@@ -174,6 +184,10 @@ func (w *Watcher) contentDigest() [32]byte {
 	copy(d[:], h.Sum(nil))
 	return d
 }
+
+// maxDigest bounds what is read of one file for the digest; the loader
+// refuses larger policy, config and services files anyway.
+const maxDigest = 2 << 20
 
 // Run watches until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
