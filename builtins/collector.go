@@ -36,6 +36,8 @@ type collector struct {
 	ladder        []*engine.Rung
 	ladderPos     string
 	ladderSet     bool
+	// none is probe.none's reason: the policy declares no probe on purpose.
+	none, nonePos string
 
 	// freeze holds the functions the policy handed to builtins; they are
 	// frozen when the load ends, so run-phase calls can share them.
@@ -112,7 +114,7 @@ func (c *collector) predeclared() starlark.StringDict {
 		return c.pre
 	}
 	own := map[string]starlark.StringDict{
-		"probe":  {"func": starlark.NewBuiltin("probe.func", probeFunc)},
+		"probe":  {"func": starlark.NewBuiltin("probe.func", probeFunc), "none": starlark.NewBuiltin("probe.none", probeNone)},
 		"exec":   Exec.Members,
 		"notify": Notify.Members,
 		"state":  State.Members,
@@ -210,8 +212,13 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 			p.DependsOn = deps
 		}
 	}
-	if len(kept) == 0 {
-		c.warn("%s: the policy declares no probe that runs on %s", EntryFile, opts.GOOS)
+	switch {
+	case c.nonePos != "" && len(c.probes) > 0:
+		return nil, []*engine.PosError{errorAt(c.nonePos, "probe.none: the policy also declares probe %q at %s; remove probe.none or the probes", c.probes[0].Name, c.probes[0].Pos)}
+	case c.nonePos == "" && len(c.probes) == 0:
+		return nil, []*engine.PosError{{File: EntryFile, Message: "the policy declares no probe; declare at least one, or call probe.none(reason) to run without any"}}
+	case c.nonePos == "" && len(kept) == 0:
+		return nil, []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("the policy declares no probe that runs on %s (all %d are for other systems); declare one that does", opts.GOOS, len(c.probes))}}
 	}
 
 	path := c.cfg.PathList()
@@ -244,6 +251,7 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 	}
 
 	return &engine.Policy{
+		NoProbes:   c.none,
 		Dir:        c.dir,
 		Probes:     kept,
 		Thresholds: c.thresholds,

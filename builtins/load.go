@@ -18,6 +18,7 @@
 package builtins
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
@@ -269,7 +271,44 @@ func (l *loader) read(name string) ([]byte, error) {
 		return nil, l.readErr(name, fmt.Errorf("larger than %d bytes", maxPolicyFile))
 	}
 	l.c.record(name, path, data)
+	if err := checkText(name, data); err != nil {
+		return nil, err
+	}
+	if name == EntryFile && len(bytes.TrimSpace(data)) == 0 {
+		// A truncated save, a disk that filled up: never "a policy that
+		// watches nothing", which would drop every probe and close an open
+		// incident as recovered.
+		return nil, &engine.PosError{File: EntryFile, Message: "the file is empty; a policy must declare at least one probe, or call probe.none(reason) to run without any"}
+	}
 	return data, nil
+}
+
+// checkText refuses a policy file that is not text: a NUL byte (a file cut
+// short and padded by a crash, a binary copied by mistake) would otherwise
+// end the source silently, and bytes that are not UTF-8 would be read as
+// something else than what the editor showed. The error is at the first
+// bad byte.
+func checkText(name string, data []byte) error {
+	at := func(i int, msg string) error {
+		line := 1 + bytes.Count(data[:i], []byte("\n"))
+		col := 1 + utf8.RuneCount(data[bytes.LastIndexByte(data[:i], '\n')+1:i])
+		return &engine.PosError{File: name, Line: line, Col: col, Message: msg}
+	}
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		return at(i, "NUL byte: the file is damaged or not text; restore it from a good copy")
+	}
+	if !utf8.Valid(data) {
+		i := 0
+		for i < len(data) {
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			i += size
+		}
+		return at(i, fmt.Sprintf("byte 0x%02x is not UTF-8: save the file as UTF-8 text", data[i]))
+	}
+	return nil
 }
 
 // open opens a policy file for reading. On disk it goes through the os.Root

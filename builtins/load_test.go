@@ -189,6 +189,64 @@ func TestLoadErrors(t *testing.T) {
 			want:  []string{badServices + `:3:1: unknown key "timeout" in [http.api]; known keys: critical, critical_after_consecutive_failures, timeout_secs, url`},
 		},
 		{
+			name:  "empty entry file",
+			files: map[string]string{"talon.star": ""},
+			want:  []string{"talon.star: the file is empty; a policy must declare at least one probe, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "entry file of blanks",
+			files: map[string]string{"talon.star": "\n  \n\t\n"},
+			want:  []string{"talon.star: the file is empty; a policy must declare at least one probe, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "entry file of NULs",
+			files: map[string]string{"talon.star": "\x00\x00\x00\x00"},
+			want:  []string{"talon.star:1:1: NUL byte: the file is damaged or not text; restore it from a good copy"},
+		},
+		{
+			name:  "NUL byte in the middle",
+			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\n# ünïcode\x00probe.exec(\"b\", [\"true\"])\n"},
+			want:  []string{"talon.star:2:10: NUL byte: the file is damaged or not text; restore it from a good copy"},
+		},
+		{
+			name: "NUL byte in a loaded file",
+			files: map[string]string{
+				"talon.star": "load(\"lib/x.star\", \"x\")\nprobe.exec(\"a\", [\"true\"])\n",
+				"lib/x.star": "x = 1\x00\n",
+			},
+			want: []string{"lib/x.star:1:6: NUL byte: the file is damaged or not text; restore it from a good copy"},
+		},
+		{
+			name:  "invalid UTF-8",
+			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nprobe.exec(\"caf\xe9\", [\"true\"])\n"},
+			want:  []string{"talon.star:2:16: byte 0xe9 is not UTF-8: save the file as UTF-8 text"},
+		},
+		{
+			name:  "no probe",
+			files: map[string]string{"talon.star": "ladder(rung(\"log\", do = notify.log()))\n"},
+			want:  []string{"talon.star: the policy declares no probe; declare at least one, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "only comments",
+			files: map[string]string{"talon.star": "# probes go here\n"},
+			want:  []string{"talon.star: the policy declares no probe; declare at least one, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "no probe for this system",
+			files: map[string]string{"talon.star": "probe.launchd(\"gw\", \"com.x.gw\")\nprobe.launchd(\"gw2\", \"com.x.gw2\")\n"},
+			want:  []string{"talon.star: the policy declares no probe that runs on linux (all 2 are for other systems); declare one that does"},
+		},
+		{
+			name:  "probe.none and probes",
+			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nprobe.none(\"nothing to watch\")\n"},
+			want:  []string{`talon.star:2:11: probe.none: the policy also declares probe "a" at talon.star:1:11; remove probe.none or the probes`},
+		},
+		{
+			name:  "probe.none without a reason",
+			files: map[string]string{"talon.star": "probe.none(\" \")\n"},
+			want:  []string{`talon.star:1:11: probe.none: say why the policy declares no probe: probe.none("the worker is all this host runs")`},
+		},
+		{
 			name:  "entry file missing",
 			files: map[string]string{"lib/x.star": "x = 1\n"},
 			want:  []string{"talon.star: no talon.star in policy directory /policy; create it or point policy_dir elsewhere"},
@@ -197,7 +255,7 @@ func TestLoadErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(tc.files), MaxSteps: tc.steps})
+			res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(tc.files), MaxSteps: tc.steps, GOOS: "linux"})
 			if res.Policy != nil {
 				t.Fatalf("loaded a policy; want errors %q", tc.want)
 			}
@@ -376,5 +434,18 @@ func TestLoadRefusesSpecialFiles(t *testing.T) {
 				t.Errorf("the named pipe is not watched: files %q", res.Files)
 			}
 		})
+	}
+}
+
+// TestProbeNone: a policy may declare no probe when it says so.
+func TestProbeNone(t *testing.T) {
+	t.Parallel()
+	res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{
+		"talon.star": "probe.none(\"this host only runs the worker\")\nladder(rung(\"log\", do = notify.log()))\n"})})
+	if err := res.Err(); err != nil {
+		t.Fatal(res.ErrorText())
+	}
+	if p := res.Policy; len(p.Probes) != 0 || p.NoProbes != "this host only runs the worker" {
+		t.Fatalf("probes %d, reason %q", len(p.Probes), p.NoProbes)
 	}
 }

@@ -23,6 +23,9 @@ type Policy struct {
 	// with, so a config.toml reload takes effect with the policy swap.
 	Interval time.Duration
 	Env      []string
+	// NoProbes is why the policy declares no probe (probe.none); a policy
+	// without probes and without a reason never loads.
+	NoProbes string
 }
 
 // Probe returns the probe called name, or nil.

@@ -56,6 +56,7 @@ func write(w io.Writer, root string) error {
 		fmt.Fprintf(&b, "## `%s`\n\n", m)
 		if m == "probe" {
 			builtin(&b, "probe.func", builtins.ProbeFuncDoc)
+			builtin(&b, "probe.none", builtins.ProbeNoneDoc)
 		}
 		for _, bi := range probe.Registered(m) {
 			builtin(&b, bi.Name, bi.Doc)
