@@ -44,7 +44,10 @@ type collector struct {
 	freeze   []starlark.Value
 	warnings []string
 	files    []readFile
-	pre      starlark.StringDict
+	aliases  []string // other names of files read, for the watcher
+	// readServices is Options.ReadServices.
+	readServices func(path string) ([]byte, error)
+	pre          starlark.StringDict
 }
 
 var _ star.Collector = (*collector)(nil)

@@ -83,6 +83,14 @@ type Options struct {
 	// Print receives the policy's print() output while it loads; nil
 	// discards it. At run time print() goes to the run environment's Log.
 	Print func(msg string)
+	// ConfigData is the content of the file Config was decoded from
+	// (Config.File). The policy reads the config (config.*), so it is part
+	// of the policy's hash, and Config.File is listed in Files.
+	ConfigData []byte
+	// ReadServices reads the services file for services(); nil reads it
+	// from disk through strict modes. The last-known-good policy is loaded
+	// with the services file it was loaded with, from the state directory.
+	ReadServices func(path string) ([]byte, error)
 }
 
 // FileOptions is the Starlark dialect of policy files; see the package documentation.
@@ -114,14 +122,18 @@ func Load(dir string, opts Options) *engine.LoadResult {
 	}
 	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
 	if opts.FS == nil {
-		if abs, err := filepath.Abs(dir); err == nil {
-			l.dir = abs
-		}
+		// One name for the directory, however it was spelled: the
+		// watcher, the hash and every message use it.
+		l.dir = config.Canonical(dir)
 	}
 	l.rt = &runner{maxSteps: opts.RunMaxSteps}
 	l.c = newCollector(opts.Config, l.dir, l.rt)
 	c := l.c
 	c.perms = fsperm.New(opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })
+	c.readServices = opts.ReadServices
+	if f := opts.Config.File; f != "" {
+		c.record("config:", f, opts.ConfigData)
+	}
 	res := l.load()
 	res.Files, res.Hash = l.c.filesAndHash()
 	if res.Policy != nil {
@@ -171,7 +183,11 @@ func (l *loader) load() *engine.LoadResult {
 	if l.fsys == nil {
 		root, err := os.OpenRoot(l.dir)
 		if err != nil {
-			res.Errors = []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("cannot open policy directory: %v", err)}}
+			msg := fmt.Sprintf("cannot open policy directory: %v", err)
+			if errors.Is(err, fs.ErrNotExist) {
+				msg = fmt.Sprintf("no policy directory %s; create it with a %s, or point policy_dir elsewhere", l.dir, EntryFile)
+			}
+			res.Errors = []*engine.PosError{{File: EntryFile, Message: msg}}
 			return res
 		}
 		defer root.Close()
@@ -271,6 +287,13 @@ func (l *loader) read(name string) ([]byte, error) {
 		return nil, l.readErr(name, fmt.Errorf("larger than %d bytes", maxPolicyFile))
 	}
 	l.c.record(name, path, data)
+	if path != "" {
+		// A policy file that is a link (inside the directory) is edited
+		// where it points: watch that name too.
+		if r, err := filepath.EvalSymlinks(path); err == nil && r != path {
+			l.c.alias(r)
+		}
+	}
 	if err := checkText(name, data); err != nil {
 		return nil, err
 	}
@@ -481,6 +504,14 @@ type readFile struct {
 	data []byte
 }
 
+// alias lists another name of a file read (a link, or what a link points
+// to) in Files, for the watcher, without making it part of the hash.
+func (c *collector) alias(path string) {
+	if path != "" && !slices.Contains(c.aliases, path) {
+		c.aliases = append(c.aliases, path)
+	}
+}
+
 func (c *collector) record(key, path string, data []byte) {
 	for _, f := range c.files {
 		if f.key == key {
@@ -504,6 +535,7 @@ func (c *collector) filesAndHash() ([]string, string) {
 			files = append(files, f.path)
 		}
 	}
+	files = append(files, c.aliases...)
 	sort.Strings(files)
 	return slices.Compact(files), hex.EncodeToString(h.Sum(nil))
 }

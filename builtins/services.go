@@ -47,8 +47,17 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(c.dir, path)
 	}
+	for _, link := range config.Links(path) {
+		c.alias(link) // re-pointing a link on the way reloads too
+	}
+	path = config.Canonical(path)
 	pos := star.Pos(thread)
-	data, err := config.ReadFile(path, c.perms)
+	var data []byte
+	if c.readServices != nil {
+		data, err = c.readServices(path)
+	} else {
+		data, err = config.ReadFile(path, c.perms)
+	}
 	// Watched even when missing or bad. The hash key is the path relative to
 	// the policy when the file lives inside it, so the same policy has the
 	// same hash wherever it is checked out.

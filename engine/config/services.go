@@ -87,6 +87,10 @@ func LoadServices(path string) (*Services, error) {
 // ParseServices decodes doc, the content of the services file path; see LoadServices.
 func ParseServices(path string, doc []byte) (*Services, error) {
 	s := &Services{File: path, Found: true}
+	if isBlank(doc) {
+		// A file cut short must not silently drop every service.
+		return nil, &engine.PosError{File: path, Message: "the file is empty; write at least a comment in it to declare no service"}
+	}
 	var d servicesDoc
 	if err := decodeStrict(path, doc, &d); err != nil {
 		return nil, err

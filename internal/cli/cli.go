@@ -4,8 +4,6 @@
 package cli
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,17 +12,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/mattn/go-isatty"
 
-	"github.com/talon-dev/talon/builtins"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
-	"github.com/talon-dev/talon/policies"
+	"github.com/talon-dev/talon/internal/loader"
 )
 
 const usage = `usage: talon [global flags] [command] [flags]
@@ -264,17 +259,22 @@ func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 
 // env is the loaded configuration and the resolved paths of one invocation.
 type env struct {
-	cfg       *config.Config
-	cfgPath   string
-	policyDir string // "" means the embedded default policy
-	stateDir  string
-	// reloadConfig makes every load read config.toml again (the daemon).
-	reloadConfig bool
-	warn         func(msg string, kv ...any)
-	// existed holds the files a good load read, for the daemon: a file that
-	// vanishes afterwards (a services file renamed away) fails the reload
-	// rather than silently dropping its probes.
-	existed map[string]bool
+	cfg     *config.Config
+	cfgData []byte // what cfg was decoded from; nil when the file does not exist
+	cfgPath string // canonical
+	// cfgGiven is config.toml as named (made absolute by the loader);
+	// cfgRequired says it was named, so it must exist.
+	cfgGiven    string
+	cfgRequired bool
+	policyDir   string // --policy / TALON_POLICY, "~" expanded; "" means the config's policy_dir
+	stateDir    string
+	// daemon makes every load read config.toml again (see loader.Options).
+	daemon bool
+	warn   func(msg string, kv ...any)
+	note   func(msg string, kv ...any)
+	// ld is the daemon's loader, which lives as long as the daemon; every
+	// other command loads once with a fresh one.
+	ld *loader.Loader
 }
 
 func (a *app) loadEnv() (*env, error) {
@@ -282,7 +282,8 @@ func (a *app) loadEnv() (*env, error) {
 	if path == "" {
 		path = filepath.Join(homeDir(), ".config", "talon", "config.toml")
 	}
-	cfg, err := config.Load(config.ExpandHome(path, homeDir()))
+	given := config.ExpandHome(path, homeDir())
+	cfg, data, err := config.Read(config.Canonical(given))
 	if err != nil {
 		return nil, err
 	}
@@ -291,106 +292,31 @@ func (a *app) loadEnv() (*env, error) {
 	if a.g.config != "" && !cfg.Found {
 		return nil, &engine.PosError{File: cfg.File, Message: "config file does not exist; fix --config / TALON_CONFIG or create it"}
 	}
-	e := &env{cfg: cfg, cfgPath: cfg.File, stateDir: cfg.StateDir}
+	e := &env{cfg: cfg, cfgData: data, cfgPath: cfg.File, cfgGiven: given, cfgRequired: a.g.config != "", stateDir: cfg.StateDir}
 	if a.g.stateDir != "" {
 		e.stateDir = config.ExpandHome(a.g.stateDir, homeDir())
 	}
-	switch {
-	case a.g.policy != "":
+	if a.g.policy != "" {
 		e.policyDir = config.ExpandHome(a.g.policy, homeDir())
-		if _, err := os.Stat(filepath.Join(e.policyDir, "talon.star")); err != nil {
-			return nil, fail(1, "policy %s has no talon.star: %v", e.policyDir, errors.Unwrap(err))
-		}
-	default:
-		if _, err := os.Stat(filepath.Join(cfg.PolicyDir, "talon.star")); err == nil {
-			e.policyDir = cfg.PolicyDir
-		}
 	}
 	return e, nil
 }
 
-// load loads the policy of e. For the daemon it reads config.toml again
-// first, so a config edit takes effect with the next swap; a bad config is
-// an error of this load and the last good policy keeps running.
+// loaderOptions are the loader's options for this invocation.
+func (e *env) loaderOptions() loader.Options {
+	return loader.Options{ConfigFile: e.cfgGiven, ConfigRequired: e.cfgRequired, Config: e.cfg, ConfigData: e.cfgData,
+		PolicyDir: e.policyDir, Daemon: e.daemon, Warn: e.warn, Note: e.note}
+}
+
+// load loads the policy of e: through the daemon's loader, or once.
 func (e *env) load() *engine.LoadResult {
-	cfg := e.cfg
-	if e.reloadConfig {
-		c, err := config.Load(e.cfgPath)
-		if err != nil {
-			return &engine.LoadResult{Errors: []*engine.PosError{asPosError(err)}, Files: []string{e.cfgPath}}
-		}
-		e.restartOnly(c)
-		cfg = c
+	if e.ld != nil {
+		return e.ld.Load()
 	}
-	opts := builtins.Options{Config: cfg, GOOS: runtime.GOOS}
-	dir := e.policyDir
-	if dir == "" {
-		opts.FS = policies.Default
-		dir = "(embedded default)"
-	}
-	res := builtins.Load(dir, opts)
-	if !cfg.StrictModes {
-		// At every load: the daemon logs it, validate prints it.
-		msg := fmt.Sprintf("%s: strict_modes = false: files other users can change are loaded and run (with a warning each) instead of refused; fix their owners and modes and remove the setting", cfg.File)
-		if e.warn != nil {
-			e.warn(msg)
-		} else {
-			res.Warnings = append(res.Warnings, msg)
-		}
-	}
-	if e.reloadConfig && res.Err() == nil {
-		for _, f := range res.Files {
-			if _, err := os.Stat(f); err != nil && e.existed[f] {
-				res.Errors = append(res.Errors, &engine.PosError{File: f,
-					Message: "this file was part of the running policy and is gone; restore it, or remove it from the policy, to reload"})
-				res.Policy = nil
-			}
-		}
-		if res.Policy != nil {
-			e.existed = map[string]bool{}
-			for _, f := range res.Files {
-				if _, err := os.Stat(f); err == nil {
-					e.existed[f] = true
-				}
-			}
-		}
-	}
-	res.Files = append(res.Files, e.cfgPath)
-	// The config is part of what the policy sees (config.*), so it is part
-	// of the hash: a config edit is a new policy.
-	h := sha256.New()
-	io.WriteString(h, res.Hash+"\x00")
-	if b, err := os.ReadFile(e.cfgPath); err == nil {
-		h.Write(b)
-	}
-	res.Hash = hex.EncodeToString(h.Sum(nil))
-	if res.Policy != nil {
-		res.Policy.Hash = res.Hash
-		res.Policy.Interval = time.Duration(cfg.CheckIntervalSecs) * time.Second
-		res.Policy.Env = cfg.ChildEnv(os.Environ())
-	}
-	return res
+	return loader.New(e.loaderOptions()).Load()
 }
 
-// restartOnly warns about config changes that take effect only on restart.
-func (e *env) restartOnly(c *config.Config) {
-	if e.warn == nil {
-		return
-	}
-	if c.Health.Bind != e.cfg.Health.Bind || c.Health.Enabled != e.cfg.Health.Enabled {
-		e.warn("config: the [health] change takes effect after a restart", "bind", c.Health.Bind)
-	}
-	if c.StateDir != e.cfg.StateDir {
-		e.warn("config: a new state_dir takes effect after a restart", "state_dir", c.StateDir)
-	}
-}
-
-func (e *env) policyName() string {
-	if e.policyDir == "" {
-		return "(embedded default)"
-	}
-	return e.policyDir
-}
+func (e *env) policyName() string { return loader.PolicyName(e.cfg, e.policyDir) }
 
 func homeDir() string {
 	if h, err := os.UserHomeDir(); err == nil {

@@ -191,7 +191,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, 2, `talon: unknown command "frobnicate"; see talon --help` + "\n"},
 		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon --help\n"},
-		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: policy /nonexistent/talon-policy has no talon.star: no such file or directory\n"},
+		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: talon.star: no policy directory /nonexistent/talon-policy; create it with a talon.star, or point policy_dir elsewhere\n"},
 		{[]string{"check", "foo"}, 2, "talon: check takes no arguments, got \"foo\"; see talon --help\n"},
 		{[]string{"--worker-only"}, 2, "talon: --worker-only: [worker] command is not set in " + testdata(t, "good/config.toml") + "\n"},
 	}

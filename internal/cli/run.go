@@ -15,6 +15,7 @@ import (
 	"github.com/talon-dev/talon/engine/journal"
 	"github.com/talon-dev/talon/engine/watch"
 	"github.com/talon-dev/talon/engine/worker"
+	"github.com/talon-dev/talon/internal/loader"
 )
 
 // run is the daemon.
@@ -51,8 +52,10 @@ func (a *app) run(args []string) error {
 	}
 	defer j.Close()
 
-	e.reloadConfig = true
+	e.daemon = true
 	e.warn = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
+	e.note = func(msg string, kv ...any) { logger.Info(msg, kv...) }
+	e.ld = loader.New(e.loaderOptions())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -156,14 +159,16 @@ func (a *app) run(args []string) error {
 		}()
 	}
 	{
-		dirs := watchDirs(e)
 		go func() {
 			select {
 			case <-d.Ready():
 			case <-ctx.Done():
 				return
 			}
-			w, err := watch.New(watch.Options{Files: d.Files, Dirs: dirs, Reload: d.Reload, Logger: logger})
+			// The files of the last load name every directory to watch: the
+			// config's, the policy directory (its talon.star is listed even
+			// when missing), wherever a services file or a link lives.
+			w, err := watch.New(watch.Options{Files: d.Files, Reload: d.Reload, Logger: logger})
 			if err != nil {
 				logger.Error("file watcher not started; use `talon reload` or SIGHUP", "err", err)
 				return
@@ -174,13 +179,4 @@ func (a *app) run(args []string) error {
 	err = d.Run(ctx)
 	<-workerDone // never exit with the worker alive
 	return err
-}
-
-// watchDirs are the directories watched whatever the policy loaded.
-func watchDirs(e *env) []string {
-	dirs := []string{filepath.Dir(e.cfgPath)}
-	if e.policyDir != "" {
-		dirs = append(dirs, e.policyDir)
-	}
-	return dirs
 }
