@@ -185,8 +185,14 @@ func TestShutdownKillsGroupThatIgnoresTerm(t *testing.T) {
 	gc := h.waitEvents("grandchild", 1, 10*time.Second)
 	h.waitFor("healthy", 5*time.Second, func() bool { return h.sup.Status().Healthy })
 	took := h.stop()
-	if took < h.opts.DrainTimeout-100*time.Millisecond || took > h.opts.DrainTimeout+time.Second {
-		t.Errorf("Run returned %s after cancel, want ~DrainTimeout (%s)", took, h.opts.DrainTimeout)
+	// The worker ignores SIGTERM: the supervisor must have given it the
+	// whole drain timeout, then killed the group. (How much longer Run
+	// took depends on the machine; stop fails if it never returns.)
+	if took < h.opts.DrainTimeout {
+		t.Errorf("Run returned %s after cancel, before the drain timeout (%s) was up", took, h.opts.DrainTimeout)
+	}
+	if !strings.Contains(h.logs.String(), "worker did not stop within the drain timeout; killing its process group") {
+		t.Errorf("the group was not killed after the drain timeout:\n%s", h.logs.String())
 	}
 	gpid, _ := strconv.Atoi(strings.TrimSpace(gc[0].detail))
 	if b, err := os.ReadFile("/proc/" + strconv.Itoa(gpid) + "/cmdline"); err == nil && len(b) > 0 {
