@@ -186,7 +186,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:  "bad services file",
 			files: map[string]string{"talon.star": "services(\"" + badServices + "\")\n"},
-			want:  []string{badServices + `:3:1: unknown key "timeout" in [http.api]; known keys: critical, critical_after_consecutive_failures, timeout_secs, url`},
+			want:  []string{badServices + `:3:1: unknown key "timeout" in [http.api]; known keys: critical, critical_after_consecutive_failures, on_failure, timeout_secs, url`},
 		},
 		{
 			name:  "empty entry file",

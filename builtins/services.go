@@ -22,8 +22,10 @@ Declares one probe per table of a services file (the predecessor's schema):
 [http.NAME] url → probe.http("http:NAME", url); [script.NAME] command → probe.script("script:NAME", command);
 [launchd.NAME] label → probe.launchd("launchd:NAME", label). Each table may set critical,
 critical_after_consecutive_failures (the probe's after=) and timeout_secs (default
-config.probes.service_timeout_secs). A missing file declares nothing; a bad one fails the load,
-so a reload keeps the last good policy. The file is watched like the policy.
+config.probes.service_timeout_secs), and on_failure. A critical service pages (on_failure "page");
+any other is only shown, never acted on (on_failure "show"), as the predecessor treated its services,
+unless its table says on_failure = "act". A missing file declares nothing; a bad or empty one fails
+the load, so a reload keeps the last good policy. The file is watched like the policy.
 path: the services file, "~" expanded, relative to the policy directory (default config.services_file)`
 
 // serviceKinds maps a services.toml kind to the probe builtin it declares with.
@@ -96,7 +98,7 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 			timeout = c.cfg.Probes.ServiceTimeoutSecs
 		}
 		kw := []starlark.Tuple{
-			{starlark.String("critical"), starlark.Bool(sv.Critical)},
+			{starlark.String("on_failure"), starlark.String(serviceOnFailure(sv))},
 			{starlark.String("timeout"), starlark.MakeInt(timeout)},
 		}
 		if sv.After > 0 {
@@ -116,4 +118,18 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 		}
 	}
 	return starlark.None, nil
+}
+
+// serviceOnFailure is what a failing service leads to: its on_failure, else
+// "page" for a critical service and "show" for any other. A non-critical
+// service is watched, never acted on: the predecessor's rule for its
+// services (an idle endpoint answering 503 must not run heals and agents).
+func serviceOnFailure(sv config.Service) string {
+	switch {
+	case sv.OnFailure != "":
+		return sv.OnFailure
+	case sv.Critical:
+		return engine.OnFailurePage
+	}
+	return engine.OnFailureShow
 }

@@ -248,7 +248,7 @@ func TestLoadServicesInvalid(t *testing.T) {
 		{"missing_url.toml", `missing_url.toml:1:7: http.api is missing required key: url`},
 		{"missing_label.toml", `missing_label.toml:1:10: launchd.gateway is missing required key: label`},
 		{"unknown_kind.toml", `unknown_kind.toml:4:2: unknown table "tcp"; known keys: http, launchd, script`},
-		{"unknown_key.toml", `unknown_key.toml:3:1: unknown key "critical_after" in [script.disk]; known keys: command, critical, critical_after_consecutive_failures, timeout_secs`},
+		{"unknown_key.toml", `unknown_key.toml:3:1: unknown key "critical_after" in [script.disk]; known keys: command, critical, critical_after_consecutive_failures, on_failure, timeout_secs`},
 		{"wrong_type.toml", `wrong_type.toml:3:16: http.api.timeout_secs: want an integer, got a string`},
 		{"duplicate.toml", `duplicate.toml:3:2: table api already exists`},
 		{"empty_url.toml", `empty_url.toml:2:1: http.api: url must not be empty`},
