@@ -43,8 +43,8 @@ type Services struct {
 type serviceOpts struct {
 	Critical    *bool   `toml:"critical"`
 	OnFailure   *string `toml:"on_failure"`
-	After       *int  `toml:"critical_after_consecutive_failures"`
-	TimeoutSecs *int  `toml:"timeout_secs"`
+	After       *int    `toml:"critical_after_consecutive_failures"`
+	TimeoutSecs *int    `toml:"timeout_secs"`
 }
 
 type httpService struct {

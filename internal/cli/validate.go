@@ -11,20 +11,20 @@ import (
 
 // validateReport is the output of `talon validate`.
 type validateReport struct {
-	OK                bool               `json:"ok"`
-	ConfigPath        string             `json:"config_path"`
-	ConfigFound       bool               `json:"config_found"`
-	ServicesPath      string             `json:"services_path"`
-	PolicyDir         string             `json:"policy_dir"`
-	PolicyHash        string             `json:"policy_hash,omitempty"`
-	Files             []string           `json:"files,omitempty"`
-	CheckIntervalSecs int                `json:"check_interval_secs"`
-	ProbeCount        int                `json:"probe_count"`
-	ProbesByKind      map[string]int     `json:"probes_by_kind"`
-	HTTPProbeCount    int                `json:"http_probe_count"`
-	LaunchdProbeCount int                `json:"launchd_probe_count"`
-	ScriptProbeCount  int                `json:"script_probe_count"`
-	Rungs             []string           `json:"rungs"`
+	OK                bool           `json:"ok"`
+	ConfigPath        string         `json:"config_path"`
+	ConfigFound       bool           `json:"config_found"`
+	ServicesPath      string         `json:"services_path"`
+	PolicyDir         string         `json:"policy_dir"`
+	PolicyHash        string         `json:"policy_hash,omitempty"`
+	Files             []string       `json:"files,omitempty"`
+	CheckIntervalSecs int            `json:"check_interval_secs"`
+	ProbeCount        int            `json:"probe_count"`
+	ProbesByKind      map[string]int `json:"probes_by_kind"`
+	HTTPProbeCount    int            `json:"http_probe_count"`
+	LaunchdProbeCount int            `json:"launchd_probe_count"`
+	ScriptProbeCount  int            `json:"script_probe_count"`
+	Rungs             []string       `json:"rungs"`
 	// OnFailure lists the probes by what their failure leads to: "page"
 	// (act, and page when critical), "act" (never page), "show" (never act).
 	OnFailure map[string][]string `json:"on_failure"`
