@@ -2,11 +2,26 @@
 GO      ?= go
 BIN     := bin/talon
 FUZZTIME ?= 20s
+# make install puts the binary in $(PREFIX)/bin (~/.local/bin by default,
+# which the default child PATH and `talon service install` expect).
+PREFIX  ?= $(HOME)/.local
+# `talon version` shows this where the build carries no module version and
+# no VCS stamp (a git worktree, GOFLAGS=-buildvcs=false).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS := -X github.com/talon-dev/talon/internal/cli.linkedVersion=$(VERSION)
 
-.PHONY: build run test deps bench lint fmt vet tidy-check clean
+.PHONY: build install run test deps bench lint fmt vet tidy-check clean
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/talon
+	$(GO) build -trimpath -buildvcs=auto -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/talon
+
+# Copy, then rename: a running daemon keeps its old binary ("text file
+# busy" otherwise) and `talon service install` restarts it on the new one.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/.talon.new
+	mv -f $(DESTDIR)$(PREFIX)/bin/.talon.new $(DESTDIR)$(PREFIX)/bin/talon
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/talon; \`talon service install\` runs it as a service"
 
 # Build, then run the daemon in the foreground on the embedded default policy,
 # with its state kept in .cache/run so it touches nothing of yours.

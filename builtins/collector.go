@@ -36,6 +36,7 @@ type collector struct {
 	ladder        []*engine.Rung
 	ladderPos     string
 	ladderSet     bool
+	heartbeat     *engine.Heartbeat
 	// none is probe.none's reason: the policy declares no probe on purpose.
 	none, nonePos string
 
@@ -147,6 +148,7 @@ func (c *collector) predeclared() starlark.StringDict {
 	pre["ladder"] = starlark.NewBuiltin("ladder", ladderBuiltin)
 	pre["rung"] = starlark.NewBuiltin("rung", rungBuiltin)
 	pre["services"] = starlark.NewBuiltin("services", servicesBuiltin)
+	pre["heartbeat"] = starlark.NewBuiltin("heartbeat", heartbeatBuiltin)
 	pre["config"] = c.cfgValue
 	pre["secret"] = secret.Builtin
 	pre["struct"] = starlark.NewBuiltin("struct", starlarkstruct.Make)
@@ -261,6 +263,7 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		Ladder:     c.ladder,
 		Interval:   time.Duration(c.cfg.CheckIntervalSecs) * time.Second,
 		Env:        c.cfg.ChildEnv(opts.Environ),
+		Heartbeat:  c.heartbeat,
 	}, nil
 }
 

@@ -3,7 +3,8 @@
 package docs
 
 import (
-	"encoding/xml"
+	"bytes"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"howett.net/plist"
+
 	"github.com/talon-dev/talon/builtins"
 	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/internal/service"
 	"github.com/talon-dev/talon/internal/testpeer"
 )
 
@@ -53,34 +57,50 @@ func TestPolicyExampleLoads(t *testing.T) {
 	}
 }
 
-func TestLaunchdPlistParses(t *testing.T) {
-	b, err := os.ReadFile("examples/com.talon.watchdog.plist")
-	if err != nil {
-		t.Fatal(err)
+var update = flag.Bool("update", false, "rewrite the service examples")
+
+// exampleSpec is the install the examples show: a user at /Users/you
+// (macOS) or /home/you (Linux) who ran `make install`.
+func exampleSpec(manager string) service.Spec {
+	home := "/Users/you"
+	if manager == service.Systemd {
+		home = "/home/you"
 	}
-	dec := xml.NewDecoder(strings.NewReader(string(b)))
-	var keys []string
-	var inKey bool
-	for {
-		tok, err := dec.Token()
+	s := service.Spec{Manager: manager, Name: service.DefaultUnit, Home: home, UID: 501,
+		Argv:     []string{home + "/.local/bin/talon", "--config", home + "/.config/talon/config.toml", "run"},
+		Path:     []string{"/opt/homebrew/bin", home + "/.local/bin", "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"},
+		StateDir: home + "/.local/state/talon"}
+	if manager == service.Launchd {
+		s.Name = service.DefaultLabel
+	}
+	return s
+}
+
+// The service files in docs/examples are what `talon service print` writes
+// for that install, and the plist reads with a real plist decoder.
+func TestServiceExamples(t *testing.T) {
+	for file, manager := range map[string]string{"examples/com.talon.watchdog.plist": service.Launchd, "examples/talon.service": service.Systemd} {
+		want, err := exampleSpec(manager).Render(service.Manifest{})
 		if err != nil {
-			if err.Error() == "EOF" {
-				break
-			}
-			t.Fatalf("plist is not well-formed XML: %v", err)
+			t.Fatal(err)
 		}
-		switch x := tok.(type) {
-		case xml.StartElement:
-			inKey = x.Name.Local == "key"
-		case xml.CharData:
-			if inKey {
-				keys = append(keys, string(x))
-			}
-		case xml.EndElement:
-			inKey = false
+		if *update {
+			os.WriteFile(file, want, 0o644)
+		}
+		have, err := os.ReadFile(file)
+		if err != nil || !bytes.Equal(have, want) {
+			t.Fatalf("%s is not what talon service print writes; run go test ./docs -run ServiceExamples -update", file)
 		}
 	}
-	if got := strings.Join(keys, ","); got != "Label,ProgramArguments,RunAtLoad,KeepAlive,ThrottleInterval,ExitTimeOut,StandardErrorPath" {
-		t.Fatalf("plist keys %s", got)
+	b, _ := os.ReadFile("examples/com.talon.watchdog.plist")
+	var doc struct {
+		Label            string   `plist:"Label"`
+		ProgramArguments []string `plist:"ProgramArguments"`
+		KeepAlive        bool     `plist:"KeepAlive"`
+		RunAtLoad        bool     `plist:"RunAtLoad"`
+	}
+	if _, err := plist.Unmarshal(b, &doc); err != nil || doc.Label != "com.talon.watchdog" || !doc.KeepAlive || !doc.RunAtLoad ||
+		doc.ProgramArguments[0] != "/Users/you/.local/bin/talon" {
+		t.Fatalf("plist: %v %+v", err, doc)
 	}
 }

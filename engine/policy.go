@@ -23,6 +23,8 @@ type Policy struct {
 	// with, so a config.toml reload takes effect with the policy swap.
 	Interval time.Duration
 	Env      []string
+	// Heartbeat is the dead-man ping the policy declares; nil for none.
+	Heartbeat *Heartbeat
 	// NoProbes is why the policy declares no probe (probe.none); a policy
 	// without probes and without a reason never loads.
 	NoProbes string

@@ -34,6 +34,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"path_relative.toml", `path_relative.toml:1:1: path entry "bin" is not an absolute directory`},
 		{"syntax.toml", `syntax.toml:1:23: unexpected character U+000A at start of value`},
 		{"duplicate_table.toml", `duplicate_table.toml:3:2: table escalation already exists`},
+		{"allowed_hosts_url.toml", `allowed_hosts_url.toml:2:1: health.allowed_hosts entry "talon.svc/health" is not a host name or address (no scheme, path, wildcard or space)`},
 	}
 	td := fspermtest.Copy(t, "testdata") // strict modes: never the checkout's own modes
 	for _, tc := range cases {
@@ -356,5 +357,22 @@ func TestNamedPipeIsRefused(t *testing.T) {
 				t.Errorf("%s: got %v, want %s", name, err, want)
 			}
 		})
+	}
+}
+
+func TestRestartNeeded(t *testing.T) {
+	a, b := config.Default(), config.Default()
+	if got := config.RestartNeeded(a, b); len(got) != 0 {
+		t.Fatalf("no change: %v", got)
+	}
+	b.CheckIntervalSecs = 5                // applied on reload
+	b.Path = []string{"/bin"}              // applied on reload
+	b.Health.Bind = "127.0.0.1:9000"       // restart
+	b.Health.AllowedHosts = []string{"vm"} // restart
+	b.Worker.Port = 4000                   // restart: the whole table
+	b.StateDir = "/var/lib/talon"          // restart
+	got := strings.Join(config.RestartNeeded(a, b), ",")
+	if got != "state_dir,worker.port,health.bind,health.allowed_hosts" {
+		t.Fatalf("restart needed for %s", got)
 	}
 }

@@ -62,6 +62,9 @@ type Options struct {
 	// Logger receives server errors at debug level and lifecycle at info.
 	// Nil discards.
 	Logger *log.Logger
+	// AllowedHosts are Host header names beyond loopback that GET and HEAD
+	// /health answer to on a loopback bind ([health] allowed_hosts).
+	AllowedHosts []string
 }
 
 // Server is the health endpoint.
@@ -191,7 +194,7 @@ func (s *Server) Handler() http.Handler {
 		// On a loopback bind, only loopback names may be asked for: a web
 		// page that rebinds its own host name to 127.0.0.1 (DNS rebinding)
 		// must not read probe outputs or trigger reloads.
-		if loopback && !loopbackHost(r.Host) {
+		if loopback && !loopbackHost(r.Host) && !s.allowedHost(r) {
 			writeJSON(w, http.StatusForbidden, errorBody("host_not_allowed"))
 			return
 		}
@@ -261,7 +264,49 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	if snap.FailedProbes == nil {
 		snap.FailedProbes = []string{} // consumers read an array, never null
 	}
-	writeJSON(w, http.StatusOK, snap)
+	writeJSON(w, http.StatusOK, healthBody{Snapshot: snap, StateCompat: StateCompat(snap.State)})
+}
+
+// healthBody is GET /health: the snapshot and state_compat.
+type healthBody struct {
+	engine.Snapshot
+	// StateCompat is the state as the predecessor spelled it, for consumers
+	// that compare it case-sensitively.
+	StateCompat string `json:"state_compat"`
+}
+
+// StateCompat spells a phase as the predecessor's /health did: "Healthy",
+// "Degraded", "Failed", "Investigating", "Critical", "SOS".
+func StateCompat(p engine.Phase) string {
+	switch p {
+	case engine.SOS:
+		return "SOS"
+	case "":
+		return ""
+	}
+	return strings.ToUpper(string(p[:1])) + string(p[1:])
+}
+
+// allowedHost reports whether a request that names a non-loopback host may
+// be answered: only a read of /health, and only for a configured name.
+func (s *Server) allowedHost(r *http.Request) bool {
+	if r.URL.Path != "/health" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	for _, a := range s.opts.AllowedHosts {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
+		}
+		if host != "" && strings.EqualFold(host, strings.TrimSuffix(strings.Trim(a, "[]"), ".")) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

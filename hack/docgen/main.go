@@ -2,7 +2,8 @@
 // text of the builtins themselves: the Doc of every registered builtin, the
 // doc constants of package builtins, and the doc comments of its module
 // variables. Run `go run ./hack/docgen > docs/policy.md`; a test keeps the
-// file current.
+// file current. With -config it writes docs/config.md, the configuration
+// reference, from engine/config's Config struct instead.
 package main
 
 import (
@@ -23,10 +24,15 @@ import (
 
 func main() {
 	root := "."
-	if len(os.Args) > 1 {
-		root = os.Args[1]
+	gen := write
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "-config" {
+		gen, args = writeConfig, args[1:]
 	}
-	if err := write(os.Stdout, root); err != nil {
+	if len(args) > 0 {
+		root = args[0]
+	}
+	if err := gen(os.Stdout, root); err != nil {
 		fmt.Fprintln(os.Stderr, "docgen:", err)
 		os.Exit(1)
 	}
@@ -81,6 +87,7 @@ func write(w io.Writer, root string) error {
 	}
 	b.WriteString("## Top level\n\n")
 	builtin(&b, "services", builtins.ServicesDoc)
+	builtin(&b, "heartbeat", builtins.HeartbeatDoc)
 	builtin(&b, "secret", secret.Doc)
 	b.WriteString("## Values\n\n")
 	value(&b, builtins.ConfigDoc)

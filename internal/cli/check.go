@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/effect"
@@ -59,7 +60,7 @@ func (a *app) check(args []string) error {
 		}
 	}
 	var werr error
-	if asJSON || !a.tty {
+	if a.wantJSON(asJSON) {
 		if results == nil {
 			results = []engine.Result{}
 		}
@@ -84,9 +85,14 @@ func (a *app) check(args []string) error {
 	return withCode(werr, code)
 }
 
+// firstLine is the first line of s, cut to at most n bytes at a character
+// boundary (a probe's output may be any UTF-8).
 func firstLine(s string, n int) string {
 	s, _, _ = strings.Cut(s, "\n")
 	if len(s) > n {
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
 		s = s[:n] + "…"
 	}
 	return s

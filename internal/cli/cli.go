@@ -22,35 +22,6 @@ import (
 	"github.com/talon-dev/talon/internal/loader"
 )
 
-const usage = `usage: talon [global flags] [command] [flags]
-
-commands:
-  run [--dry-run] [--bind ADDR] [--worker-only]
-                             the daemon: probes, escalation, the worker, /health
-                             (the default); --dry-run records actions instead of
-                             taking them; --worker-only supervises the worker alone
-  validate [--json] [--strict]
-                             load config, services and policy; print a summary
-  check [--json] [--probe NAME]...
-                             one probe cycle; exit 1 if a probe fails
-  status [--json]            state machine position (daemon first, then state file)
-  reload                     ask the running daemon to reload its policy now
-  drill [RUNG]               send a page marked DRILL through a rung's channels
-  replay JOURNAL [--diff OTHER_DIR] [--json]
-                             feed a recorded journal (journal.jsonl or its directory)
-                             through the policy and show what it would have decided;
-                             --diff compares with the policy in OTHER_DIR
-
-global flags (also TALON_CONFIG, TALON_POLICY, TALON_STATE_DIR):
-  --config FILE     config.toml (default ~/.config/talon/config.toml)
-  --policy DIR      policy directory holding talon.star (default: config policy_dir,
-                    else the embedded default policy)
-  --state-dir DIR   state directory (default ~/.local/state/talon)
-
-old spellings kept: --check, --status, --validate, validate, --dry-run (print the
-resolved config and policy), --worker-only
-`
-
 // exitError carries an exit code and an optional one-line message.
 type exitError struct {
 	code int
@@ -83,12 +54,15 @@ func fail(code int, format string, args ...any) error {
 // globals are the flags every command accepts.
 type globals struct {
 	config, policy, stateDir string
+	// format is --format: "table", "json" or "" (decide by the terminal).
+	format string
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.config, "config", g.config, "config.toml path")
 	fs.StringVar(&g.policy, "policy", g.policy, "policy directory")
 	fs.StringVar(&g.stateDir, "state-dir", g.stateDir, "state directory")
+	fs.StringVar(&g.format, "format", g.format, "output style: table or json")
 }
 
 // app is one invocation.
@@ -140,8 +114,13 @@ func (a *app) dispatch(args []string) error {
 	cmd, rest := a.command(args)
 	switch cmd {
 	case "help":
-		fmt.Fprint(a.stdout, usage)
-		return nil
+		return a.help(rest)
+	case "version":
+		return a.version(rest)
+	case "events":
+		return a.events(rest)
+	case "service":
+		return a.service(rest)
 	case "worker-only":
 		return a.workerOnly(rest)
 	case "run":
@@ -161,7 +140,7 @@ func (a *app) dispatch(args []string) error {
 	case "print":
 		return a.print(rest)
 	}
-	return fail(2, "unknown command %q; see talon --help", cmd)
+	return fail(2, "unknown command %q; see talon help", cmd)
 }
 
 // command returns the command word and the remaining arguments. The first
@@ -170,7 +149,7 @@ func (a *app) dispatch(args []string) error {
 // one too.
 func (a *app) command(args []string) (string, []string) {
 	aliases := map[string]string{"--check": "check", "--status": "status", "--validate": "validate",
-		"--worker-only": "worker-only", "-h": "help", "--help": "help", "-help": "help"}
+		"--worker-only": "worker-only", "--version": "version", "-version": "version"}
 	for i, arg := range args {
 		if c, ok := aliases[arg]; ok {
 			return c, without(args, i)
@@ -186,9 +165,14 @@ func (a *app) command(args []string) (string, []string) {
 		}
 		return arg, without(args, i)
 	}
-	// No command word: the daemon, or the old --dry-run that printed the config.
+	// No command word: help, the daemon, or the old --dry-run that printed
+	// the config. (With a command word, its own flag parsing answers --help
+	// with that command's help.)
 	for i, arg := range args {
-		if arg == "--dry-run" || arg == "-dry-run" {
+		switch arg {
+		case "-h", "--help", "-help":
+			return "help", without(args, i)
+		case "--dry-run", "-dry-run":
 			return "print", without(args, i)
 		}
 	}
@@ -198,7 +182,8 @@ func (a *app) command(args []string) (string, []string) {
 func takesValue(flagArg string) bool {
 	name := strings.TrimLeft(flagArg, "-")
 	switch name {
-	case "config", "policy", "state-dir", "probe", "diff", "bind":
+	case "config", "policy", "state-dir", "format", "probe", "diff", "bind",
+		"since", "until", "incident", "interval", "label":
 		return true
 	}
 	return false
@@ -221,7 +206,7 @@ func contains(s []string, x string) bool {
 func (a *app) flagsOnly(name string, args []string, define func(fs *flag.FlagSet)) error {
 	rest, err := a.flags(name, args, define)
 	if err == nil && len(rest) > 0 {
-		return fail(2, "%s takes no arguments, got %q; see talon --help", name, rest[0])
+		return fail(2, "%s takes no arguments, got %q; see talon help %s", name, rest[0], strings.Fields(name)[0])
 	}
 	return err
 }
@@ -239,11 +224,19 @@ func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			word, _, _ := strings.Cut(name, " ")
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(a.stdout, usage)
+				if _, werr := io.WriteString(a.stdout, commandHelp(word, fs)); werr != nil {
+					return nil, withCode(werr, 0)
+				}
 				return nil, &exitError{code: 0}
 			}
-			return nil, fail(2, "%s: %v; see talon --help", name, err)
+			return nil, fail(2, "%s: %v; see talon help %s", name, err, word)
+		}
+		switch a.g.format {
+		case "", "table", "json":
+		default:
+			return nil, fail(2, "--format %q: want table or json", a.g.format)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -323,6 +316,20 @@ func homeDir() string {
 		return h
 	}
 	return "/"
+}
+
+// wantJSON decides between JSON and a table: --json, then --format, then
+// whether stdout is a terminal.
+func (a *app) wantJSON(jsonFlag bool) bool {
+	switch {
+	case jsonFlag:
+		return true
+	case a.g.format == "json":
+		return true
+	case a.g.format == "table":
+		return false
+	}
+	return !a.tty
 }
 
 // json writes v as indented JSON.

@@ -189,10 +189,10 @@ func TestErrorsAreOneLine(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"frobnicate"}, 2, `talon: unknown command "frobnicate"; see talon --help` + "\n"},
-		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon --help\n"},
+		{[]string{"frobnicate"}, 2, `talon: unknown command "frobnicate"; see talon help` + "\n"},
+		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon help check\n"},
 		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: talon.star: no policy directory /nonexistent/talon-policy; create it with a talon.star, or point policy_dir elsewhere\n"},
-		{[]string{"check", "foo"}, 2, "talon: check takes no arguments, got \"foo\"; see talon --help\n"},
+		{[]string{"check", "foo"}, 2, "talon: check takes no arguments, got \"foo\"; see talon help check\n"},
 		{[]string{"--worker-only"}, 2, "talon: --worker-only: [worker] command is not set in " + testdata(t, "good/config.toml") + "\n"},
 	}
 	for _, tc := range cases {

@@ -1,7 +1,12 @@
 package cli
 
 import (
+	"fmt"
 	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/talon-dev/talon/engine/config"
 )
 
 // print is the old `talon --dry-run`: the resolved configuration and policy.
@@ -46,7 +51,10 @@ func (a *app) print(args []string) error {
 		Thresholds any         `json:"thresholds,omitempty"`
 		Probes     []probeView `json:"probes"`
 		Ladder     []rungView  `json:"ladder"`
-	}{Config: e.cfg, PolicyDir: e.policyName(), PolicyHash: res.Hash, Probes: []probeView{}, Ladder: []rungView{}}
+	}{PolicyDir: e.policyName(), PolicyHash: res.Hash, Probes: []probeView{}, Ladder: []rungView{}}
+	if out.Config, err = tomlKeys(e.cfg); err != nil {
+		return err
+	}
 	if res.Err() != nil {
 		out.Errors = res.Errors
 	}
@@ -83,4 +91,18 @@ func (a *app) print(args []string) error {
 		return &exitError{code: 1}
 	}
 	return nil
+}
+
+// tomlKeys is the resolved configuration under its TOML keys (the ones
+// config.toml and the policy's config.* use), not the Go field names.
+func tomlKeys(c *config.Config) (map[string]any, error) {
+	b, err := toml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("print config: %w", err)
+	}
+	m := map[string]any{}
+	if err := toml.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("print config: %w", err)
+	}
+	return m, nil
 }

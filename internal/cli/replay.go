@@ -43,7 +43,7 @@ func (a *app) replay(args []string) error {
 		return err
 	}
 	if len(rest) != 1 {
-		return fail(2, "replay takes one journal (journal.jsonl or the directory holding it), got %d arguments; see talon --help", len(rest))
+		return fail(2, "replay takes one journal (journal.jsonl or the directory holding it), got %d arguments; see talon help replay", len(rest))
 	}
 	path, records, warnings, err := readJournal(rest[0])
 	if err != nil {
@@ -59,7 +59,7 @@ func (a *app) replay(args []string) error {
 	}
 	ra := engine.Replay(polA, records, engine.ReplayOptions{})
 	ra.Warnings = append(append([]string(nil), warnings...), ra.Warnings...)
-	text := !asJSON && a.tty
+	text := !a.wantJSON(asJSON)
 	if other == "" {
 		if !text {
 			return a.json(replayOutput{Journal: path, PolicyDir: e.policyName(), ReplayResult: ra})

@@ -193,7 +193,7 @@ func TestReplayJournalProblems(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"replay", "--policy", "$D/a"}, 2, "talon: replay takes one journal (journal.jsonl or the directory holding it), got 0 arguments; see talon --help\n"},
+		{[]string{"replay", "--policy", "$D/a"}, 2, "talon: replay takes one journal (journal.jsonl or the directory holding it), got 0 arguments; see talon help replay\n"},
 		{[]string{"replay", "$D/nope.jsonl", "--policy", "$D/a"}, 1, "talon: replay: read journal $D/nope.jsonl: file does not exist\n"},
 		{[]string{"replay", "$D", "--policy", "$D/a", "--diff", "$D/nope"}, 1, "talon: replay --diff: policy $D/nope has no talon.star: no such file or directory\n"},
 	}

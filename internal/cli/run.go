@@ -56,6 +56,7 @@ func (a *app) run(args []string) error {
 	e.warn = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
 	e.note = func(msg string, kv ...any) { logger.Info(msg, kv...) }
 	e.ld = loader.New(e.loaderOptions())
+	logStartup(logger, e)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -76,9 +77,10 @@ func (a *app) run(args []string) error {
 	if sup != nil {
 		workerStatus = func() any { return sup.Status() }
 	}
+	hbs := &heartbeats{}
 	d = engine.New(engine.Options{
 		Worker:    workerStatus,
-		Load:      e.load,
+		Load:      hbs.wrap(e.load),
 		Interval:  time.Duration(e.cfg.CheckIntervalSecs) * time.Second,
 		StateFile: engine.StatePath(e.stateDir),
 		Env:       e.cfg.ChildEnv(os.Environ()),
@@ -102,19 +104,21 @@ func (a *app) run(args []string) error {
 		return fail(2, "--bind: %v", err)
 	}
 	if e.cfg.Health.Enabled && bind != "" {
-		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger})
-		addr, err := srv.Start()
-		if err != nil {
+		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger,
+			AllowedHosts: e.cfg.Health.AllowedHosts})
+		// The server logs where it listens: the startup line of the address.
+		if _, err := srv.Start(); err != nil {
 			// The watchdog keeps watching without its endpoint, loudly.
 			logger.Error("health endpoint not started", "bind", bind, "err", err)
 		} else {
-			logger.Info("health endpoint listening", "addr", addr)
 			defer func() {
 				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
 				srv.Shutdown(sctx)
 			}()
 		}
+	} else if !e.cfg.Health.Enabled {
+		logger.Info("health endpoint", "bind", "none", "note", "[health] enabled = false")
 	}
 	if dryRun {
 		// `talon reload` signals the live daemon, never the shadow.
@@ -175,6 +179,11 @@ func (a *app) run(args []string) error {
 			}
 			w.Run(ctx)
 		}()
+	}
+	if dryRun {
+		logger.Info("dry run: no heartbeat pings; the live daemon sends them")
+	} else {
+		startHeartbeat(ctx, d, hbs, e.cfg.ChildEnv(os.Environ()), logger)
 	}
 	err = d.Run(ctx)
 	<-workerDone // never exit with the worker alive

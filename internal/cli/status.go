@@ -2,37 +2,112 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/health"
+	"github.com/talon-dev/talon/engine/journal"
 )
 
 // statusReport is `talon status`: the daemon's snapshot when it answers,
-// else the persisted state.
+// else the persisted state; and the probes, like `monit summary`.
 type statusReport struct {
 	Source string           `json:"source"` // "daemon" or "state_file"
 	Health *engine.Snapshot `json:"health,omitempty"`
 	State  *engine.State    `json:"state,omitempty"`
+	Probes []probeRow       `json:"probes"`
 }
 
+// probeRow is one probe in `talon status`.
+type probeRow struct {
+	Name     string     `json:"name"`
+	State    string     `json:"state"` // ok, warn, failing, down
+	Critical bool       `json:"critical"`
+	Fails    int        `json:"consecutive_failures"`
+	Since    *time.Time `json:"since,omitempty"` // the last probe_down or probe_up in the journal
+	Checked  time.Time  `json:"last_check"`
+	Output   string     `json:"output"`
+}
+
+// statusSinceWindow is how far back the journal is read for when each
+// probe last went down or up (with a seek, so the cost is that window).
+const statusSinceWindow = 7 * 24 * time.Hour
+
 func (a *app) status(args []string) error {
-	var asJSON bool
+	var asJSON, watch bool
+	interval := 2 * time.Second
 	if err := a.flagsOnly("status", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "JSON output")
+		fs.BoolVar(&watch, "watch", false, "redraw every --interval until interrupted")
+		fs.DurationVar(&interval, "interval", interval, "how often --watch redraws")
 	}); err != nil {
 		return err
+	}
+	if interval < 200*time.Millisecond {
+		return fail(2, "status --interval %s: want at least 200ms", interval)
 	}
 	e, err := a.loadEnv()
 	if err != nil {
 		return err
 	}
-	rep := statusReport{}
+	since := &probeTransitions{path: journal.Path(e.stateDir), at: map[string]time.Time{}}
+	defer since.close()
+	if !watch {
+		rep, err := a.statusReport(e, since)
+		if err != nil {
+			return err
+		}
+		return a.printStatus(e, rep, asJSON, false)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		rep, err := a.statusReport(e, since)
+		if err != nil {
+			// The daemon may be restarting: say so and keep watching.
+			rep = nil
+			if a.wantJSON(asJSON) {
+				if err := a.json(map[string]string{"error": oneLine(err.Error())}); err != nil {
+					return err
+				}
+			} else if _, err := fmt.Fprintf(a.stdout, "%s%s\n", clearScreen(a.tty), oneLine(err.Error())); err != nil {
+				return err
+			}
+		}
+		if rep != nil {
+			if err := a.printStatus(e, rep, asJSON, true); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func clearScreen(tty bool) string {
+	if tty {
+		return "\x1b[H\x1b[2J"
+	}
+	return ""
+}
+
+func (a *app) statusReport(e *env, since *probeTransitions) (*statusReport, error) {
+	rep := &statusReport{Probes: []probeRow{}}
 	if e.cfg.Health.Enabled {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		snap, err := health.Get(ctx, e.cfg.Health.Bind)
@@ -41,20 +116,68 @@ func (a *app) status(args []string) error {
 			rep.Source, rep.Health = "daemon", &snap
 		}
 	}
-	if rep.Health == nil {
-		st, err := engine.LoadState(engine.StatePath(e.stateDir))
-		switch {
-		case errors.Is(err, engine.ErrNoState):
-			return fail(1, "no daemon answers on %s and there is no state file in %s yet", e.cfg.Health.Bind, e.stateDir)
-		case err != nil:
-			return err
-		}
+	st, err := engine.LoadState(engine.StatePath(e.stateDir))
+	switch {
+	case rep.Health == nil && errors.Is(err, engine.ErrNoState):
+		return nil, fail(1, "no daemon answers on %s and there is no state file in %s yet", e.cfg.Health.Bind, e.stateDir)
+	case rep.Health == nil && err != nil:
+		return nil, err
+	case rep.Health == nil:
 		rep.Source, rep.State = "state_file", st
 	}
-	if asJSON || !a.tty {
+	since.update()
+	// The probes: the daemon's last results (else the state file's), with
+	// the debounce counts of the state file when there is one.
+	var results []engine.Result
+	if rep.Health != nil {
+		results = rep.Health.Probes
+	} else {
+		for _, ps := range st.Probes {
+			if ps.Last != nil {
+				results = append(results, *ps.Last)
+			}
+		}
+	}
+	for _, r := range results {
+		row := probeRow{Name: r.Name, Critical: r.Critical, Checked: r.At, Output: r.Output, State: "ok"}
+		switch {
+		case !r.Passed:
+			row.State = "failing"
+		case r.Warning:
+			row.State = "warn"
+		}
+		if st != nil {
+			if ps := st.Probes[r.Name]; ps != nil {
+				row.Fails = ps.Fails
+				if ps.Down {
+					row.State = "down"
+				}
+			}
+		}
+		if t, ok := since.at[r.Name]; ok {
+			t := t
+			row.Since = &t
+		}
+		rep.Probes = append(rep.Probes, row)
+	}
+	sort.Slice(rep.Probes, func(i, j int) bool { return rep.Probes[i].Name < rep.Probes[j].Name })
+	return rep, nil
+}
+
+func (a *app) printStatus(e *env, rep *statusReport, asJSON, watch bool) error {
+	if a.wantJSON(asJSON) {
+		if watch { // one object per line, a stream
+			enc := json.NewEncoder(a.stdout)
+			enc.SetEscapeHTML(false)
+			return enc.Encode(rep)
+		}
 		return a.json(rep)
 	}
+	now := time.Now()
 	var b strings.Builder
+	if watch {
+		b.WriteString(clearScreen(a.tty))
+	}
 	if s := rep.Health; s != nil {
 		fmt.Fprintf(&b, "state %s (daemon on %s, updated %s)\n", s.State, e.cfg.Health.Bind, time.Unix(s.UpdatedAtUnix, 0).Format(time.RFC3339))
 		fmt.Fprintf(&b, "policy %s, %d probes, %d failing %s\n", shortHash(s.PolicyHash), s.ProbeCount, s.FailedProbeCount, strings.Join(s.FailedProbes, " "))
@@ -70,21 +193,75 @@ func (a *app) status(args []string) error {
 	} else {
 		s := rep.State
 		fmt.Fprintf(&b, "state %s since %s (from the state file; no daemon answered)\n", s.Phase, s.PhaseSince.Format(time.RFC3339))
-		var failing []string
-		for name, ps := range s.Probes {
-			if ps.Last != nil && !ps.Last.Passed {
-				failing = append(failing, name)
-			}
-		}
-		sort.Strings(failing)
-		fmt.Fprintf(&b, "%d probes known, %d failing %s\n", len(s.Probes), len(failing), strings.Join(failing, " "))
 		if inc := s.Incident; inc != nil {
 			fmt.Fprintf(&b, "incident %s since %s: %s\n", inc.ID, inc.Started.Format(time.RFC3339), strings.Join(inc.Probes, " "))
 		}
 	}
-	_, err = fmt.Fprint(a.stdout, b.String())
+	if len(rep.Probes) > 0 {
+		b.WriteString("\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PROBE\tSTATE\tSINCE\tCHECKED\tLAST OUTPUT")
+		for _, p := range rep.Probes {
+			state := p.State
+			if p.State == "failing" || p.State == "down" {
+				state = fmt.Sprintf("%s ×%d", p.State, p.Fails)
+			}
+			if p.Critical && p.State != "ok" {
+				state += " critical"
+			}
+			since := "-"
+			if p.Since != nil {
+				since = p.Since.Local().Format("Jan 02 15:04:05") + " (" + ago(now, *p.Since) + ")"
+			}
+			checked := "-"
+			if !p.Checked.IsZero() {
+				checked = ago(now, p.Checked)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, state, since, checked, firstLine(p.Output, 80))
+		}
+		tw.Flush()
+	}
+	_, err := fmt.Fprint(a.stdout, b.String())
 	return err
 }
+
+// probeTransitions finds in the journal when each probe last went down or
+// up: the "since" of `talon status`. Under --watch it follows the journal
+// instead of reading it again.
+type probeTransitions struct {
+	path   string
+	at     map[string]time.Time
+	cursor *journal.Cursor
+	done   bool
+}
+
+func (p *probeTransitions) note(r engine.Record) error {
+	if e := r.Event; e != nil && (e.Type == "probe_down" || e.Type == "probe_up") {
+		p.at[e.Probe] = e.At
+	}
+	return nil
+}
+
+func (p *probeTransitions) update() {
+	if p.cursor != nil {
+		p.cursor.Next(p.note)
+		return
+	}
+	if p.done {
+		return
+	}
+	res, err := journal.Scan(p.path, journal.ScanOptions{Since: time.Now().Add(-statusSinceWindow),
+		Want: func(typ string, line []byte) bool {
+			return typ == "event" && (strings.Contains(string(line), `"type":"probe_down"`) || strings.Contains(string(line), `"type":"probe_up"`))
+		}}, p.note)
+	if err != nil {
+		return // no journal yet: no "since"
+	}
+	p.done = true
+	p.cursor = res.Cursor
+}
+
+func (p *probeTransitions) close() { p.cursor.Close() }
 
 func (a *app) reload(args []string) error {
 	if err := a.flagsOnly("reload", args, nil); err != nil {

@@ -81,7 +81,7 @@ func (a *app) validate(args []string) error {
 	if !rep.OK {
 		code = 1
 	}
-	if asJSON || !a.tty {
+	if a.wantJSON(asJSON) {
 		return withCode(a.json(rep), code)
 	}
 	return withCode(a.validateText(rep), code)

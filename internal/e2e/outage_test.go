@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -130,6 +131,7 @@ ladder(
 
 	d := startDaemon(t, cfg, policy, bind, stateDir, "TG_TOKEN="+token)
 	d.waitFor("healthy", 10*time.Second, func(s engine.Snapshot) bool { return s.OK && s.ProbeCount == 1 })
+	follow := followEvents(t, "--config", cfg)
 
 	stopScan := make(chan struct{})
 	leak := scanCmdlines(token, stopScan)
@@ -201,6 +203,14 @@ ladder(
 	if p, ok := <-leak; ok {
 		t.Fatalf("the token appeared in a process's arguments: %s", p)
 	}
+
+	// talon events tells the night as a story, afterwards and as it happened.
+	story, err := exec.Command(talonBin, "events", "--since", "1h", "--format", "table", "--config", cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("talon events: %v\n%s", err, story)
+	}
+	assertStory(t, string(story), incident)
+	assertStory(t, follow.stop(t), incident)
 
 	// The journal shows each step once.
 	count := map[string]int{}

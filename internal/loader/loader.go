@@ -232,7 +232,8 @@ func (l *Loader) note(dir string) {
 	l.opts.Note("no talon.star in the policy directory: running the embedded default policy; it loads as soon as the file appears", "dir", dir)
 }
 
-// restartOnly warns about config changes that take effect only on restart.
+// restartOnly warns about config changes that take effect only on restart
+// (the keys tagged restart:"true" in engine/config).
 func (l *Loader) restartOnly(c *config.Config) {
 	l.mu.Lock()
 	old := l.cfg
@@ -240,11 +241,8 @@ func (l *Loader) restartOnly(c *config.Config) {
 	if l.opts.Warn == nil || !l.opts.Daemon || old == nil {
 		return
 	}
-	if c.Health.Bind != old.Health.Bind || c.Health.Enabled != old.Health.Enabled {
-		l.opts.Warn("config: the [health] change takes effect after a restart", "bind", c.Health.Bind)
-	}
-	if c.StateDir != old.StateDir {
-		l.opts.Warn("config: a new state_dir takes effect after a restart", "state_dir", c.StateDir)
+	for _, key := range config.RestartNeeded(old, c) {
+		l.opts.Warn("config: this change takes effect after a restart", "key", key)
 	}
 }
 

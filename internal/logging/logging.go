@@ -15,22 +15,37 @@
 //
 // # Stderr
 //
-// StderrAuto (the default) decides by looking at stderr:
-//   - a terminal (someone runs `talon` by hand): pretty, coloured lines at
-//     Level, local time of day with milliseconds;
-//   - not a terminal (launchd, systemd, a pipe): plain uncoloured lines with
-//     the full UTC timestamp, warnings and errors only. The file already has
-//     everything; the service manager's log (systemd's journal, launchd's
-//     StandardErrorPath, which nothing rotates) gets only what needs
-//     attention.
+// StderrAuto (the default) decides by looking at stderr and the environment:
+//   - a terminal, and no service manager (someone runs `talon` by hand):
+//     pretty, coloured lines at Level, local time of day with milliseconds;
+//   - otherwise — stderr is not a terminal, or JOURNAL_STREAM or
+//     INVOCATION_ID is set (systemd), or it is a file (launchd's
+//     StandardErrorPath) — StderrService: readable one-line logfmt records
+//     at Level (info by default), where journalctl and launchd's log files
+//     look. talon.log keeps the same records as JSON.
 //
-// StderrPretty and StderrPlain force a style at StderrLevel; StderrOff
-// writes nothing to stderr. A failing stderr — a closed pipe, a full disk
-// behind a redirect — never stops the file logging and never crashes the
-// process: the stderr copy goes through a private duplicate of file
-// descriptor 2, so a write to a closed pipe returns EPIPE instead of
-// raising the SIGPIPE that Go turns into an exit for descriptors 1 and 2,
-// and the copy stops at the first error.
+// StderrService writes logfmt (time=… level=… msg=… key=value …), the
+// one-line format people and log shippers both read. Under journald
+// (JOURNAL_STREAM names the very file stderr is) each line starts with a
+// syslog priority prefix, "<3>" for errors, "<4>" warnings, "<6>" info,
+// "<7>" debug, which journald strips and turns into the record's PRIORITY
+// (so `journalctl -p warning` and its colours work), and the time is left
+// out because journald stamps every line itself. Native journal fields
+// would need the journal's socket protocol; stderr works under every
+// manager and in a pipe alike.
+//
+// When stderr is a regular file, nothing rotates it (launchd opens it and
+// never looks again), so Talon bounds it: past StderrMaxBytes (default 10
+// MiB) it truncates the file and notes that talon.log has the history.
+//
+// StderrPretty and StderrPlain (uncoloured text, warnings and up by
+// default) force a style at StderrLevel; StderrOff writes nothing to
+// stderr. A failing stderr — a closed pipe, a full disk behind a redirect —
+// never stops the file logging and never crashes the process: the stderr
+// copy goes through a private duplicate of file descriptor 2, so a write
+// to a closed pipe returns EPIPE instead of raising the SIGPIPE that Go
+// turns into an exit for descriptors 1 and 2, and the copy stops at the
+// first error.
 //
 // # Keys
 //
@@ -88,6 +103,8 @@ const prettyTimeFormat = "15:04:05.000"
 const (
 	DefaultMaxSizeMB  = 10
 	DefaultMaxBackups = 5
+	// DefaultStderrMaxBytes bounds a stderr that is a regular file.
+	DefaultStderrMaxBytes = 10 << 20
 )
 
 // StderrMode says what goes to stderr.
@@ -99,6 +116,7 @@ const (
 	StderrPretty
 	StderrPlain
 	StderrOff
+	StderrService
 )
 
 func (m StderrMode) String() string {
@@ -111,6 +129,8 @@ func (m StderrMode) String() string {
 		return "plain"
 	case StderrOff:
 		return "off"
+	case StderrService:
+		return "service"
 	}
 	return fmt.Sprintf("StderrMode(%d)", int(m))
 }
@@ -118,12 +138,12 @@ func (m StderrMode) String() string {
 // ParseStderrMode parses "auto", "pretty", "plain" or "off" (the config
 // spelling).
 func ParseStderrMode(s string) (StderrMode, error) {
-	for _, m := range []StderrMode{StderrAuto, StderrPretty, StderrPlain, StderrOff} {
+	for _, m := range []StderrMode{StderrAuto, StderrPretty, StderrPlain, StderrOff, StderrService} {
 		if s == m.String() {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("log stderr mode %q: want auto, pretty, plain or off", s)
+	return 0, fmt.Errorf("log stderr mode %q: want auto, pretty, plain, service or off", s)
 }
 
 // Options configure New.
@@ -138,9 +158,15 @@ type Options struct {
 	Stderr io.Writer
 	// StderrMode chooses the stderr copy's style. Zero: StderrAuto.
 	StderrMode StderrMode
-	// StderrLevel is the lowest level copied to stderr in StderrPretty and
-	// StderrPlain modes. Zero: info.
+	// StderrLevel is the lowest level copied to stderr in StderrPretty,
+	// StderrPlain and StderrService modes. Zero: info.
 	StderrLevel log.Level
+	// StderrMaxBytes bounds stderr when it is a regular file. Zero:
+	// DefaultStderrMaxBytes.
+	StderrMaxBytes int64
+	// Getenv reads the environment (JOURNAL_STREAM, INVOCATION_ID). Nil:
+	// os.Getenv.
+	Getenv func(string) string
 	// MaxSizeMB is the size at which the file rotates, in megabytes.
 	// Zero: DefaultMaxSizeMB.
 	MaxSizeMB int
@@ -265,6 +291,8 @@ type mirror struct {
 	text   *log.Logger
 	out    *guard
 	closer io.Closer
+	// priority prefixes each line with its syslog priority, for journald.
+	priority bool
 }
 
 func newMirror(opts Options) (*mirror, error) {
@@ -286,25 +314,52 @@ func newMirror(opts Options) (*mirror, error) {
 			closer = f
 		}
 	}
-	tty := false
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	tty, journal, regular := false, false, false
 	if f, ok := w.(*os.File); ok {
 		tty = isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
+		journal = sameFile(f, getenv("JOURNAL_STREAM"))
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			regular = true
+		}
 	}
+	managed := getenv("JOURNAL_STREAM") != "" || getenv("INVOCATION_ID") != ""
 	mode, level := opts.StderrMode, opts.StderrLevel
 	if mode == StderrAuto {
-		if tty {
+		if tty && !managed {
 			mode, level = StderrPretty, opts.Level
 		} else {
-			mode, level = StderrPlain, max(opts.Level, log.WarnLevel)
+			mode, level = StderrService, opts.Level
 		}
 	}
 	g := &guard{w: w}
+	if f, ok := w.(*os.File); ok && regular {
+		g.file, g.limit = f, opts.StderrMaxBytes
+		if g.limit <= 0 {
+			g.limit = DefaultStderrMaxBytes
+		}
+		if fi, err := f.Stat(); err == nil {
+			g.size = fi.Size()
+		}
+	}
 	m := &mirror{level: level, out: g, closer: closer}
 	textOpts := log.Options{Level: log.DebugLevel, ReportTimestamp: true, Formatter: log.TextFormatter}
-	if mode == StderrPretty {
+	switch {
+	case mode == StderrService:
+		textOpts.Formatter = log.LogfmtFormatter
+		textOpts.TimeFormat = TimeFormat
+		textOpts.TimeFunction = func(t time.Time) time.Time { return t.UTC() }
+		if journal {
+			textOpts.ReportTimestamp = false // journald stamps every line
+			m.priority = true
+		}
+	case mode == StderrPretty:
 		textOpts.TimeFormat = prettyTimeFormat
 		textOpts.TimeFunction = func(t time.Time) time.Time { return t.Local() }
-	} else {
+	default:
 		textOpts.TimeFormat = TimeFormat
 		textOpts.TimeFunction = func(t time.Time) time.Time { return t.UTC() }
 	}
@@ -338,14 +393,35 @@ func (m *mirror) emit(line []byte, rec *record) {
 	if rec.prefix != "" {
 		l = l.WithPrefix(rec.prefix)
 	}
+	if m.priority {
+		m.out.Write([]byte(syslogPriority(rec.level)))
+	}
 	l.Handle(context.Background(), rec.slog())
 }
 
+// syslogPriority is the "<N>" prefix journald reads as the line's priority.
+func syslogPriority(l log.Level) string {
+	switch {
+	case l >= log.ErrorLevel:
+		return "<3>"
+	case l >= log.WarnLevel:
+		return "<4>"
+	case l >= log.InfoLevel:
+		return "<6>"
+	}
+	return "<7>"
+}
+
 // guard writes to stderr until the first error, then drops everything: a
-// closed pipe stays closed.
+// closed pipe stays closed. When stderr is a regular file it also keeps it
+// under limit bytes.
 type guard struct {
 	w      io.Writer
 	failed bool
+
+	file  *os.File // set when stderr is a regular file
+	size  int64
+	limit int64
 }
 
 func (g *guard) dead() bool { return g.failed }
@@ -354,8 +430,25 @@ func (g *guard) Write(p []byte) (int, error) {
 	if g.failed {
 		return len(p), nil
 	}
+	if g.file != nil && g.size+int64(len(p)) > g.limit {
+		g.truncate()
+	}
 	if _, err := g.w.Write(p); err != nil {
 		g.failed = true
 	}
+	g.size += int64(len(p))
 	return len(p), nil
+}
+
+// truncate empties the stderr file. The service manager opened it for
+// appending, so the next line lands at the start again.
+func (g *guard) truncate() {
+	if err := g.file.Truncate(0); err != nil {
+		g.file = nil // cannot bound it: keep writing
+		return
+	}
+	g.file.Seek(0, io.SeekStart)
+	note := fmt.Sprintf("(talon emptied this file at %d bytes; talon.log in the state directory keeps the full history)\n", g.limit)
+	g.w.Write([]byte(note))
+	g.size = int64(len(note))
 }

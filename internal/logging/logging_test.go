@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,10 +116,11 @@ func TestStderrModes(t *testing.T) {
 		level log.Level
 		want  []string // regexps, one per line
 	}{
-		// Not a terminal: plain, warnings and errors only.
+		// Not a terminal (a service manager, a pipe): logfmt, info and up.
 		{StderrAuto, 0, []string{
-			`^2026-11-23T03:12:00\.481Z WARN probe down probe=redis output="café ✓ 終"$`,
-			`^2026-11-23T03:12:00\.481Z ERRO rung failed rung=heal err="exit status 1" dur=2m0s n=3 obj="{\\"a\\":\[1,2\]}"$`,
+			`^time=2026-11-23T03:12:00\.481Z level=info msg=cycle state=degraded$`,
+			`^time=2026-11-23T03:12:00\.481Z level=warn msg="probe down" probe=redis output="café ✓ 終"$`,
+			`^time=2026-11-23T03:12:00\.481Z level=error msg="rung failed" rung=heal err="exit status 1" dur=2m0s n=3 obj="{\\"a\\":\[1,2\]}"$`,
 		}},
 		{StderrPlain, log.InfoLevel, []string{
 			`^2026-11-23T03:12:00\.481Z INFO cycle state=degraded$`,
@@ -332,13 +334,13 @@ func TestHelperClosedStderr(t *testing.T) {
 
 func TestParseStderrMode(t *testing.T) {
 	t.Parallel()
-	for _, s := range []string{"auto", "pretty", "plain", "off"} {
+	for _, s := range []string{"auto", "pretty", "plain", "off", "service"} {
 		m, err := ParseStderrMode(s)
 		if err != nil || m.String() != s {
 			t.Errorf("%s: %v %v", s, m, err)
 		}
 	}
-	if _, err := ParseStderrMode("loud"); err == nil || err.Error() != `log stderr mode "loud": want auto, pretty, plain or off` {
+	if _, err := ParseStderrMode("loud"); err == nil || err.Error() != `log stderr mode "loud": want auto, pretty, plain, service or off` {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -403,5 +405,77 @@ func TestLogFilesArePrivate(t *testing.T) {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v, want mode 0600", p, fi.Mode(), err)
 		}
+	}
+}
+
+// Under journald (JOURNAL_STREAM names the file stderr is) every line
+// starts with its syslog priority and carries no time: journald reads both.
+func TestJournaldPriorityPrefix(t *testing.T) {
+	t.Parallel()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	stream := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+	env := func(k string) string {
+		if k == "JOURNAL_STREAM" {
+			return stream
+		}
+		return ""
+	}
+	logger, closer, err := New(Options{Stderr: f, Getenv: env, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.Debug("not at info")
+	logger.Info("cycle", KeyState, "healthy")
+	logger.Warn("probe down", KeyProbe, "redis")
+	logger.Error("rung failed", KeyRung, "heal")
+	closer.Close()
+	b, _ := os.ReadFile(f.Name())
+	want := "<6>level=info msg=cycle state=healthy\n<4>level=warn msg=\"probe down\" probe=redis\n<3>level=error msg=\"rung failed\" rung=heal\n"
+	if string(b) != want {
+		t.Fatalf("got\n%s\nwant\n%s", b, want)
+	}
+	// A JOURNAL_STREAM that names another file (a child's redirect) gets
+	// logfmt with times and no prefix.
+	g, _ := os.CreateTemp(t.TempDir(), "stderr")
+	defer g.Close()
+	logger, closer, _ = New(Options{Stderr: g, Getenv: env, Now: clock})
+	logger.Info("cycle")
+	closer.Close()
+	if b, _ := os.ReadFile(g.Name()); string(b) != "time=2026-11-23T03:12:00.481Z level=info msg=cycle\n" {
+		t.Fatalf("other file: %q", b)
+	}
+}
+
+// launchd's StandardErrorPath is a file nothing rotates: Talon keeps it
+// under its bound.
+func TestStderrFileIsBounded(t *testing.T) {
+	t.Parallel()
+	f, err := os.OpenFile(filepath.Join(t.TempDir(), "launchd.stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	logger, closer, err := New(Options{Stderr: f, StderrMaxBytes: 4096, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ {
+		logger.Info("cycle", "n", i)
+	}
+	closer.Close()
+	b, _ := os.ReadFile(f.Name())
+	if len(b) > 4096 || len(b) == 0 {
+		t.Fatalf("stderr file is %d bytes, bound 4096", len(b))
+	}
+	if !strings.HasPrefix(string(b), "(talon emptied this file at 4096 bytes;") || !strings.Contains(string(b), "n=499\n") {
+		t.Fatalf("after truncation:\n%s", b)
 	}
 }

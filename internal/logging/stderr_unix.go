@@ -4,6 +4,7 @@ package logging
 
 import (
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,4 +21,18 @@ func dupStderr() (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "/dev/stderr"), nil
+}
+
+// sameFile reports whether f is the file JOURNAL_STREAM names
+// ("DEVICE:INODE"): stderr goes to journald, not to a file or pipe that a
+// child of a systemd service set up.
+func sameFile(f *os.File, journalStream string) bool {
+	if journalStream == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return journalStream == strconv.FormatUint(uint64(st.Dev), 10)+":"+strconv.FormatUint(uint64(st.Ino), 10)
 }

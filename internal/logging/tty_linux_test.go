@@ -44,6 +44,24 @@ func TestAutoOnATerminalIsPretty(t *testing.T) {
 	}
 }
 
+// A terminal under a service manager (systemd sets INVOCATION_ID; a unit
+// may have a TTY) gets the service manager's format, not colours.
+func TestAutoUnderAServiceManagerIsLogfmt(t *testing.T) {
+	t.Parallel()
+	script := testpeer.Need(t, "script")["script"]
+	dir := t.TempDir()
+	cmd := exec.Command(script, "-qec", "'"+strings.ReplaceAll(os.Args[0], "'", `'\''`)+"' -test.run='^TestHelperTTY$'", "/dev/null")
+	cmd.Env = append(os.Environ(), "TALON_LOGGING_TTY_DIR="+dir, "TERM=xterm-256color", "INVOCATION_ID=0123456789abcdef")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	s := string(out)
+	if !strings.Contains(s, "level=info msg=cycle state=degraded") || strings.Contains(s, "\x1b[") {
+		t.Errorf("want logfmt without colours:\n%q", s)
+	}
+}
+
 func TestHelperTTY(t *testing.T) {
 	dir := os.Getenv("TALON_LOGGING_TTY_DIR")
 	if dir == "" {
