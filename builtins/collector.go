@@ -118,10 +118,11 @@ func (c *collector) predeclared() starlark.StringDict {
 		return c.pre
 	}
 	own := map[string]starlark.StringDict{
-		"probe":  {"func": starlark.NewBuiltin("probe.func", probeFunc), "none": starlark.NewBuiltin("probe.none", probeNone)},
-		"exec":   Exec.Members,
-		"notify": Notify.Members,
-		"state":  State.Members,
+		"probe":   {"func": starlark.NewBuiltin("probe.func", probeFunc), "none": starlark.NewBuiltin("probe.none", probeNone)},
+		"exec":    Exec.Members,
+		"notify":  Notify.Members,
+		"service": Service.Members,
+		"state":   State.Members,
 	}
 	names := probe.Modules()
 	for name := range own {
@@ -194,6 +195,17 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 
 	if errs := c.checkPredicates(); len(errs) > 0 {
 		return nil, errs
+	}
+	for _, r := range c.ladder {
+		for _, a := range r.Do {
+			if sa, ok := a.(*ServiceAction); ok {
+				for _, name := range sa.IfFailing {
+					if !known[name] {
+						return nil, []*engine.PosError{errorAt(sa.Pos, "service.restart: %s: if_failing names %q, which is not a probe of this policy", sa.Unit, name)}
+					}
+				}
+			}
+		}
 	}
 
 	var kept []*engine.Probe

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"go.starlark.net/starlark"
+	"go.starlark.net/starlarkstruct"
 
 	"github.com/talon-dev/talon/builtins/probe"
 	"github.com/talon-dev/talon/builtins/star"
@@ -26,6 +29,10 @@ config.probes.service_timeout_secs), and on_failure. A critical service pages (o
 any other is only shown, never acted on (on_failure "show"), as the predecessor treated its services,
 unless its table says on_failure = "act". A missing file declares nothing; a bad or empty one fails
 the load, so a reload keeps the last good policy. The file is watched like the policy.
+It returns the services it declared, sorted by kind and name, as structs: kind ("http", "launchd", "script"),
+name, probe (the probe's name, "launchd:NAME"), label, url, command (the one of its kind; "" otherwise),
+port (an http service's port), critical and on_failure. A policy can so act on them, e.g. restart a
+failing launchd service with service.restart(s.label, if_failing = [s.probe]).
 path: the services file, "~" expanded, relative to the policy directory (default config.services_file)`
 
 // serviceKinds maps a services.toml kind to the probe builtin it declares with.
@@ -81,6 +88,7 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 			return nil, err
 		}
 	}
+	var declared []starlark.Value
 	registered := map[string]probe.Builtin{}
 	for _, rb := range probe.Registered("probe") {
 		registered[rb.Name] = rb
@@ -116,8 +124,35 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 		for _, p := range c.probes[n:] {
 			p.Pos = fmt.Sprintf("%s:%d:%d", path, sv.Line, sv.Col)
 		}
+		declared = append(declared, serviceValue(sv))
 	}
-	return starlark.None, nil
+	return starlark.NewList(declared), nil
+}
+
+// serviceValue is a service as services() returns it, so that a policy can
+// act on the services it declared (restart a launchd job by its label).
+func serviceValue(sv config.Service) starlark.Value {
+	label, url, command := "", "", ""
+	port := 0
+	switch sv.Kind {
+	case "launchd":
+		label = sv.Target
+	case "http":
+		url = sv.Target
+		if u, err := neturl.Parse(sv.Target); err == nil {
+			port, _ = strconv.Atoi(u.Port())
+			if port == 0 {
+				port = map[string]int{"http": 80, "https": 443}[u.Scheme]
+			}
+		}
+	case "script":
+		command = sv.Target
+	}
+	return starlarkstruct.FromStringDict(starlarkstruct.Default, starlark.StringDict{
+		"kind": starlark.String(sv.Kind), "name": starlark.String(sv.Name), "probe": starlark.String(sv.ProbeName()),
+		"label": starlark.String(label), "url": starlark.String(url), "command": starlark.String(command),
+		"port": starlark.MakeInt(port), "critical": starlark.Bool(sv.Critical), "on_failure": starlark.String(serviceOnFailure(sv)),
+	})
 }
 
 // serviceOnFailure is what a failing service leads to: its on_failure, else

@@ -71,7 +71,7 @@ func write(w io.Writer, root string) error {
 			commentBuiltins(&b, m, c)
 		}
 	}
-	for _, m := range []string{"exec", "state"} {
+	for _, m := range []string{"exec", "service", "state"} {
 		if c, ok := comments[m]; ok && !contains(mods, m) {
 			fmt.Fprintf(&b, "## `%s`\n\n", m)
 			commentBuiltins(&b, m, c)
@@ -214,7 +214,7 @@ func moduleComments(dir string) (map[string]string, error) {
 				vs := spec.(*ast.ValueSpec)
 				for _, n := range vs.Names {
 					switch n.Name {
-					case "Exec", "State", "Notify":
+					case "Exec", "Service", "State", "Notify":
 						out[strings.ToLower(n.Name)] = gd.Doc.Text()
 					}
 				}
