@@ -19,6 +19,8 @@ type runner struct {
 	// probes names the declared probes once the load has finished, so that
 	// incident.failing("typo") is an error rather than a silent False.
 	probes map[string]bool
+	// missing reports programs not found at run time (notfound.go).
+	missing missingPrograms
 }
 
 // call runs fn(args...) on a run-phase thread. Errors are *engine.PosError
@@ -34,6 +36,9 @@ func (rt *runner) call(ctx context.Context, fn starlark.Callable, args starlark.
 		}
 	}
 	thread.SetMaxExecutionSteps(rt.maxSteps)
+	if run.NotFound == nil {
+		run.NotFound = rt.missing.report(run.Log)
+	}
 	star.SetRun(thread, run)
 	stop := context.AfterFunc(ctx, func() { thread.Cancel(context.Cause(ctx).Error()) })
 	defer stop()

@@ -46,6 +46,8 @@ type collector struct {
 	warnings []string
 	files    []readFile
 	aliases  []string // other names of files read, for the watcher
+	// servicesRead lists the services files services() read (canonical).
+	servicesRead []string
 	// readServices is Options.ReadServices.
 	readServices func(path string) ([]byte, error)
 	pre          starlark.StringDict
@@ -266,6 +268,12 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 			}
 		}
 	}
+	for _, run := range c.staticRuns() {
+		missing(run.pos, run.via, run.prog)
+	}
+	c.checkPaging(opts.Environ, kept)
+	c.checkServices(opts.Environ)
+	c.checkWorker()
 
 	return &engine.Policy{
 		NoProbes:   c.none,

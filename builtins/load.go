@@ -87,6 +87,10 @@ type Options struct {
 	// (Config.File). The policy reads the config (config.*), so it is part
 	// of the policy's hash, and Config.File is listed in Files.
 	ConfigData []byte
+	// Log receives the notices of run-phase calls that have no log of
+	// their own (a probe.func that runs a program not on the child PATH);
+	// nil drops them.
+	Log func(msg string, kv ...any)
 	// ReadServices reads the services file for services(); nil reads it
 	// from disk through strict modes. The last-known-good policy is loaded
 	// with the services file it was loaded with, from the state directory.
@@ -127,6 +131,7 @@ func Load(dir string, opts Options) *engine.LoadResult {
 		l.dir = config.Canonical(dir)
 	}
 	l.rt = &runner{maxSteps: opts.RunMaxSteps}
+	l.rt.missing.log = opts.Log
 	l.c = newCollector(opts.Config, l.dir, l.rt)
 	c := l.c
 	c.perms = fsperm.New(opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })

@@ -385,6 +385,7 @@ ladder(rung("heal", do = [exec.cmd(["/nonexistent/heal.sh"]), exec.shell("sh -c 
 		`talon.star:1:11: program "talon-no-such-program" not found on PATH (probe "missing"); install it or add its directory to path in config.toml`,
 		`talon.star:2:13: program "talon-no-such-tool" not found on PATH (probe "shell"); install it or add its directory to path in config.toml`,
 		`talon.star:4:12: program "/nonexistent/heal.sh" (rung "heal") cannot run: /nonexistent/heal.sh: stat /nonexistent/heal.sh: no such file or directory`,
+		`talon.star:4:7: no rung of the ladder pages a person (notify.log only writes to talon's log): set sos_telegram_chat_id or sos_recipient in [escalation] of config.toml, or add a notify.* channel to a rung`,
 	}
 	if !slices.Equal(res.Warnings, want) {
 		t.Fatalf("warnings:\n got %q\nwant %q", res.Warnings, want)

@@ -60,6 +60,7 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 		c.alias(link) // re-pointing a link on the way reloads too
 	}
 	path = config.Canonical(path)
+	c.servicesRead = append(c.servicesRead, path)
 	pos := star.Pos(thread)
 	var data []byte
 	if c.readServices != nil {
@@ -78,8 +79,12 @@ func servicesBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark
 	s := &config.Services{File: path}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if explicit {
+		switch {
+		case explicit:
 			c.warn("%s: services file %s does not exist; no service probes declared", pos, path)
+		case c.cfg.IsSet("services_file"):
+			// Named on purpose, so its absence is a mistake, not a fresh machine.
+			c.warn("%s", c.cfg.ErrorAt("services_file", "services_file names %s, which does not exist: no service is watched; create it or fix the path", path).Error())
 		}
 	case err != nil:
 		return nil, &engine.PosError{File: path, Message: config.FileErrorMessage(err)}
