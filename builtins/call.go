@@ -4,30 +4,43 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"go.starlark.net/starlark"
 
+	"github.com/talon-dev/talon/builtins/bound"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // runner calls policy functions at run time: each call gets a fresh thread
-// with the run-phase locals, the step budget, and cancellation from its
-// context. It is shared by every function of one loaded policy.
+// with the run-phase locals and its budgets (steps, memory, and its
+// context's deadline; see package bound). It is shared by every function of
+// one loaded policy.
 type runner struct {
 	maxSteps uint64
+	maxBytes int64
 	// probes names the declared probes once the load has finished, so that
 	// incident.failing("typo") is an error rather than a silent False.
 	probes map[string]bool
 	// missing reports programs not found at run time (notfound.go).
 	missing missingPrograms
+	// stuck holds the functions a call of which did not stop at its
+	// deadline (*starlark.Function → error): they are not called again, so
+	// a policy can leave at most one abandoned call per function behind.
+	stuck sync.Map
 }
 
 // call runs fn(args...) on a run-phase thread. Errors are *engine.PosError
-// at the innermost policy frame.
-func (rt *runner) call(ctx context.Context, fn starlark.Callable, args starlark.Tuple, run *star.RunEnv) (v starlark.Value, err error) {
+// at the innermost policy frame. It never panics and returns at the latest
+// bound.Grace after ctx's deadline, whatever fn does.
+func (rt *runner) call(ctx context.Context, fn starlark.Callable, args starlark.Tuple, run *star.RunEnv) (starlark.Value, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s not called: %w", fn.Name(), err)
+	}
+	if err, ok := rt.stuck.Load(fn); ok {
+		return nil, err.(error)
 	}
 	thread := &starlark.Thread{Name: "run " + fn.Name()}
 	thread.Print = func(_ *starlark.Thread, msg string) {
@@ -35,27 +48,41 @@ func (rt *runner) call(ctx context.Context, fn starlark.Callable, args starlark.
 			run.Log("policy print: "+msg, "func", fn.Name())
 		}
 	}
-	thread.SetMaxExecutionSteps(rt.maxSteps)
 	if run.NotFound == nil {
 		run.NotFound = rt.missing.report(run.Log)
 	}
 	star.SetRun(thread, run)
-	stop := context.AfterFunc(ctx, func() { thread.Cancel(context.Cause(ctx).Error()) })
-	defer stop()
-	defer func() {
-		if r := recover(); r != nil {
-			v, err = nil, fmt.Errorf("%s: internal error: %v", fn.Name(), r)
-		}
-	}()
-	v, err = starlark.Call(thread, fn, args, nil)
-	if err != nil {
-		var ee *starlark.EvalError
-		if errors.As(err, &ee) {
-			return nil, evalPosError(ee, rt.maxSteps, runAdvice)
-		}
-		return nil, err
+	var v starlark.Value
+	err := bound.Run(ctx, thread, bound.Limits{Steps: rt.maxSteps, Bytes: rt.maxBytes}, func() error {
+		var err error
+		v, err = starlark.Call(thread, fn, args, nil)
+		return err
+	})
+	if err == nil {
+		return v, nil
 	}
-	return v, nil
+	pos := ""
+	if f, ok := fn.(*starlark.Function); ok {
+		pos = f.Position().String()
+	}
+	var stuck *bound.Stuck
+	var panicked *bound.Panic
+	var ee *starlark.EvalError
+	switch {
+	case errors.As(err, &stuck):
+		// v belongs to the abandoned goroutine now; never read it.
+		e := errorAt(pos, "%s %v; it is not called again until the policy is reloaded", fn.Name(), err)
+		rt.stuck.Store(fn, e)
+		return nil, e
+	case errors.As(err, &panicked):
+		if run.Log != nil {
+			run.Log("policy function panicked", "func", fn.Name(), "err", panicked.Value, "stack", text.Cap(panicked.Stack, 4000))
+		}
+		return nil, errorAt(pos, "%s: %v", fn.Name(), err)
+	case errors.As(err, &ee):
+		return nil, evalPosError(err, ee, runAdvice)
+	}
+	return nil, err
 }
 
 // callWithIncident is the agent.Caller: prompt functions get the incident

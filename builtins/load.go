@@ -11,14 +11,18 @@
 // global are not. Without while and recursion every policy terminates, and no
 // policy can overflow the Go stack; the step budget bounds how long it runs.
 //
-// Budgets: the whole load gets Options.MaxSteps (DefaultLoadSteps) Starlark
-// steps; each run-phase call — a probe.func, a when= predicate, a do=
-// function — gets Options.RunMaxSteps (DefaultRunSteps) and is cancelled when
-// its context ends.
+// Budgets (package bound enforces them): the whole load gets Options.MaxSteps
+// (DefaultLoadSteps) Starlark steps, Options.MaxBytes (DefaultLoadBytes) of
+// values and Options.Timeout (DefaultLoadTimeout) of wall-clock time; each
+// run-phase call — a probe.func, a when= predicate, a do= function — gets
+// Options.RunMaxSteps (DefaultRunSteps) and Options.RunMaxBytes
+// (DefaultRunBytes) and ends with its context. Going over any of them is an
+// error at the file:line:col where it happened; the daemon goes on.
 package builtins
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -34,27 +38,34 @@ import (
 	"strings"
 	"syscall"
 	"unicode/utf8"
+	"sync"
+	"time"
 
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
 
 	"github.com/talon-dev/talon/builtins/agent"
+	"github.com/talon-dev/talon/builtins/bound"
 	_ "github.com/talon-dev/talon/builtins/notify" // registers notify.telegram, notify.webhook, ...
 	"github.com/talon-dev/talon/builtins/secret"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/internal/fsperm"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // EntryFile is the file a policy directory starts from.
 const EntryFile = "talon.star"
 
-// Step budgets; see the package documentation.
+// Budgets; see the package documentation.
 const (
-	DefaultLoadSteps uint64 = 10_000_000
-	DefaultRunSteps  uint64 = 1_000_000
+	DefaultLoadSteps   uint64 = 10_000_000
+	DefaultRunSteps    uint64 = 1_000_000
+	DefaultLoadBytes   int64  = 64 << 20
+	DefaultRunBytes    int64  = 32 << 20
+	DefaultLoadTimeout        = 10 * time.Second
 )
 
 // maxPolicyFile bounds each policy file read.
@@ -74,6 +85,13 @@ type Options struct {
 	MaxSteps uint64
 	// RunMaxSteps is the step budget of each run-phase call; 0 means DefaultRunSteps.
 	RunMaxSteps uint64
+	// MaxBytes is the memory budget of the whole load (an estimate of the
+	// bytes of the values it builds); 0 means DefaultLoadBytes.
+	MaxBytes int64
+	// RunMaxBytes is the memory budget of each run-phase call; 0 means DefaultRunBytes.
+	RunMaxBytes int64
+	// Timeout bounds the wall-clock time of the load; 0 means DefaultLoadTimeout.
+	Timeout time.Duration
 	// GOOS is the platform probes are checked against; "" means runtime.GOOS.
 	// Probes declared for another OS are left out of the policy, with a warning.
 	GOOS string
@@ -109,28 +127,14 @@ func FileOptions() *syntax.FileOptions {
 // Options.FS the policy files are not on disk and are not listed), and Hash is
 // the sha256 of the names and contents of every file read.
 func Load(dir string, opts Options) *engine.LoadResult {
-	if opts.Config == nil {
-		opts.Config = config.Default()
-	}
-	if opts.MaxSteps == 0 {
-		opts.MaxSteps = DefaultLoadSteps
-	}
-	if opts.RunMaxSteps == 0 {
-		opts.RunMaxSteps = DefaultRunSteps
-	}
-	if opts.GOOS == "" {
-		opts.GOOS = runtime.GOOS
-	}
-	if opts.Environ == nil {
-		opts.Environ = os.Environ()
-	}
+	opts = withDefaults(opts)
 	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
 	if opts.FS == nil {
 		// One name for the directory, however it was spelled: the
 		// watcher, the hash and every message use it.
 		l.dir = config.Canonical(dir)
 	}
-	l.rt = &runner{maxSteps: opts.RunMaxSteps}
+	l.rt = &runner{maxSteps: opts.RunMaxSteps, maxBytes: opts.RunMaxBytes}
 	l.rt.missing.log = opts.Log
 	l.c = newCollector(opts.Config, l.dir, l.rt)
 	c := l.c
@@ -140,11 +144,42 @@ func Load(dir string, opts Options) *engine.LoadResult {
 		c.record("config:", f, opts.ConfigData)
 	}
 	res := l.load()
+	l.mu.Lock()
+	l.abandoned = true // a load stuck past its deadline records nothing more
 	res.Files, res.Hash = l.c.filesAndHash()
+	l.mu.Unlock()
 	if res.Policy != nil {
 		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash
 	}
 	return res
+}
+
+func withDefaults(opts Options) Options {
+	if opts.Config == nil {
+		opts.Config = config.Default()
+	}
+	if opts.MaxSteps == 0 {
+		opts.MaxSteps = DefaultLoadSteps
+	}
+	if opts.RunMaxSteps == 0 {
+		opts.RunMaxSteps = DefaultRunSteps
+	}
+	if opts.MaxBytes == 0 {
+		opts.MaxBytes = DefaultLoadBytes
+	}
+	if opts.RunMaxBytes == 0 {
+		opts.RunMaxBytes = DefaultRunBytes
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultLoadTimeout
+	}
+	if opts.GOOS == "" {
+		opts.GOOS = runtime.GOOS
+	}
+	if opts.Environ == nil {
+		opts.Environ = os.Environ()
+	}
+	return opts
 }
 
 type loader struct {
@@ -156,6 +191,9 @@ type loader struct {
 	rt      *runner
 	modules map[string]*module
 	stack   []string // files being loaded, outermost first
+
+	mu        sync.Mutex // guards the files read (c.record) against a load abandoned past its deadline
+	abandoned bool
 }
 
 type module struct {
@@ -204,7 +242,6 @@ func (l *loader) load() *engine.LoadResult {
 			l.opts.Print(msg)
 		}
 	}
-	thread.SetMaxExecutionSteps(l.opts.MaxSteps)
 	star.SetCollector(thread, l.c)
 	secret.SetLeaseCommand(thread, l.opts.Config.Secrets.LeaseCommand)
 	secret.SetFiles(thread, l.c.perms)
@@ -212,13 +249,30 @@ func (l *loader) load() *engine.LoadResult {
 
 	l.modules[EntryFile] = &module{}
 	l.stack = []string{EntryFile}
-	_, err := l.exec(thread, EntryFile)
+	var (
+		pol  *engine.Policy
+		errs []*engine.PosError
+	)
+	lim := bound.Limits{Steps: l.opts.MaxSteps, Bytes: l.opts.MaxBytes, Time: l.opts.Timeout}
+	err := bound.Run(context.Background(), thread, lim, func() error {
+		if _, err := l.exec(thread, EntryFile); err != nil {
+			return err
+		}
+		pol, errs = l.c.finish(l.opts) // freezes what the run phase calls: bounded too
+		return nil
+	})
+	var stuck *bound.Stuck
+	if errors.As(err, &stuck) {
+		// The load goes on in the background until its one operation
+		// returns; nothing it holds may be read.
+		res.Errors = []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("loading the policy took more than its %s: it %v; shorten it or move the work into a probe.func", l.opts.Timeout, err)}}
+		return res
+	}
 	if err != nil {
 		res.Errors = l.posErrors(err)
 		res.Warnings = l.c.warnings
 		return res
 	}
-	pol, errs := l.c.finish(l.opts)
 	res.Warnings = l.c.warnings
 	if len(errs) > 0 {
 		res.Errors = errs
@@ -234,7 +288,7 @@ func (l *loader) exec(thread *starlark.Thread, name string) (starlark.StringDict
 	if err != nil {
 		return nil, err
 	}
-	return starlark.ExecFileOptions(FileOptions(), thread, name, src, l.predeclared())
+	return bound.ExecFile(FileOptions(), thread, name, src, l.predeclared())
 }
 
 func (l *loader) read(name string) ([]byte, error) {
@@ -257,7 +311,11 @@ func (l *loader) read(name string) ([]byte, error) {
 		return nil, l.readErr(name, err)
 	} else if !st.Mode().IsRegular() {
 		// Refused before anything reads it: a named pipe would block.
-		l.c.record(name, path, nil) // still watched: a fix reloads
+		l.mu.Lock()
+		if !l.abandoned {
+			l.c.record(name, path, nil) // still watched: a fix reloads
+		}
+		l.mu.Unlock()
 		reason := (&fsperm.NotRegularError{Mode: st.Mode()}).Reason()
 		if name == EntryFile {
 			return nil, &engine.PosError{File: EntryFile, Message: reason}
@@ -291,14 +349,18 @@ func (l *loader) read(name string) ([]byte, error) {
 	if len(data) > maxPolicyFile {
 		return nil, l.readErr(name, fmt.Errorf("larger than %d bytes", maxPolicyFile))
 	}
-	l.c.record(name, path, data)
-	if path != "" {
-		// A policy file that is a link (inside the directory) is edited
-		// where it points: watch that name too.
-		if r, err := filepath.EvalSymlinks(path); err == nil && r != path {
-			l.c.alias(r)
+	l.mu.Lock()
+	if !l.abandoned {
+		l.c.record(name, path, data)
+		if path != "" {
+			// A policy file that is a link (inside the directory) is
+			// edited where it points: watch that name too.
+			if r, err := filepath.EvalSymlinks(path); err == nil && r != path {
+				l.c.alias(r)
+			}
 		}
 	}
+	l.mu.Unlock()
 	if err := checkText(name, data); err != nil {
 		return nil, err
 	}
@@ -441,9 +503,9 @@ func (l *loader) posErrors(err error) []*engine.PosError {
 	}
 	var ee *starlark.EvalError
 	if errors.As(err, &ee) {
-		return []*engine.PosError{evalPosError(ee, l.opts.MaxSteps, loadAdvice)}
+		return []*engine.PosError{evalPosError(err, ee, loadAdvice)}
 	}
-	return []*engine.PosError{{Message: err.Error()}}
+	return []*engine.PosError{{File: EntryFile, Message: oneLine(err.Error())}}
 }
 
 func atPos(p syntax.Position, msg string) *engine.PosError {
@@ -452,24 +514,41 @@ func atPos(p syntax.Position, msg string) *engine.PosError {
 
 const builtinFile = "<builtin>"
 
-// What to do when a step budget runs out, while loading and at run time.
-const (
-	loadAdvice = "shorten it or move the work into a probe.func"
-	runAdvice  = "shorten it"
+// What to do when a budget runs out, while loading and at run time.
+var (
+	loadAdvice = map[string]string{
+		"steps":  "a loop runs too long; shorten it or move the work into a probe.func",
+		"memory": "build smaller values (join a list rather than adding strings in a loop), or move the work into a probe.func",
+		"time":   "the policy takes too long to load; shorten it or move the work into a probe.func",
+	}
+	runAdvice = map[string]string{
+		"steps":  "a loop runs too long; shorten it",
+		"memory": "build smaller values (join a list rather than adding strings in a loop)",
+		"time":   "it ran past its deadline; shorten it",
+	}
 )
 
+// maxErrorText bounds the message of a policy error: it goes into the log,
+// /health, the journal and `talon validate`'s one line, and a policy can
+// make an error quote a huge value (fail(s), a missing dict key).
+const maxErrorText = 2000
+
 // evalPosError places an evaluation error at its innermost frame in a
-// policy file, and explains cancellations.
-func evalPosError(ee *starlark.EvalError, budget uint64, advice string) *engine.PosError {
+// policy file and says what to do when a budget ran out.
+func evalPosError(err error, ee *starlark.EvalError, advice map[string]string) *engine.PosError {
 	msg := ee.Msg
-	if reason, ok := strings.CutPrefix(msg, "Starlark computation cancelled: "); ok {
-		switch reason {
-		case "too many steps":
-			msg = fmt.Sprintf("step budget of %d steps exhausted: a loop runs too long; %s", budget, advice)
+	var ex *bound.Exceeded
+	if errors.As(err, &ex) {
+		switch ex.Bound {
+		case "steps":
+			msg = fmt.Sprintf("step budget of %s exhausted: %s", ex.Limit, advice["steps"])
 		default:
-			msg = "cancelled: " + reason
+			msg = ex.Error() + "; " + advice[ex.Bound]
 		}
+	} else if reason, ok := strings.CutPrefix(msg, "Starlark computation cancelled: "); ok {
+		msg = "cancelled: " + reason
 	}
+	msg = oneLine(msg)
 	for i := len(ee.CallStack) - 1; i >= 0; i-- {
 		p := ee.CallStack[i].Pos
 		if p.Filename() != builtinFile && p.Filename() != "" {
@@ -477,6 +556,12 @@ func evalPosError(ee *starlark.EvalError, budget uint64, advice string) *engine.
 		}
 	}
 	return &engine.PosError{Message: msg}
+}
+
+// oneLine keeps an error message to one bounded line.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
+	return text.Cap(s, maxErrorText)
 }
 
 // parsePos splits a "file:line:col" position as written by star.Pos.

@@ -17,8 +17,8 @@ import (
 // ProbeFuncDoc documents probe.func, which lives with the loader because it
 // calls policy functions at run time.
 const ProbeFuncDoc = `def func(name, fn, **common):
-A probe written in Starlark. fn runs at every check on its own thread, with its own step budget,
-under the probe's timeout; it may call exec.run. It takes no parameter, or one: the probe,
+A probe written in Starlark. fn runs at every check on its own thread, with its own step and memory
+budgets, under the probe's timeout; it may call exec.run. It takes no parameter, or one: the probe,
 struct(name, timeout) with timeout in seconds.
 fn returns True (pass), False (fail), a string (fail with that message), a (passed, output) pair,
 or a struct or dict with passed (or ok) and output (or stdout and stderr, as exec.run returns).

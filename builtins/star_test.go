@@ -15,6 +15,7 @@ import (
 	"go.starlark.net/starlarktest"
 
 	"github.com/talon-dev/talon/builtins/agent"
+	"github.com/talon-dev/talon/builtins/bound"
 	"github.com/talon-dev/talon/builtins/probe/probetest"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
@@ -49,7 +50,7 @@ func runStarFile(t *testing.T, file string) {
 	dir := fspermtest.Copy(t, "testdata") // services files are read under strict modes
 	cfg := config.Default()
 	cfg.ServicesFile = filepath.Join(t.TempDir(), "services.toml")
-	rt := &runner{maxSteps: DefaultRunSteps}
+	rt := &runner{maxSteps: DefaultRunSteps, maxBytes: DefaultRunBytes}
 	c := newCollector(cfg, dir, rt)
 	thread := &starlark.Thread{Name: file, Load: func(_ *starlark.Thread, module string) (starlark.StringDict, error) {
 		if module == "assert.star" {
@@ -60,13 +61,16 @@ func runStarFile(t *testing.T, file string) {
 	starlarktest.SetReporter(thread, t)
 	star.SetCollector(thread, c)
 	agent.SetCaller(thread, rt.callWithIncident)
-	thread.SetMaxExecutionSteps(DefaultLoadSteps)
 	pre := starlark.StringDict{}
 	for k, v := range c.predeclared() {
 		pre[k] = v
 	}
 	pre["testing"] = testingModule(t, c)
-	if _, err := starlark.ExecFileOptions(FileOptions(), thread, filepath.Base(file), src, pre); err != nil {
+	lim := bound.Limits{Steps: DefaultLoadSteps, Bytes: DefaultLoadBytes, Time: time.Minute}
+	if err := bound.Run(context.Background(), thread, lim, func() error {
+		_, err := bound.ExecFile(FileOptions(), thread, filepath.Base(file), src, pre)
+		return err
+	}); err != nil {
 		if ee, ok := err.(*starlark.EvalError); ok {
 			t.Fatal(ee.Backtrace())
 		}

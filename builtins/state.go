@@ -56,7 +56,7 @@ func thresholds(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	t := c.thresholds
 	critical := star.Duration{D: t.CriticalAfter}
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs,
-		"failed_after??", &t.FailedAfter, "critical_after??", &critical, "recover_after??", &t.RecoverAfter); err != nil {
+		"failed_after??", (*star.Count)(&t.FailedAfter), "critical_after??", &critical, "recover_after??", (*star.Count)(&t.RecoverAfter)); err != nil {
 		return nil, err
 	}
 	t.CriticalAfter = critical.D

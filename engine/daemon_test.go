@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -94,8 +95,20 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	}
 }
 
+// advance moves a synctest bubble's fake clock by d: every goroutine runs
+// until it blocks, time jumps to the next timer, and so on; then it waits
+// until the daemon is idle. Nothing sleeps for real.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
 func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testDaemonEscalates)
+}
+
+func testDaemonEscalates(t *testing.T) {
 	var healthy atomic.Bool
 	healthy.Store(true)
 	probe := &Probe{Name: "api", Critical: true, Digest: "api1", Check: func(context.Context, *ProbeEnv) Outcome {
@@ -123,21 +136,29 @@ func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.Run(ctx) }()
-	waitFor(t, "healthy", 3*time.Second, func() bool { return d.Snapshot().OK })
+	advance(time.Second)
+	if !d.Snapshot().OK {
+		t.Fatalf("not healthy: %+v", d.Snapshot())
+	}
 
 	healthy.Store(false)
-	waitFor(t, "heal to start", 5*time.Second, func() bool { return heal.runs.Load() == 1 })
+	advance(450 * time.Millisecond) // two failing cycles at 200 ms
+	if n := heal.runs.Load(); n != 1 {
+		t.Fatalf("heal ran %d times after two failures", n)
+	}
 	// The heal sleeps a second; cycles must keep coming meanwhile.
 	cyclesAtStart := j.count(func(r Record) bool { return r.Type == "cycle" })
-	time.Sleep(700 * time.Millisecond)
+	advance(700 * time.Millisecond)
 	if s := d.Snapshot(); s.Rung == nil || *s.Rung != "heal" {
 		t.Fatalf("snapshot does not show the running rung: %+v", s.Rung)
 	}
-	if n := j.count(func(r Record) bool { return r.Type == "cycle" }) - cyclesAtStart; n < 2 {
+	if n := j.count(func(r Record) bool { return r.Type == "cycle" }) - cyclesAtStart; n < 3 {
 		t.Fatalf("only %d cycles ran during a 1 s heal: escalation blocks the probe loop", n)
 	}
-	waitFor(t, "SOS page", 8*time.Second, func() bool { return len(pager.kinds()) == 1 })
-	waitFor(t, "sos state", 2*time.Second, func() bool { return d.Snapshot().State == SOS })
+	advance(3 * time.Second) // critical after 2 s: the page goes out
+	if k := pager.kinds(); len(k) != 1 || d.Snapshot().State != SOS {
+		t.Fatalf("pages %v, state %s", k, d.Snapshot().State)
+	}
 	if s := d.Snapshot(); s.RungRuns["heal"] != 1 || s.RungRuns["sos"] != 1 || s.Pages != 1 {
 		t.Fatalf("counters for /metrics: rung runs %v, pages %d", s.RungRuns, s.Pages)
 	}
@@ -152,7 +173,7 @@ func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go func() { done <- d2.Run(ctx2) }()
-	time.Sleep(1500 * time.Millisecond)
+	advance(1500 * time.Millisecond)
 	if s := d2.Snapshot(); s.State != SOS || s.Incident == nil {
 		t.Fatalf("restart forgot the incident: %+v", s)
 	}
@@ -160,9 +181,11 @@ func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart: pages %v heals %d", k, heal.runs.Load())
 	}
 	healthy.Store(true)
-	waitFor(t, "resolution", 3*time.Second, func() bool { return d2.Snapshot().OK })
-	waitFor(t, "resolved message", 3*time.Second, func() bool { return len(pager.kinds()) == 2 })
-	if k := pager.kinds(); k[1] != "resolved" {
+	advance(time.Second)
+	if !d2.Snapshot().OK {
+		t.Fatalf("not resolved: %+v", d2.Snapshot())
+	}
+	if k := pager.kinds(); len(k) != 2 || k[1] != "resolved" {
 		t.Fatalf("messages %v", k)
 	}
 	cancel2()
@@ -171,6 +194,10 @@ func TestDaemonEscalatesBesideProbesAndSurvivesRestart(t *testing.T) {
 
 func TestDaemonBadPolicyKeepsRunning(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testDaemonBadPolicy)
+}
+
+func testDaemonBadPolicy(t *testing.T) {
 	good := &Policy{Hash: "good", Thresholds: DefaultThresholds(), Probes: []*Probe{{Name: "p", Digest: "p", Check: func(context.Context, *ProbeEnv) Outcome {
 		return Outcome{Passed: true}
 	}}}}
@@ -184,9 +211,10 @@ func TestDaemonBadPolicyKeepsRunning(t *testing.T) {
 	}
 	d := New(Options{Load: load, Interval: 100 * time.Millisecond, Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(io.Discard)})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go d.Run(ctx)
-	waitFor(t, "snapshot", 2*time.Second, func() bool { return d.Snapshot().PolicyError != nil })
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	advance(time.Second)
 	if s := d.Snapshot(); s.OK || *s.PolicyError != "talon.star:3:1: got newline, want ')'" {
 		t.Fatalf("snapshot %+v", s)
 	}
@@ -194,7 +222,10 @@ func TestDaemonBadPolicyKeepsRunning(t *testing.T) {
 	if h, err := d.Reload(ctx); err != nil || h != "good" {
 		t.Fatalf("reload: %q %v", h, err)
 	}
-	waitFor(t, "healthy", 2*time.Second, func() bool { return d.Snapshot().OK })
+	advance(time.Second)
+	if !d.Snapshot().OK {
+		t.Fatalf("not healthy after a good reload: %+v", d.Snapshot())
+	}
 	bad.Store(true)
 	if _, err := d.Reload(ctx); err == nil {
 		t.Fatal("bad reload reported success")
@@ -207,6 +238,10 @@ func TestDaemonBadPolicyKeepsRunning(t *testing.T) {
 
 func TestReloadDuringIncidentNeverRepages(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testReloadNeverRepages)
+}
+
+func testReloadNeverRepages(t *testing.T) {
 	check := func(context.Context, *ProbeEnv) Outcome { return Outcome{Output: "down"} }
 	pager := &recPager{}
 	mkPolicy := func(hash string, extra ...*Probe) *Policy {
@@ -219,9 +254,13 @@ func TestReloadDuringIncidentNeverRepages(t *testing.T) {
 	d := New(Options{Load: func() *LoadResult { p := cur.Load(); return &LoadResult{Policy: p, Hash: p.Hash} },
 		Interval: 100 * time.Millisecond, Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(io.Discard)})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go d.Run(ctx)
-	waitFor(t, "the page", 3*time.Second, func() bool { return len(pager.kinds()) == 1 })
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	advance(time.Second)
+	if k := pager.kinds(); len(k) != 1 {
+		t.Fatalf("pages %v", k)
+	}
 	inc := d.Snapshot().Incident.ID
 	for i, p := range []*Policy{
 		mkPolicy("v2", &Probe{Name: "extra", Digest: "extra", Check: func(context.Context, *ProbeEnv) Outcome { return Outcome{Passed: true} }}),
@@ -231,7 +270,7 @@ func TestReloadDuringIncidentNeverRepages(t *testing.T) {
 		if h, err := d.Reload(ctx); err != nil || h != p.Hash {
 			t.Fatalf("reload %d: %q %v", i, h, err)
 		}
-		time.Sleep(400 * time.Millisecond) // several cycles under the new policy
+		advance(400 * time.Millisecond) // several cycles under the new policy
 	}
 	s := d.Snapshot()
 	if s.Incident == nil || s.Incident.ID != inc || s.State != SOS || s.PolicyHash != "v3" || s.Reloads != 2 {

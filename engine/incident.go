@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // IncidentView is the read-only picture of an incident handed to `when=`
@@ -48,10 +50,7 @@ func (v *IncidentView) Summary() string {
 	fmt.Fprintf(&b, "incident %s open for %s, state %s; failing: %s",
 		v.ID, v.Age().Round(time.Second), v.State, strings.Join(v.FailingNames(), ", "))
 	for _, r := range v.Failing {
-		out := r.Output
-		if len(out) > 300 {
-			out = out[:300] + "…"
-		}
+		out := text.Cap(r.Output, 300)
 		fmt.Fprintf(&b, "\n- %s: %s", r.Name, strings.ReplaceAll(out, "\n", " "))
 	}
 	return b.String()

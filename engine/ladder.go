@@ -2,8 +2,11 @@ package engine
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Page delivery retries back off from PageRetryMin, doubling up to PageRetryMax.
@@ -84,13 +87,35 @@ func Decide(s *State, pol *Policy, now time.Time, when WhenFunc) Decision {
 		if r.Pages() && !inc.Critical || !s.due(r, now) {
 			continue
 		}
-		if ok, _ := evalWhen(r, when); !ok {
+		if ok, reason := evalWhen(r, when); !ok {
+			if failed := strings.HasPrefix(reason, whenFailed); failed {
+				// A predicate that errors is never skipped quietly: each
+				// failure is an event (logged at error, journaled), and the
+				// rung is tried again with backoff rather than every cycle.
+				rs := inc.rung(r.Name)
+				rs.WhenFailures++
+				rs.WhenRetry = now.Add(pageBackoff(rs.WhenFailures))
+				skip(r, fmt.Sprintf("%s; retry at %s", reason, rs.WhenRetry.UTC().Format(time.RFC3339)))
+			}
 			continue
+		}
+		if rs := inc.Rungs[r.Name]; rs != nil {
+			rs.WhenFailures, rs.WhenRetry = 0, time.Time{}
 		}
 		d.Run = i
 		return d
 	}
 	return d
+}
+
+// rung is the incident's record of rung name, created when missing.
+func (inc *Incident) rung(name string) *RungState {
+	rs := inc.Rungs[name]
+	if rs == nil {
+		rs = &RungState{}
+		inc.Rungs[name] = rs
+	}
+	return rs
 }
 
 // recovering reports whether every escalating probe of the incident passed
@@ -117,13 +142,16 @@ func (r *Rung) onlyPages() bool {
 	return true
 }
 
+// whenFailed starts the reason of a rung skipped because its predicate failed.
+const whenFailed = "when= failed: "
+
 func evalWhen(r *Rung, when WhenFunc) (bool, string) {
 	if r.When == nil || when == nil {
 		return true, ""
 	}
 	ok, err := when(r)
 	if err != nil {
-		return false, "when= failed: " + err.Error()
+		return false, whenFailed + err.Error()
 	}
 	if !ok {
 		return false, "when= is false"
@@ -155,7 +183,7 @@ func (s *State) due(r *Rung, now time.Time) bool {
 		return false
 	}
 	rs := inc.Rungs[r.Name]
-	if rs != nil && now.Before(rs.NextTry) {
+	if rs != nil && (now.Before(rs.NextTry) || now.Before(rs.WhenRetry)) {
 		return false
 	}
 	if last, ok := s.cooldownFrom(r); ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
@@ -249,7 +277,7 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 		rs = &RungState{}
 		inc.Rungs[rung] = rs
 	}
-	rs.LastOK, rs.LastOutput = out.OK, capText(out.Output, 4096)
+	rs.LastOK, rs.LastOutput = out.OK, text.Cap(out.Output, 4096)
 	if out.Pages {
 		rs.LastOK = len(out.Paged) > 0
 	}
@@ -300,6 +328,10 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 // counts as an attempt that failed, so a restart neither repeats a heal
 // inside its cooldown nor re-sends a page at once.
 func Interrupted(s *State, pol *Policy, now time.Time) []Event {
+	return interruptedBy(s, pol, now, "interrupted by a restart")
+}
+
+func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 	inc := s.Incident
 	if inc == nil || inc.Running == "" {
 		return nil
@@ -311,7 +343,7 @@ func Interrupted(s *State, pol *Policy, now time.Time) []Event {
 			pages = r.Pages()
 		}
 	}
-	return FinishRung(s, pol, inc.ID, name, RungOutcome{Output: "interrupted by a restart", Pages: pages}, now)
+	return FinishRung(s, pol, inc.ID, name, RungOutcome{Output: why, Pages: pages}, now)
 }
 
 func outcomeText(o RungOutcome) string {
@@ -323,18 +355,7 @@ func outcomeText(o RungOutcome) string {
 	case o.OK:
 		return "ok"
 	}
-	return "failed: " + firstLines(o.Output, 1)
-}
-
-// capText cuts s to at most n bytes at a character boundary.
-func capText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
+	return "failed: " + text.FirstLines(o.Output, 1)
 }
 
 func union(a, b []string) []string {
@@ -395,3 +416,5 @@ func (inc *Incident) Relocate(old, new []*Rung) {
 		}
 	}
 }
+
+func sortStrings(s []string) { sort.Strings(s) }

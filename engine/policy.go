@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/talon-dev/talon/engine/effect"
@@ -28,16 +29,28 @@ type Policy struct {
 	// NoProbes is why the policy declares no probe (probe.none); a policy
 	// without probes and without a reason never loads.
 	NoProbes string
+
+	indexOnce sync.Once
+	byName    map[string]*Probe // built on first use: a Policy is immutable
 }
 
 // Probe returns the probe called name, or nil.
 func (p *Policy) Probe(name string) *Probe {
-	for _, pr := range p.Probes {
-		if pr.Name == name {
-			return pr
+	if len(p.Probes) < 8 {
+		for _, pr := range p.Probes {
+			if pr.Name == name {
+				return pr
+			}
 		}
+		return nil
 	}
-	return nil
+	p.indexOnce.Do(func() {
+		p.byName = make(map[string]*Probe, len(p.Probes))
+		for _, pr := range p.Probes {
+			p.byName[pr.Name] = pr
+		}
+	})
+	return p.byName[name]
 }
 
 // Programs lists every program the policy's probes and actions would run, sorted.

@@ -2,40 +2,104 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
-// ReplayOptions tune Replay.
+// Replay is the second driver of the decision core: it reads a journal's
+// records one at a time and feeds the facts they record to the same Core the
+// daemon runs. It keeps one fact (and the decisions recorded after it) in
+// hand, never the whole journal, so its memory does not grow with the
+// journal's length.
+//
+// It runs in one of two modes, named in its result, and may go from the
+// first to the second part-way through a journal (never back, except at a
+// process start):
+//
+// Faithful. From a "start" record of journal format 2 written by this very
+// policy (same hash) on, replay adopts the state the process started with
+// and feeds every recorded fact as it is: probe launches (so "a parent has
+// not reported yet" holds as it held), results in the batches the daemon
+// observed them in, rung ends when they really ended with their recorded
+// outcome and verification batch, the daemon's wake-ups. The decisions must
+// then be exactly the ones the daemon journaled after each fact; any
+// difference is a divergence, reported with its place in the journal.
+//
+// What-if. Another policy, or a journal that cannot be replayed faithfully
+// (format 1, an excerpt that does not begin at a process start, a recorded
+// reload to a policy replay does not have): the same core, fed the recorded
+// launches, results, starts and stops, with these assumptions where the
+// record cannot say what would have happened:
+//   - the core is woken when it asks to be, as the daemon would;
+//   - a rung that the record also started at the same point takes its
+//     recorded duration, outcome and verification (for the probes both
+//     verify), and its page reaches the channels that the record says
+//     accepted it (a channel only this policy has counts as accepted);
+//   - any other rung is assumed to succeed; a rung that only pages takes no
+//     time and reaches every channel; a rung that runs something lasts as
+//     long as the same rung's last recorded run (0 s if none) and is
+//     verified by the first result of each of its verify probes recorded
+//     after that, or ends unverified when none comes within its timeout;
+//   - a verification recorded for a rung of the other policy is not an
+//     observation of this one (it is not fed), and the recorded wake-ups
+//     are the other policy's (they are not fed either).
+//
+// Records before ReplayOptions.Since are replayed but not reported.
+
+// ReplayOptions tune a replay.
 type ReplayOptions struct {
 	// WhenBudget bounds one evaluation of a `when=` predicate (default 2s).
 	WhenBudget time.Duration
+	// AsRecorded switches policy where the journal records a reload (or a
+	// start under another policy) to one of Versions, as the daemon did.
+	AsRecorded bool
+	// Versions are policies replay may switch to, by hash.
+	Versions map[string]*Policy
+	// Since and Until bound what is reported (zero: unbounded). Records
+	// after Until are the caller's to stop reading.
+	Since, Until time.Time
 }
 
-// ReplayResult is what a policy would have decided over a recorded journal.
-// It holds no map, so its JSON form is deterministic.
+// The replay modes.
+const (
+	ModeFaithful = "faithful"
+	ModeWhatIf   = "what-if"
+)
+
+// ReplayResult is what a policy decided over a recorded journal. It holds no
+// map, so its JSON form is deterministic.
 type ReplayResult struct {
-	Policy    string           `json:"policy"` // hash of the replayed policy
-	From      time.Time        `json:"from"`   // time of the first record
-	To        time.Time        `json:"to"`     // time of the last record
-	Records   int              `json:"records"`
-	Cycles    int              `json:"cycles"`
-	Timeline  []ReplayStep     `json:"timeline"`
-	Incidents []ReplayIncident `json:"incidents"`
-	Summary   ReplaySummary    `json:"summary"`
-	Warnings  []string         `json:"warnings"`
+	Policy string `json:"policy"` // hash of the replayed policy (the first, with AsRecorded)
+	// Mode is "faithful" when every fact was replayed faithfully, else
+	// "what-if"; ModeReason says why, and the timeline marks each change.
+	Mode       string    `json:"mode"`
+	ModeReason string    `json:"mode_reason"`
+	From       time.Time `json:"from"` // time of the first record
+	To         time.Time `json:"to"`   // time of the last record
+	Records    int       `json:"records"`
+	Cycles     int       `json:"cycles"`
+	// Divergences are, in faithful mode, the facts after which replay
+	// decided otherwise than the daemon journaled.
+	Divergences []ReplayDivergence `json:"divergences"`
+	Timeline    []ReplayStep       `json:"timeline"`
+	Incidents   []ReplayIncident   `json:"incidents"`
+	Summary     ReplaySummary      `json:"summary"`
+	Warnings    []string           `json:"warnings"`
 }
 
 // ReplayStep is one line of the replay's timeline.
 //
 // Kind is one of: transition (From → To), probe_down, probe_up,
-// incident_open (Probes), incident_resolved, rung_skip (Rung, Reason),
-// rung (a rung that would run: Rung, Actions, Verify), page (a page that
-// would be sent: Rung, Channels), resolved (the "resolved" message to the
-// channels paged during the incident), page_failed, and journal (a start,
-// stop or reload record of the journal, noted for orientation: Reason).
+// incident_open (Probes), incident_resolved, rung_skip (Rung, Reason), rung
+// (a rung starts: Rung, Actions), rung_end (it ended: Rung, Secs, OK,
+// Verify, Basis), page (a page reached Channels), page_failed, resolved (the
+// "resolved" message to Channels), journal (a note on the journal: a start,
+// stop or reload) and mode (replay's mode changed: Reason).
 type ReplayStep struct {
 	At       time.Time       `json:"at"`
 	Kind     string          `json:"kind"`
@@ -48,13 +112,31 @@ type ReplayStep struct {
 	Actions  []string        `json:"actions,omitempty"`
 	Channels []string        `json:"channels,omitempty"`
 	Verify   []ReplayVerdict `json:"verify,omitempty"`
-	Reason   string          `json:"reason,omitempty"`
+	// Secs is how long a rung ran (rung_end).
+	Secs *float64 `json:"secs,omitempty"`
+	// OK is whether a rung's actions succeeded (rung_end).
+	OK *bool `json:"ok,omitempty"`
+	// Basis says where a rung's outcome came from: "recorded" or "assumed".
+	Basis  string `json:"basis,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // ReplayVerdict is one result of a rung's verification re-probe.
 type ReplayVerdict struct {
 	Probe  string `json:"probe"`
 	Passed bool   `json:"passed"`
+}
+
+// ReplayDivergence is a fact after which faithful replay decided otherwise
+// than the daemon had journaled.
+type ReplayDivergence struct {
+	At    time.Time `json:"at"`
+	Fact  string    `json:"fact"`  // the fact's record type
+	Where string    `json:"where"` // file:line of the fact's record, when known
+	// Journaled and Replayed are the decisions, one per line, in the
+	// journal's words.
+	Journaled []string `json:"journaled"`
+	Replayed  []string `json:"replayed"`
 }
 
 // ReplayIncident is one incident of the replay.
@@ -70,15 +152,24 @@ type ReplayIncident struct {
 	// when it paged no one.
 	FirstPageSecs *float64 `json:"time_to_first_page_secs"`
 	Peak          Phase    `json:"peak"` // the furthest phase it reached
-	Rungs         int      `json:"rungs"`
-	Pages         int      `json:"pages"`
+	// Runs are the rungs it started, in order.
+	Runs  []ReplayRun `json:"runs"`
+	Pages int         `json:"pages"`
 }
 
-// ReplaySummary counts the decisions of a replay.
+// ReplayRun is one rung started during an incident.
+type ReplayRun struct {
+	Rung string    `json:"rung"`
+	At   time.Time `json:"at"`
+	// Paged lists the channels its page reached, if it paged.
+	Paged []string `json:"paged,omitempty"`
+}
+
+// ReplaySummary counts the decisions of a replay (within Since and Until).
 type ReplaySummary struct {
 	Incidents int `json:"incidents"`
-	// Pages counts the pages rungs would send (one per rung run, whatever
-	// the number of channels); Resolved the "resolved" messages.
+	// Pages counts the pages rungs sent (one per rung run, whatever the
+	// number of channels); Resolved the "resolved" messages.
 	Pages    int               `json:"pages"`
 	Resolved int               `json:"resolved_messages"`
 	RungRuns []ReplayRungCount `json:"rung_runs"` // every rung of the ladder, in ladder order
@@ -89,330 +180,478 @@ type ReplaySummary struct {
 	FinalPhase       Phase      `json:"final_phase"`
 }
 
-// ReplayRungCount is how many times a rung would have run.
+// ReplayRungCount is how many times a rung ran.
 type ReplayRungCount struct {
 	Rung string `json:"rung"`
 	Runs int    `json:"runs"`
 }
 
-// Replay feeds the probe results of a recorded journal through pol and
-// returns what pol would have decided. It is pure and deterministic: no
-// I/O, no clock but the records' times, no action run, no page sent.
-//
-// The records are taken in time order (stably). Every "cycle" record is
-// one observation at its time: its results for probes of pol are observed
-// (others are ignored), then the ladder decides, `when=` predicates
-// evaluated as the daemon does. A rung that would run is taken to finish at
-// once: its actions count as done (OK), its pages as delivered on every
-// channel of the rung, and, when the rung verifies, the verification is the
-// next recorded result of each failing probe within the rung's timeout. A
-// result used as a verification is not observed a second time in its own
-// cycle. "start", "stop" and "reload" records are noted in the timeline;
-// the other records (the recorded decisions) are not read.
-func Replay(pol *Policy, records []Record, opts ReplayOptions) ReplayResult {
-	if opts.WhenBudget <= 0 {
-		opts.WhenBudget = 2 * time.Second
-	}
-	recs := append([]Record(nil), records...)
-	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
-	rp := &replayer{pol: pol, recs: recs, opts: opts, used: map[[2]int]bool{},
-		failSince: map[string]time.Time{}, runs: map[string]int{}, open: -1}
-	rp.out = ReplayResult{Policy: pol.Hash, Records: len(recs), Timeline: []ReplayStep{},
-		Incidents: []ReplayIncident{}, Warnings: []string{}}
-	if len(recs) == 0 {
-		rp.out.Warnings = append(rp.out.Warnings, "the journal has no records")
-		rp.summarize(Healthy)
-		return rp.out
-	}
-	rp.out.From, rp.out.To = recs[0].Time, recs[len(recs)-1].Time
-	rp.s = NewState(recs[0].Time)
-	rp.s.Reconcile(pol)
-	seen := map[string]bool{}
-	var foreign []string
-	for i, rec := range recs {
-		switch rec.Type {
-		case "cycle":
-			rp.out.Cycles++
-			var known []Result
-			for k, r := range rec.Results {
-				if pol.Probe(r.Name) == nil {
-					if !seen[r.Name] {
-						foreign = append(foreign, r.Name)
-					}
-				} else if !rp.used[[2]int{i, k}] {
-					known = append(known, r)
-				}
-				seen[r.Name] = true
-			}
-			rp.observe(known, rec.Time)
-			rp.escalate(i, rec.Time)
-		case "start", "stop", "reload":
-			rp.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
-		}
-	}
-	if rp.out.Cycles == 0 {
-		rp.out.Warnings = append(rp.out.Warnings, "the journal has no cycle records: nothing to replay")
-	}
-	var missing []string
-	for _, p := range pol.Probes {
-		if !seen[p.Name] {
-			missing = append(missing, p.Name)
-		}
-	}
-	if len(missing) > 0 {
-		rp.out.Warnings = append(rp.out.Warnings, fmt.Sprintf("probes of the policy with no result in the journal (never observed): %s", strings.Join(missing, ", ")))
-	}
-	if len(foreign) > 0 {
-		sort.Strings(foreign)
-		rp.out.Warnings = append(rp.out.Warnings, fmt.Sprintf("results of probes the policy does not have (ignored): %s", strings.Join(foreign, ", ")))
-	}
-	rp.summarize(rp.s.Phase)
-	return rp.out
-}
-
-type replayer struct {
-	pol  *Policy
-	recs []Record
+// Replayer replays one journal through one policy; feed it records with
+// Feed, then call Result.
+type Replayer struct {
 	opts ReplayOptions
-	s    *State
+	pol  *Policy // the policy in force
+	core *Core
 	out  ReplayResult
-	// used marks results (record index, result index) already observed as
-	// a rung's verification.
-	used map[[2]int]bool
-	// failSince is when each failing probe's current run of failures began.
-	failSince map[string]time.Time
-	runs      map[string]int
-	open      int         // index of the open incident's report, -1 for none
-	pending   *ReplayStep // the rung step, written at its rung_start
+
+	faithful bool   // the current segment is faithful
+	why      string // why the current segment is what-if
+	first    string // why the first what-if segment was
+	whatIf   bool   // some segment was what-if
+	started  bool   // a fact was fed
+	group    *group // the fact in hand and the decisions recorded after it
+	wake     time.Time
+	sim      *simRung
+	// recStart is when the record started each rung (for durations);
+	// lastDur is the last recorded duration of each rung.
+	recStart map[string]time.Time
+	lastDur  map[string]time.Duration
+	rep      reporter
+	seen     map[string]bool
+	foreign  []string
+	names    map[string]bool // probes of every policy replayed
+	// v2 says the journal records every fact (format 2): rung ends among them.
+	v2 bool
 }
 
-func (rp *replayer) step(st ReplayStep) { rp.out.Timeline = append(rp.out.Timeline, st) }
-
-// observe feeds results at now and records what changed.
-func (rp *replayer) observe(results []Result, now time.Time) {
-	rp.track(results, now)
-	rp.events(Observe(rp.s, rp.pol, results, now))
+// group is a fact record and the records that follow it up to the next fact.
+type group struct {
+	rec    Record
+	where  string
+	events []Event
 }
 
-// track keeps, per probe, the start of its current run of failures.
-func (rp *replayer) track(results []Result, now time.Time) {
-	for _, r := range results {
-		if r.Passed {
-			delete(rp.failSince, r.Name)
-		} else if _, ok := rp.failSince[r.Name]; !ok {
-			rp.failSince[r.Name] = now
+// simRung is a rung this replay started and has not yet ended.
+type simRung struct {
+	run *RungRun
+	// matched: the record started the same rung at the same point; its
+	// recorded end is the end.
+	matched bool
+	// For a simulated end: the rung ends at minEnd once each verify probe
+	// has a result recorded at or after minEnd, or at deadline.
+	minEnd, deadline time.Time
+	waiting          map[string]bool
+	verify           []Result
+}
+
+// NewReplayer starts a replay of pol.
+func NewReplayer(pol *Policy, opts ReplayOptions) *Replayer {
+	r := &Replayer{opts: opts, pol: pol, core: NewCore(CoreOptions{WhenBudget: opts.WhenBudget}),
+		recStart: map[string]time.Time{}, lastDur: map[string]time.Duration{}, seen: map[string]bool{}, names: map[string]bool{}}
+	r.core.pol = pol
+	r.core.st.Reconcile(pol)
+	r.note(pol)
+	r.out = ReplayResult{Policy: pol.Hash, Timeline: []ReplayStep{}, Incidents: []ReplayIncident{},
+		Warnings: []string{}, Divergences: []ReplayDivergence{}}
+	r.rep = reporter{core: r.core, since: opts.Since, until: opts.Until, failSince: map[string]time.Time{}, open: -1}
+	r.why = "the journal does not begin at a process start"
+	return r
+}
+
+func (r *Replayer) note(pol *Policy) {
+	for _, p := range pol.Probes {
+		r.names[p.Name] = true
+	}
+}
+
+// Replay replays records through pol; see Replayer.
+func Replay(pol *Policy, records []Record, opts ReplayOptions) ReplayResult {
+	r := NewReplayer(pol, opts)
+	for _, rec := range records {
+		r.Feed(rec, "")
+	}
+	return r.Result()
+}
+
+// Feed takes the next record of the journal; where names it ("file:line")
+// for reports.
+func (r *Replayer) Feed(rec Record, where string) {
+	if r.out.Records == 0 {
+		r.out.From = rec.Time
+	}
+	r.out.Records++
+	if rec.Time.After(r.out.To) {
+		r.out.To = rec.Time
+	}
+	switch rec.Type {
+	case "launch", "wake", "rung_end":
+		r.v2 = true
+	case "start":
+		r.v2 = rec.V >= 2
+	}
+	if _, ok := RecordFact(rec); ok {
+		r.flush()
+		r.group = &group{rec: rec, where: where}
+		return
+	}
+	if rec.Type == "event" && rec.Event != nil && r.group != nil {
+		r.group.events = append(r.group.events, *rec.Event)
+	}
+	if rec.Type == "event" && rec.Event != nil && rec.Event.Type == "rung_start" {
+		r.recStart[rec.Event.Rung] = rec.Event.At
+	}
+}
+
+// flush replays the fact in hand, now that its recorded decisions are known.
+func (r *Replayer) flush() {
+	g := r.group
+	if g == nil {
+		return
+	}
+	r.group = nil
+	rec := g.rec
+	f, _ := RecordFact(rec)
+	if f.Kind == FactRungEnd {
+		if t, ok := r.recStart[f.End.Rung]; ok {
+			r.lastDur[f.End.Rung] = rec.Time.Sub(t)
 		}
 	}
+	if !r.started && !r.whatIf && f.Kind != FactStart {
+		r.toWhatIf(rec.Time, "the journal does not begin at a process start")
+	}
+	r.segment(rec, &f)
+	if !r.faithful {
+		r.catchUp(rec.Time)
+	}
+	var st Step
+	switch {
+	case f.Kind == "":
+		return // a fact this mode does not feed
+	case f.Kind == FactResults:
+		r.out.Cycles++
+		for _, x := range f.Results {
+			if !r.seen[x.Name] {
+				r.seen[x.Name] = true
+				if !r.names[x.Name] {
+					r.foreign = append(r.foreign, x.Name)
+				}
+			}
+		}
+		if !r.faithful && r.sim != nil && !r.sim.matched {
+			f.Results = r.takeVerify(f.Results, rec.Time)
+		}
+		r.rep.track(f.Results)
+		if r.sim != nil && !r.sim.matched && len(r.sim.waiting) == 0 && !r.sim.minEnd.After(rec.Time) {
+			r.endSim(rec.Time)
+		}
+		if len(f.Results) == 0 {
+			return
+		}
+	}
+	st = r.step(f)
+	if r.faithful {
+		r.compare(g, f, st)
+	}
+	r.follow(st, g)
 }
 
-// escalate lets the ladder act after the cycle of record i, as the daemon
-// does after every observation.
-func (rp *replayer) escalate(i int, now time.Time) {
-	s, pol := rp.s, rp.pol
-	if s.Incident == nil {
+// segment decides how the fact of rec is replayed: it switches policy and
+// mode where the journal says, and clears f.Kind for a fact not to feed.
+func (r *Replayer) segment(rec Record, f *Fact) {
+	switch f.Kind {
+	case FactStart:
+		if r.opts.AsRecorded && rec.Policy != r.pol.Hash {
+			if p := r.opts.Versions[rec.Policy]; p != nil {
+				r.switchTo(p, rec.Time, "as recorded, the process started under policy "+hashPrefix(rec.Policy))
+			}
+		}
+		r.sim = nil
+		r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
+		switch {
+		case rec.V < 2 || rec.State == nil:
+			r.toWhatIf(rec.Time, "the journal is of format 1, which does not record every fact the core needs")
+			f.State = nil
+		case rec.Policy != r.pol.Hash:
+			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
+			f.State = nil // keep replay's own state
+		default:
+			if !r.faithful {
+				r.faithful = true
+				r.rep.step(ReplayStep{At: rec.Time, Kind: "mode", Reason: "faithful from here: the process started under this policy"})
+			}
+			f.State = cloneState(rec.State) // the core changes it; the record stays as read
+		}
+		f.Policy = r.pol
+	case FactReload:
+		if r.opts.AsRecorded {
+			if p := r.opts.Versions[rec.Policy]; p != nil {
+				if p != r.pol {
+					f.Policy = p
+					r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: fmt.Sprintf("policy reloaded (%s → %s); replay switches to it, as recorded", hashPrefix(rec.OldHash), hashPrefix(rec.Policy))})
+					r.pol = p
+					r.note(p)
+					return
+				}
+			} else {
+				r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: fmt.Sprintf("policy reloaded (%s → %s); replay does not have that policy and keeps %s", hashPrefix(rec.OldHash), hashPrefix(rec.Policy), hashPrefix(r.pol.Hash))})
+				r.toWhatIf(rec.Time, fmt.Sprintf("the journal switches to policy %s, which replay was not given", hashPrefix(rec.Policy)))
+				f.Kind = ""
+				return
+			}
+		}
+		r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
+		if rec.Policy != r.pol.Hash {
+			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
+		}
+		f.Kind = ""
+	case FactStop:
+		r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
+		r.sim = nil
+	default:
+		if r.faithful && rec.Policy != r.pol.Hash {
+			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
+		}
+	}
+	if r.faithful {
 		return
 	}
-	view := s.View(pol, now)
-	dec := Decide(s, pol, now, func(r *Rung) (bool, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), rp.opts.WhenBudget)
-		defer cancel()
-		return r.When(ctx, view)
-	})
-	rp.events(dec.Events)
-	if dec.Run < 0 {
-		return
-	}
-	r := pol.Ladder[dec.Run]
-	incID := s.Incident.ID
-	out := RungOutcome{OK: true, Output: "replay: not run"}
-	var actions []string
-	hasActions := false
-	for _, a := range r.Do {
-		actions = append(actions, a.Describe())
-		if p, ok := a.(Pager); ok {
-			out.Pages = true
-			out.Paged = append(out.Paged, p.Channel())
+	switch f.Kind {
+	case FactWake:
+		f.Kind = "" // the recorded policy's wake-ups; replay makes its own
+	case FactRungEnd:
+		if r.sim != nil && r.sim.matched && r.sim.run.Rung.Name == f.End.Rung {
+			f.End = r.matchedEnd(f.End)
 		} else {
-			hasActions = true
+			f.Kind = "" // a rung of the recorded policy, not of this one
 		}
 	}
-	// As in the daemon, only a rung that runs something verifies.
-	if r.Verify && hasActions {
-		out.Verify = rp.lookahead(i, now, r)
-	}
-	st := ReplayStep{At: now, Kind: "rung", Rung: r.Name, Incident: incID, Actions: actions}
-	for _, v := range out.Verify {
-		st.Verify = append(st.Verify, ReplayVerdict{Probe: v.Name, Passed: v.Passed})
-	}
-	rp.pending = &st
-	rp.events(BeginRung(s, pol, dec.Run, now))
-	rp.track(out.Verify, now)
-	rp.events(FinishRung(s, pol, incID, r.Name, out, now))
 }
 
-// lookahead finds the verification of a rung run after record i: the next
-// result of each failing probe recorded within the rung's timeout. The
-// results it takes are marked so that their own cycle skips them.
-func (rp *replayer) lookahead(i int, now time.Time, r *Rung) []Result {
-	timeout := r.Timeout
-	if timeout <= 0 {
-		timeout = DefaultRungTimeout
+func (r *Replayer) switchTo(p *Policy, at time.Time, why string) {
+	if p == r.pol {
+		return
 	}
-	var out []Result
-	for _, p := range rp.pol.Probes {
-		ps := rp.s.Probes[p.Name]
-		if ps == nil || !(ps.Down || (ps.Last != nil && !ps.Last.Passed)) {
+	r.rep.step(ReplayStep{At: at, Kind: "journal", Reason: why})
+	r.pol = p
+	r.note(p)
+}
+
+// toWhatIf ends a faithful segment.
+func (r *Replayer) toWhatIf(at time.Time, why string) {
+	if r.faithful || !r.started {
+		r.rep.step(ReplayStep{At: at, Kind: "mode", Reason: "what-if from here: " + why})
+	}
+	if !r.whatIf {
+		r.first = why
+	}
+	r.whatIf = true
+	r.faithful, r.why = false, why
+}
+
+// step feeds one fact to the core and reports what it decided.
+func (r *Replayer) step(f Fact) Step {
+	r.started = true
+	st := r.core.Step(context.Background(), f)
+	r.wake = st.Wake
+	r.rep.fact(f, st)
+	return st
+}
+
+// catchUp wakes the core and ends simulated rungs up to (not at) t, in
+// time order, as the daemon's timer would have.
+func (r *Replayer) catchUp(t time.Time) {
+	for {
+		next, isWake := r.wake, true
+		if s := r.sim; s != nil && !s.matched {
+			end := s.deadline
+			if len(s.waiting) == 0 {
+				end = s.minEnd
+			}
+			if next.IsZero() || end.Before(next) {
+				next, isWake = end, false
+			}
+		}
+		if next.IsZero() || !next.Before(t) {
+			return
+		}
+		if isWake {
+			r.follow(r.step(Fact{Kind: FactWake, At: next}), nil)
+		} else {
+			r.endSim(next)
+		}
+	}
+}
+
+// follow carries out a step's command to run a rung: faithfully, the
+// journal's rung_end will say how it ended; otherwise the rung is matched
+// to the record or simulated.
+func (r *Replayer) follow(st Step, g *group) {
+	for st.Run != nil && !r.faithful {
+		run := st.Run
+		s := &simRung{run: run}
+		r.sim = s
+		if g != nil && r.v2 {
+			for _, e := range g.events {
+				if e.Type == "rung_start" && e.Rung == run.Rung.Name {
+					s.matched = true
+				}
+			}
+		}
+		if s.matched {
+			return
+		}
+		if len(run.Actions) == 0 {
+			st = r.endSimStep(run.At)
 			continue
 		}
-	search:
-		for j := i + 1; j < len(rp.recs); j++ {
-			rec := rp.recs[j]
-			if rec.Time.Sub(now) > timeout {
-				break
-			}
-			if rec.Type != "cycle" {
-				continue
-			}
-			for k, res := range rec.Results {
-				if res.Name == p.Name && !rp.used[[2]int{j, k}] {
-					rp.used[[2]int{j, k}] = true
-					out = append(out, res)
-					break search
-				}
+		s.minEnd = run.At.Add(r.lastDur[run.Rung.Name])
+		s.deadline = s.minEnd.Add(run.Timeout)
+		s.waiting = map[string]bool{}
+		for _, p := range run.Verify {
+			s.waiting[p.Name] = true
+		}
+		if len(s.waiting) == 0 && !s.minEnd.After(run.At) {
+			st = r.endSimStep(run.At)
+			continue
+		}
+		return
+	}
+}
+
+// takeVerify takes, from results recorded at t, the verification of the
+// simulated rung, and returns the rest.
+func (r *Replayer) takeVerify(rs []Result, t time.Time) []Result {
+	s := r.sim
+	if t.Before(s.minEnd) {
+		return rs
+	}
+	var rest []Result
+	for _, x := range rs {
+		if s.waiting[x.Name] {
+			delete(s.waiting, x.Name)
+			s.verify = append(s.verify, x)
+		} else {
+			rest = append(rest, x)
+		}
+	}
+	return rest
+}
+
+func (r *Replayer) endSim(at time.Time) { r.follow(r.endSimStep(at), nil) }
+
+// endSimStep ends the simulated rung at at, under the assumptions above.
+func (r *Replayer) endSimStep(at time.Time) Step {
+	s := r.sim
+	r.sim = nil
+	end := &RungEnd{Incident: s.run.Incident, Rung: s.run.Rung.Name, OK: true, Verify: s.verify}
+	for _, p := range s.run.Pagers {
+		end.Deliveries = append(end.Deliveries, Delivery{Channel: p.Channel(), OK: true})
+	}
+	r.rep.basis = "assumed"
+	return r.step(Fact{Kind: FactRungEnd, At: at, End: end})
+}
+
+// matchedEnd is the recorded end of a rung this replay also started,
+// fitted to this policy's rung.
+func (r *Replayer) matchedEnd(rec *RungEnd) *RungEnd {
+	s := r.sim
+	r.sim = nil
+	end := &RungEnd{Incident: s.run.Incident, Rung: s.run.Rung.Name, OK: rec.OK, Output: rec.Output, Cut: rec.Cut}
+	want := map[string]bool{}
+	for _, p := range s.run.Verify {
+		want[p.Name] = true
+	}
+	for _, v := range rec.Verify {
+		if want[v.Name] {
+			end.Verify = append(end.Verify, v)
+		}
+	}
+	for _, p := range s.run.Pagers {
+		d := Delivery{Channel: p.Channel(), OK: true}
+		for _, x := range rec.Deliveries {
+			if x.Channel == d.Channel {
+				d = x
 			}
 		}
+		end.Deliveries = append(end.Deliveries, d)
+	}
+	r.rep.basis = "recorded"
+	return end
+}
+
+// compare checks, in faithful mode, that the core decided after the fact
+// what the daemon journaled after it.
+func (r *Replayer) compare(g *group, f Fact, st Step) {
+	if f.Kind == "" {
+		return
+	}
+	want := eventLines(g.events)
+	got := eventLines(st.Events)
+	if strings.Join(want, "\n") == strings.Join(got, "\n") {
+		return
+	}
+	if want == nil {
+		want = []string{}
+	}
+	if got == nil {
+		got = []string{}
+	}
+	r.out.Divergences = append(r.out.Divergences, ReplayDivergence{At: g.rec.Time, Fact: g.rec.Type, Where: g.where, Journaled: want, Replayed: got})
+}
+
+func eventLines(ev []Event) []string {
+	var out []string
+	for _, e := range ev {
+		b, _ := json.Marshal(e)
+		out = append(out, string(b))
 	}
 	return out
 }
 
-// events turns state machine events into timeline steps and keeps the
-// incident reports.
-func (rp *replayer) events(ev []Event) {
-	for _, e := range ev {
-		switch e.Type {
-		case "transition":
-			st := ReplayStep{At: e.At, Kind: "transition", From: e.From, To: e.To, Incident: e.Incident}
-			if inc := rp.s.Incident; inc != nil && inc.ID == e.Incident {
-				st.Probes = append([]string(nil), inc.Probes...)
-			}
-			rp.step(st)
-			if inc := rp.report(e.Incident); inc != nil && rank(e.To) > rank(inc.Peak) {
-				inc.Peak = e.To
-			}
-			if e.To == SOS && rp.out.Summary.FirstSOS == nil {
-				t := e.At
-				rp.out.Summary.FirstSOS = &t
-			}
-		case "probe_down", "probe_up":
-			rp.step(ReplayStep{At: e.At, Kind: e.Type, Probe: e.Probe, Reason: e.Reason})
-		case "incident_open":
-			st := ReplayStep{At: e.At, Kind: "incident_open", Incident: e.Incident}
-			first := e.At
-			if inc := rp.s.Incident; inc != nil && inc.ID == e.Incident {
-				st.Probes = append([]string(nil), inc.Probes...)
-				for _, name := range inc.Probes {
-					if t, ok := rp.failSince[name]; ok && t.Before(first) {
-						first = t
-					}
-				}
-			}
-			rp.step(st)
-			rp.out.Incidents = append(rp.out.Incidents, ReplayIncident{ID: e.Incident, Probes: st.Probes,
-				Opened: e.At, DetectSecs: e.At.Sub(first).Seconds(), Peak: Failed})
-			rp.open = len(rp.out.Incidents) - 1
-			rp.out.Summary.Incidents++
-		case "incident_resolved":
-			rp.step(ReplayStep{At: e.At, Kind: "incident_resolved", Incident: e.Incident, Reason: e.Reason})
-			if len(e.Channels) > 0 {
-				rp.step(ReplayStep{At: e.At, Kind: "resolved", Incident: e.Incident, Channels: e.Channels})
-				rp.out.Summary.Resolved++
-			}
-			if inc := rp.report(e.Incident); inc != nil {
-				t := e.At
-				inc.Resolved = &t
-				rp.open = -1
-			}
-		case "rung_skip":
-			rp.step(ReplayStep{At: e.At, Kind: "rung_skip", Incident: e.Incident, Rung: e.Rung, Reason: e.Reason})
-		case "rung_start":
-			if st := rp.pending; st != nil && st.Rung == e.Rung {
-				rp.step(*st)
-				rp.pending = nil
-			}
-			rp.runs[e.Rung]++
-			if inc := rp.report(e.Incident); inc != nil {
-				inc.Rungs++
-			}
-		case "rung_done":
-			if len(e.Channels) == 0 {
-				continue
-			}
-			rp.step(ReplayStep{At: e.At, Kind: "page", Incident: e.Incident, Rung: e.Rung, Channels: e.Channels})
-			rp.out.Summary.Pages++
-			if rp.out.Summary.FirstPage == nil {
-				t := e.At
-				rp.out.Summary.FirstPage = &t
-			}
-			if inc := rp.report(e.Incident); inc != nil {
-				inc.Pages++
-				if inc.FirstPageSecs == nil {
-					secs := e.At.Sub(inc.Opened).Seconds()
-					inc.FirstPageSecs = &secs
-				}
-			}
-		case "page_failed":
-			rp.step(ReplayStep{At: e.At, Kind: "page_failed", Incident: e.Incident, Rung: e.Rung, Reason: e.Reason})
+// Result finishes the replay and returns what it decided.
+func (r *Replayer) Result() ReplayResult {
+	r.flush()
+	out := r.out
+	out.Mode, out.ModeReason = ModeFaithful, "the journal was written by this policy, from a process start on, with every fact the core needs"
+	if r.whatIf || !r.faithful {
+		out.Mode, out.ModeReason = ModeWhatIf, r.why
+		if r.first != "" {
+			out.ModeReason = r.first
 		}
 	}
-	if inc := rp.s.Incident; inc != nil {
-		if r := rp.report(inc.ID); r != nil {
-			r.Probes = union(r.Probes, inc.Probes)
-			sort.Strings(r.Probes)
+	if out.Records == 0 {
+		out.Warnings = append(out.Warnings, "the journal has no records")
+	} else if out.Cycles == 0 {
+		out.Warnings = append(out.Warnings, "the journal has no cycle records: nothing to replay")
+	}
+	var missing []string
+	for _, p := range r.pol.Probes {
+		if !r.seen[p.Name] {
+			missing = append(missing, p.Name)
 		}
 	}
-}
-
-// report is the report of the open incident when its id is id, else nil.
-func (rp *replayer) report(id string) *ReplayIncident {
-	if rp.open < 0 || rp.out.Incidents[rp.open].ID != id {
-		return nil
+	if len(missing) > 0 && out.Records > 0 {
+		out.Warnings = append(out.Warnings, fmt.Sprintf("probes of the policy with no result in the journal (never observed): %s", strings.Join(missing, ", ")))
 	}
-	return &rp.out.Incidents[rp.open]
-}
-
-func (rp *replayer) summarize(final Phase) {
-	sum := &rp.out.Summary
-	sum.FinalPhase = final
-	sum.RungRuns = []ReplayRungCount{}
-	for _, r := range rp.pol.Ladder {
-		sum.RungRuns = append(sum.RungRuns, ReplayRungCount{Rung: r.Name, Runs: rp.runs[r.Name]})
-	}
-	var detect []float64
-	for _, inc := range rp.out.Incidents {
-		detect = append(detect, inc.DetectSecs)
-	}
-	if n := len(detect); n > 0 {
-		sort.Float64s(detect)
-		m := detect[n/2]
-		if n%2 == 0 {
-			m = (detect[n/2-1] + detect[n/2]) / 2
+	var foreign []string
+	for _, n := range r.foreign {
+		if !r.names[n] {
+			foreign = append(foreign, n)
 		}
-		sum.MedianDetectSecs = &m
 	}
+	if len(foreign) > 0 {
+		sort.Strings(foreign)
+		out.Warnings = append(out.Warnings, fmt.Sprintf("results of probes the policy does not have (ignored): %s", strings.Join(foreign, ", ")))
+	}
+	if n := len(out.Divergences); n > 0 {
+		out.Warnings = append([]string{fmt.Sprintf("DIVERGENCE: replay decided otherwise than the daemon after %d recorded %s; the core or the journal is at fault", n, plural(n, "fact"))}, out.Warnings...)
+	}
+	r.rep.finish(&out, r.core.State().Phase, r.pol)
+	return out
 }
 
 func journalNote(rec Record) string {
 	switch rec.Type {
 	case "start":
 		if rec.Error != "" {
-			return fmt.Sprintf("daemon started (phase %s; policy error: %s)", rec.Phase, firstLines(rec.Error, 1))
+			return fmt.Sprintf("daemon started (phase %s; policy error: %s)", rec.Phase, text.FirstLines(rec.Error, 1))
 		}
 		return fmt.Sprintf("daemon started (phase %s)", rec.Phase)
 	case "stop":
 		return fmt.Sprintf("daemon stopped (phase %s)", rec.Phase)
 	}
 	if rec.Error != "" {
-		return "policy reload failed: " + firstLines(rec.Error, 1)
+		return "policy reload failed: " + text.FirstLines(rec.Error, 1)
 	}
 	return fmt.Sprintf("policy reloaded (%s → %s)", hashPrefix(rec.OldHash), hashPrefix(rec.Policy))
 }
@@ -424,237 +663,27 @@ func hashPrefix(h string) string {
 	return h
 }
 
-// ReplayDiff compares two policies replayed over the same journal.
-type ReplayDiff struct {
-	A ReplayResult `json:"a"`
-	B ReplayResult `json:"b"`
-	// Differences are the decisions only one of them takes, in time order;
-	// at one instant, A's come before B's.
-	Differences []ReplayDifference `json:"differences"`
-	// Comparison is one line: "B pages 7 fewer times but reaches sos 4
-	// minutes later; …".
-	Comparison string `json:"comparison"`
-}
-
-// ReplayDifference is a step that only one side of a diff takes.
-type ReplayDifference struct {
-	Side string     `json:"side"` // "a" or "b"
-	Step ReplayStep `json:"step"`
-}
-
-// CompareReplays lines up the timelines of a and b by time and lists the
-// steps only one of them takes. Steps match when they are the same decision
-// at the same time; incident ids (which embed the opening time) are not
-// compared, and journal notes are left out.
-func CompareReplays(a, b ReplayResult) ReplayDiff {
-	d := ReplayDiff{A: a, B: b, Differences: []ReplayDifference{}}
-	sa, sb := decisions(a.Timeline), decisions(b.Timeline)
-	i, j := 0, 0
-	for i < len(sa) || j < len(sb) {
-		var at time.Time
-		switch {
-		case i == len(sa):
-			at = sb[j].At
-		case j == len(sb):
-			at = sa[i].At
-		case sb[j].At.Before(sa[i].At):
-			at = sb[j].At
-		default:
-			at = sa[i].At
-		}
-		i0, j0 := i, j
-		for i < len(sa) && sa[i].At.Equal(at) {
-			i++
-		}
-		for j < len(sb) && sb[j].At.Equal(at) {
-			j++
-		}
-		ga, gb := sa[i0:i], sb[j0:j]
-		matched := make([]bool, len(gb))
-		var onlyA []ReplayStep
-		for _, x := range ga {
-			found := false
-			for k, y := range gb {
-				if !matched[k] && stepKey(x) == stepKey(y) {
-					matched[k], found = true, true
-					break
-				}
-			}
-			if !found {
-				onlyA = append(onlyA, x)
-			}
-		}
-		for _, x := range onlyA {
-			d.Differences = append(d.Differences, ReplayDifference{Side: "a", Step: x})
-		}
-		for k, y := range gb {
-			if !matched[k] {
-				d.Differences = append(d.Differences, ReplayDifference{Side: "b", Step: y})
-			}
-		}
+// cloneState is a deep copy of s.
+func cloneState(s *State) *State {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a State always encodes
 	}
-	d.Comparison = comparison(a.Summary, b.Summary, len(d.Differences) == 0)
-	return d
-}
-
-func decisions(tl []ReplayStep) []ReplayStep {
-	var out []ReplayStep
-	for _, st := range tl {
-		if st.Kind != "journal" {
-			out = append(out, st)
-		}
+	var c State
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(err)
 	}
-	return out
-}
-
-// stepKey is what makes two steps the same decision, time and incident id aside.
-func stepKey(st ReplayStep) string {
-	var verify []string
-	for _, v := range st.Verify {
-		verify = append(verify, fmt.Sprintf("%s=%t", v.Probe, v.Passed))
+	if c.Probes == nil {
+		c.Probes = map[string]*ProbeState{}
 	}
-	return strings.Join([]string{st.Kind, string(st.From), string(st.To), st.Probe, strings.Join(st.Probes, ","),
-		st.Rung, strings.Join(st.Actions, "\x01"), strings.Join(st.Channels, ","), strings.Join(verify, ","), st.Reason}, "\x00")
-}
-
-// comparison is the one-line verdict of a diff, told from B's side.
-func comparison(a, b ReplaySummary, same bool) string {
-	if same {
-		return fmt.Sprintf("A and B decide the same: %s, %s", times(b.Pages, "page"), times(totalRuns(b), "rung run"))
+	if c.LastRun == nil {
+		c.LastRun = map[string]time.Time{}
 	}
-	var pages string
-	switch dp := b.Pages - a.Pages; {
-	case dp < 0:
-		pages = fmt.Sprintf("B pages %d fewer %s", -dp, plural(-dp, "time"))
-	case dp > 0:
-		pages = fmt.Sprintf("B pages %d more %s", dp, plural(dp, "time"))
-	default:
-		pages = fmt.Sprintf("B pages as often as A (%s)", times(b.Pages, "time"))
+	if c.LastSent == nil {
+		c.LastSent = map[string]time.Time{}
 	}
-	// The sos clause joins with "but" when it pulls the other way: fewer
-	// pages but a later sos, or more pages but an earlier one.
-	sos, sign := "", 0
-	switch {
-	case a.FirstSOS == nil && b.FirstSOS == nil:
-	case b.FirstSOS == nil:
-		sos, sign = "never reaches sos", 1
-	case a.FirstSOS == nil:
-		sos, sign = "reaches sos, which A never does", -1
-	default:
-		switch dt := b.FirstSOS.Sub(*a.FirstSOS); {
-		case dt > 0:
-			sos, sign = "reaches sos "+humanDuration(dt)+" later", 1
-		case dt < 0:
-			sos, sign = "reaches sos "+humanDuration(-dt)+" earlier", -1
-		default:
-			sos = "reaches sos at the same time"
-		}
+	if c.Incident != nil && c.Incident.Rungs == nil {
+		c.Incident.Rungs = map[string]*RungState{}
 	}
-	line := pages
-	if sos != "" {
-		pagesSign := 0
-		switch {
-		case b.Pages < a.Pages:
-			pagesSign = -1
-		case b.Pages > a.Pages:
-			pagesSign = 1
-		}
-		if pagesSign != 0 && sign != 0 && pagesSign != sign {
-			line += " but " + sos
-		} else {
-			line += " and " + sos
-		}
-	}
-	var extra []string
-	switch {
-	case a.FirstPage == nil && b.FirstPage == nil:
-	case b.FirstPage == nil:
-		extra = append(extra, "B never pages")
-	case a.FirstPage == nil:
-		extra = append(extra, "A never pages")
-	default:
-		switch dt := b.FirstPage.Sub(*a.FirstPage); {
-		case dt > 0:
-			extra = append(extra, "first page "+humanDuration(dt)+" later")
-		case dt < 0:
-			extra = append(extra, "first page "+humanDuration(-dt)+" earlier")
-		}
-	}
-	if a.Incidents != b.Incidents {
-		extra = append(extra, fmt.Sprintf("incidents %d → %d", a.Incidents, b.Incidents))
-	}
-	if da, db := a.MedianDetectSecs, b.MedianDetectSecs; da != nil && db != nil && *da != *db {
-		extra = append(extra, fmt.Sprintf("median time to detect %s → %s", secs(*da), secs(*db)))
-	}
-	var runs []string
-	for _, name := range rungNames(a, b) {
-		na, nb := runsOf(a, name), runsOf(b, name)
-		if na != nb {
-			runs = append(runs, fmt.Sprintf("%s %d → %d", name, na, nb))
-		}
-	}
-	if len(runs) > 0 {
-		extra = append(extra, "rung runs "+strings.Join(runs, ", "))
-	}
-	if len(extra) > 0 {
-		line += "; " + strings.Join(extra, "; ")
-	}
-	return line
-}
-
-// rungNames lists the rungs of a's ladder, then those only b has.
-func rungNames(a, b ReplaySummary) []string {
-	var names []string
-	seen := map[string]bool{}
-	for _, s := range []ReplaySummary{a, b} {
-		for _, rc := range s.RungRuns {
-			if !seen[rc.Rung] {
-				seen[rc.Rung] = true
-				names = append(names, rc.Rung)
-			}
-		}
-	}
-	return names
-}
-
-func runsOf(s ReplaySummary, rung string) int {
-	for _, rc := range s.RungRuns {
-		if rc.Rung == rung {
-			return rc.Runs
-		}
-	}
-	return 0
-}
-
-func totalRuns(s ReplaySummary) int {
-	n := 0
-	for _, rc := range s.RungRuns {
-		n += rc.Runs
-	}
-	return n
-}
-
-func times(n int, noun string) string { return fmt.Sprintf("%d %s", n, plural(n, noun)) }
-
-func plural(n int, noun string) string {
-	if n == 1 {
-		return noun
-	}
-	return noun + "s"
-}
-
-func secs(s float64) string {
-	return (time.Duration(s * float64(time.Second))).Round(time.Millisecond).String()
-}
-
-// humanDuration says d in words when it is whole minutes or seconds
-// ("4 minutes", "30 seconds"), else as Go writes it ("4m30s").
-func humanDuration(d time.Duration) string {
-	switch {
-	case d%time.Minute == 0:
-		return times(int(d/time.Minute), "minute")
-	case d < time.Minute && d%time.Second == 0:
-		return times(int(d/time.Second), "second")
-	}
-	return d.Round(time.Millisecond).String()
+	return &c
 }

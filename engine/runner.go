@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Runner runs probes concurrently, each under its own deadline.
@@ -97,9 +99,10 @@ func (r *Runner) RunOne(ctx context.Context, p *Probe) (res Result) {
 	defer func() {
 		if v := recover(); v != nil {
 			res.Passed = false
-			res.Output = fmt.Sprintf("internal error in %s probe: %v\n%s", p.Kind, v, firstLines(string(debug.Stack()), 6))
+			res.Output = fmt.Sprintf("internal error in %s probe: %v\n%s", p.Kind, v, text.FirstLines(string(debug.Stack()), 6))
 		}
 		res.DurationMS = r.now().Sub(start).Milliseconds()
+		capResult(&res)
 	}()
 	o := p.Check(cctx, &ProbeEnv{Effects: r.Effects, Env: r.Env, Probe: p})
 	if cctx.Err() == context.DeadlineExceeded && !o.Passed && !o.TimedOut {
@@ -116,28 +119,41 @@ func (r *Runner) RunOne(ctx context.Context, p *Probe) (res Result) {
 		}
 		if !p.Expect.Match(subject) {
 			res.Passed = false
-			res.Output = fmt.Sprintf("expected %s, got %s", p.Expect, quoteShort(subject))
+			res.Output = fmt.Sprintf("expected %s, got %s", p.Expect, text.Quote(subject, 200))
 		}
 	}
 	return res
 }
 
-func quoteShort(s string) string {
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return fmt.Sprintf("%q", s)
-}
+// Bounds of what a result keeps of what a probe said, whatever its kind
+// (a probe.func can return any string; a command's streams are capped where
+// they are read, a pair of them is twice that). Results are journaled every
+// cycle, kept in the state file, shown on /health and quoted in pages.
+const (
+	MaxResultOutput = 16 << 10
+	MaxDetail       = 32      // entries of Detail
+	MaxDetailValue  = 1 << 10 // bytes of each Detail key and value
+)
 
-func firstLines(s string, n int) string {
-	count := 0
-	for i, c := range s {
-		if c == '\n' {
-			count++
-			if count == n {
-				return s[:i]
-			}
-		}
+// capResult is the one place a result's text is bounded, at a character
+// boundary, before anything stores, journals or sends it.
+func capResult(res *Result) {
+	if n := len(res.Output); n > MaxResultOutput {
+		// Say so at the end, as a command's capped stream does.
+		kept := text.Cap(res.Output, MaxResultOutput-64)
+		res.Output = kept + fmt.Sprintf("\n[%d bytes of output dropped]", n-len(kept)+len(text.Mark))
 	}
-	return s
+	if len(res.Detail) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(res.Detail))
+	for k := range res.Detail {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	d := make(map[string]string, min(len(keys), MaxDetail))
+	for _, k := range keys[:min(len(keys), MaxDetail)] {
+		d[text.Cap(k, MaxDetailValue)] = text.Cap(res.Detail[k], MaxDetailValue)
+	}
+	res.Detail = d
 }

@@ -44,9 +44,19 @@ type IncidentInfo struct {
 	Paged    []string  `json:"paged"`
 }
 
+// JournalVersion is the version of the journal's record format that this
+// Talon writes, stated on every "start" record. Version 2 records every fact
+// the decision core needs (launch, wake, rung_end, the state at a start), so
+// a journal can be replayed faithfully; version 1 (no "v") recorded cycles
+// and decisions only.
+const JournalVersion = 2
+
 // Record is one line of the journal. Type says which fields are set:
-// "cycle" (Results), "event" (Event), "intent" (Intent, under --dry-run),
-// "action" (Rung, Action, Output), "reload" (OldHash, Error), "start", "stop".
+// "start" (V, Phase, State, Error), "launch" (Probes), "cycle" (Results),
+// "rung_end" (End), "wake", "reload" (OldHash, Error), "stop" (Phase) are
+// facts the decision core was fed; "event" (Event) is a decision;
+// "action" (Rung, Action, OK, Output) and "intent" (Intent, under --dry-run)
+// say what a rung did. The format is documented in docs/journal.md.
 type Record struct {
 	Time    time.Time `json:"t"`
 	Type    string    `json:"type"`
@@ -61,4 +71,12 @@ type Record struct {
 	OldHash string    `json:"old_policy,omitempty"`
 	Error   string    `json:"error,omitempty"`
 	Phase   Phase     `json:"phase,omitempty"`
+	// V is the journal format version, on "start" records (JournalVersion).
+	V int `json:"v,omitempty"`
+	// Probes are the probes launched, on "launch" records.
+	Probes []string `json:"probes,omitempty"`
+	// End is the outcome of a rung, on "rung_end" records.
+	End *RungEnd `json:"end,omitempty"`
+	// State is the state the process started with, on "start" records.
+	State *State `json:"state,omitempty"`
 }

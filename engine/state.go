@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Phase is the position of the health state machine.
@@ -91,6 +93,11 @@ type RungState struct {
 	Failures int       `json:"failures"` // consecutive failed deliveries (pages)
 	NextTry  time.Time `json:"next_try,omitempty"`
 	LastSent time.Time `json:"last_sent,omitempty"`
+	// WhenFailures counts consecutive failures of the rung's when=
+	// predicate once the ladder is exhausted; WhenRetry is when it is
+	// evaluated again.
+	WhenFailures int       `json:"when_failures,omitzero"`
+	WhenRetry    time.Time `json:"when_retry,omitzero"`
 }
 
 // NewState is the state of a watchdog that has seen nothing yet.
@@ -167,8 +174,12 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 		if ps.Last != nil && r.At.Before(ps.Last.At) {
 			continue // an older run finishing late (e.g. after a verify): not news
 		}
-		r := r
-		ps.Last = &r
+		if ps.Last == nil {
+			ps.Last = new(Result)
+		}
+		// Overwritten in place: views and snapshots copy results, so no
+		// one holds on to the old one (and a month's replay allocates less).
+		*ps.Last = r
 		if r.Passed {
 			ps.Passes++
 			ps.Fails = 0
@@ -181,7 +192,7 @@ func Observe(s *State, pol *Policy, results []Result, now time.Time) []Event {
 			ps.Passes = 0
 			if !ps.Down && ps.Fails >= th.after(p) {
 				ps.Down = true
-				ev = append(ev, Event{Type: "probe_down", Probe: p.Name, Reason: firstLines(r.Output, 1), At: now})
+				ev = append(ev, Event{Type: "probe_down", Probe: p.Name, Reason: text.FirstLines(r.Output, 1), At: now})
 			}
 		}
 	}

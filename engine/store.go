@@ -21,7 +21,7 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, tempPattern(path))
 	if err != nil {
 		return err
 	}
@@ -54,6 +54,33 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// tempPattern is the name of WriteFileAtomic's temp file for path.
+func tempPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
+
+// RemoveStaleTemps removes the temp files that WriteFileAtomic leaves next
+// to path when the process is killed between creating and renaming one
+// (kill -9 during a save), and returns their names. Only the owner of path
+// may call it, at start: another writer's temp file may be in flight.
+func RemoveStaleTemps(path string) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(filepath.Dir(path), tempPattern(path)))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err != nil || !fi.Mode().IsRegular() {
+			continue // not ours
+		}
+		if err := os.Remove(m); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, filepath.Base(m))
+	}
+	return removed, errors.Join(errs...)
 }
 
 // SaveState persists s atomically as indented JSON.

@@ -5,9 +5,10 @@ package policies
 import (
 	"embed"
 	"io/fs"
+	"testing/fstest"
 )
 
-//go:embed default.star
+//go:embed default.star default_test.star
 var embedded embed.FS
 
 // DefaultSource returns the text of default.star.
@@ -30,4 +31,12 @@ func (defaultFS) Open(name string) (fs.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
 	return embedded.Open("default.star")
+}
+
+// DefaultWithTests is the embedded default policy with its tests
+// (default_test.star), for `talon test` when no policy directory is set.
+func DefaultWithTests() fs.FS {
+	pol, _ := embedded.ReadFile("default.star")
+	tests, _ := embedded.ReadFile("default_test.star")
+	return fstest.MapFS{"talon.star": {Data: pol, Mode: 0o444}, "default_test.star": {Data: tests, Mode: 0o444}}
 }

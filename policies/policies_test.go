@@ -185,3 +185,28 @@ func TestDefaultFS(t *testing.T) {
 		t.Fatal("opened a file the default policy does not have")
 	}
 }
+
+// TestShippedPolicyTests runs the *_test.star files of the shipped
+// policies as `talon test` does: they all pass.
+func TestShippedPolicyTests(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		dir  string
+		fsys fs.FS
+		want int
+	}{
+		{"(embedded default)", policies.DefaultWithTests(), 3},
+		// A copy: strict modes refuse files others can change.
+		{fspermtest.Copy(t, "examples/joelclaw"), nil, 3},
+	}
+	for _, tc := range cases {
+		var out strings.Builder
+		rep, err := builtins.RunTests(tc.dir, builtins.TestOptions{Options: builtins.Options{Config: testConfig(t), FS: tc.fsys}, Out: &out})
+		if err != nil || rep.Failed != 0 || rep.Passed != tc.want {
+			t.Errorf("%s: %d passed, %d failed, %v\n%s", tc.dir, rep.Passed, rep.Failed, err, out.String())
+		}
+		if !strings.HasSuffix(out.String(), fmt.Sprintf("%d passed, 0 failed\n", tc.want)) {
+			t.Errorf("%s: report %q", tc.dir, out.String())
+		}
+	}
+}

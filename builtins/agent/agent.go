@@ -28,6 +28,7 @@ import (
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 func init() {
@@ -162,7 +163,7 @@ func NewShell(command string, shell []string, prompt PromptFunc, timeout time.Du
 }
 
 // Describe shows the command as written.
-func (r *Run) Describe() string { return "agent.run " + truncate(r.Command, 120) }
+func (r *Run) Describe() string { return "agent.run " + text.Runes(r.Command, 120) }
 
 var wordRE = regexp.MustCompile(`^[A-Za-z0-9_./~+-]+$`)
 

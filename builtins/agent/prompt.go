@@ -210,15 +210,6 @@ func tail(s string, n int) string {
 	return fmt.Sprintf("[%d earlier characters]… ", len(r)-n) + string(r[len(r)-n:])
 }
 
-// truncate keeps the first n runes of s for one-line descriptions.
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
-}
-
 func oneLine(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), " | ")
 }
@@ -232,7 +223,7 @@ func promptBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.T
 		return nil, fmt.Errorf("%s: got %d positional arguments, want 1 (the others are keyword arguments)", b.Name(), len(args))
 	}
 	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "incident", &incident, "task??", &opts.Task,
-		"log_file??", &opts.LogFile, "worker_stderr??", &opts.WorkerStderr, "max_output?", &opts.MaxOutput); err != nil {
+		"log_file??", &opts.LogFile, "worker_stderr??", &opts.WorkerStderr, "max_output?", (*star.Count)(&opts.MaxOutput)); err != nil {
 		return nil, err
 	}
 	v, ok := incident.(Viewer)

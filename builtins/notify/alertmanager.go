@@ -15,6 +15,7 @@ import (
 	"github.com/talon-dev/talon/builtins/probe"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 func init() {
@@ -125,7 +126,7 @@ func (a *Alertmanager) Alert(env *engine.ActionEnv, msg engine.Message) Alert {
 	summary, _, _ := strings.Cut(strings.TrimSpace(msg.Text), "\n")
 	al := Alert{
 		Labels:      labels,
-		Annotations: map[string]string{"summary": truncate(summary, 200), "description": msg.Text},
+		Annotations: map[string]string{"summary": text.Runes(summary, 200), "description": msg.Text},
 		StartsAt:    start.Format(time.RFC3339Nano),
 	}
 	if msg.Kind == "resolved" {

@@ -13,6 +13,7 @@ import (
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 func init() {
@@ -57,7 +58,7 @@ func (c *Command) GoString() string { return c.Describe() }
 
 // Describe shows the command line.
 func (c *Command) Describe() string {
-	return "notify.command " + truncate(strings.Join(c.Argv, " "), 120)
+	return "notify.command " + text.Runes(strings.Join(c.Argv, " "), 120)
 }
 
 // Channel is "command:PROG".
@@ -93,7 +94,7 @@ func execError(r effect.ExecResult, timeout time.Duration) error {
 		return nil
 	}
 	out := engine.ExecOutcome(r, timeout).Output
-	return errors.New(truncate(strings.Join(strings.Fields(out), " "), 300))
+	return errors.New(text.Runes(strings.Join(strings.Fields(out), " "), 300))
 }
 
 func commandBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

@@ -18,7 +18,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"go.starlark.net/starlark"
@@ -42,39 +41,24 @@ func run(ctx context.Context, p engine.Pager, env *engine.ActionEnv) engine.Acti
 }
 
 // SendAll delivers msg through every pager at once, each under its own
-// timeout. delivered lists the channels that succeeded, in the order of
-// pagers; errs maps the channels that failed to their errors (nil when none
-// failed). A page counts as delivered when delivered is not empty.
+// timeout, through engine.Deliver (the one delivery primitive). delivered
+// lists the channels that succeeded, in the order of pagers; errs maps the
+// channels that failed to their errors (nil when none failed). A page
+// counts as delivered when delivered is not empty.
 func SendAll(ctx context.Context, env *engine.ActionEnv, pagers []engine.Pager, msg engine.Message) (delivered []string, errs map[string]error) {
-	results := make([]error, len(pagers))
-	var wg sync.WaitGroup
-	for i, p := range pagers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if r := recover(); r != nil {
-					results[i] = fmt.Errorf("%s: panic: %v", p.Channel(), r)
-				}
-			}()
-			results[i] = p.Send(ctx, env, msg)
-		}()
-	}
-	wg.Wait()
-	for i, p := range pagers {
-		ch := p.Channel()
-		if results[i] == nil {
-			delivered = append(delivered, ch)
+	for _, d := range engine.Deliver(ctx, env, pagers, msg, nil) {
+		if d.OK {
+			delivered = append(delivered, d.Channel)
 			continue
 		}
 		if errs == nil {
 			errs = map[string]error{}
 		}
-		key := ch
+		key := d.Channel
 		for n := 2; errs[key] != nil; n++ {
-			key = fmt.Sprintf("%s#%d", ch, n)
+			key = fmt.Sprintf("%s#%d", d.Channel, n)
 		}
-		errs[key] = results[i]
+		errs[key] = errors.New(d.Error)
 	}
 	return delivered, errs
 }
@@ -169,15 +153,6 @@ func snippet(b []byte) string {
 		s = string(r[:200]) + "…"
 	}
 	return s
-}
-
-// truncate keeps the first n runes of s, marking the cut.
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
 }
 
 // progName is the base name of a program, for channel names.

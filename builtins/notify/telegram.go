@@ -16,6 +16,7 @@ import (
 	"github.com/talon-dev/talon/builtins/secret"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 func init() {
@@ -140,7 +141,7 @@ func (t *Telegram) Send(ctx context.Context, env *engine.ActionEnv, msg engine.M
 	}
 	body, err := json.Marshal(map[string]any{
 		"chat_id":              t.ChatID,
-		"text":                 truncate(msg.Text, telegramMaxText),
+		"text":                 text.Runes(msg.Text, telegramMaxText),
 		"disable_notification": t.Silent,
 	})
 	if err != nil {

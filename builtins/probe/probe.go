@@ -93,8 +93,8 @@ type Common struct {
 func (c *Common) Params() []any {
 	return []any{
 		"critical?", &c.Critical,
-		"after?", &c.After,
-		"recover_after?", &c.RecoverAfter,
+		"after?", (*star.Count)(&c.After),
+		"recover_after?", (*star.Count)(&c.RecoverAfter),
 		"timeout?", &c.Timeout,
 		"every?", &c.Every,
 		"witness?", &c.Witness,
@@ -125,9 +125,6 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:/@-]*$`)
 func (c *Common) Spec(thread *starlark.Thread, b *starlark.Builtin, name, kind string, check engine.Check, key ...string) (*engine.Probe, error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("%s: probe name %q: use letters, digits and _ . : / @ -", b.Name(), name)
-	}
-	if c.After < 0 || c.RecoverAfter < 0 {
-		return nil, fmt.Errorf("%s: %s: after and recover_after must not be negative", b.Name(), name)
 	}
 	if c.Critical && c.Witness {
 		return nil, fmt.Errorf("%s: %s: a witness probe cannot be critical", b.Name(), name)

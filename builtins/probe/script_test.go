@@ -44,7 +44,7 @@ func TestScriptProbeBadArgs(t *testing.T) {
 		{`probe.script("x", "")`, "probe.script: x: command must not be empty"},
 		{`probe.script("x", ["ls"])`, "probe.script: for parameter command: got list, want string"},
 		{`probe.script("x")`, "probe.script: missing argument for command"},
-		{`probe.script("x", "true", after = -1)`, "after and recover_after must not be negative"},
+		{`probe.script("x", "true", after = -1)`, `for parameter "after": want a count from 0 to 100000, got -1`},
 	}
 	for _, tc := range cases {
 		_, err := probetest.Declare(tc.src)

@@ -13,6 +13,7 @@ package secret
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -31,6 +33,7 @@ import (
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/internal/fsperm"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Doc is the reference entry of the `secret` builtin.
@@ -112,7 +115,56 @@ type Secret struct {
 	relaxed bool
 	prefix  string // "Bearer " + secret
 	suffix  string
+	leased  *leased // what the lease command gave before; shared by copies
 }
+
+// leased remembers the values a lease command gave, as their length and
+// sha256 only, so that a later failing lease that prints one (in a message
+// on stderr) is redacted without the value being kept anywhere.
+type leased struct {
+	mu     sync.Mutex
+	hashes map[[sha256.Size]byte]int // → length
+}
+
+func (l *leased) add(v string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hashes == nil {
+		l.hashes = map[[sha256.Size]byte]int{}
+	}
+	if len(l.hashes) < 64 {
+		l.hashes[sha256.Sum256([]byte(v))] = len(v)
+	}
+}
+
+// redact replaces in line every value leased before and everything that
+// looks like a credential: a run of 16 or more token characters with both
+// letters and digits.
+func (l *leased) redact(line, mark string) string {
+	if l != nil {
+		l.mu.Lock()
+		for h, n := range l.hashes {
+			for i := 0; i+n <= len(line); i++ {
+				if sha256.Sum256([]byte(line[i:i+n])) == h {
+					line = line[:i] + mark + line[i+n:]
+					i += len(mark) - 1
+				}
+			}
+		}
+		l.mu.Unlock()
+	}
+	return credentialRE.ReplaceAllStringFunc(line, func(tok string) string {
+		if strings.ContainsAny(tok, "0123456789") && strings.IndexFunc(tok, unicode.IsLetter) >= 0 {
+			return "<redacted>"
+		}
+		return tok
+	})
+}
+
+var credentialRE = regexp.MustCompile(`[A-Za-z0-9+/=_.~-]{16,}`)
 
 var (
 	_ starlark.Value     = (*Secret)(nil)
@@ -165,7 +217,7 @@ func FromCommand(name string, argv []string) (*Secret, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, fmt.Errorf("secret %s: the lease command must name a program", name)
 	}
-	return &Secret{name: name, src: fromCommand, argv: append([]string(nil), argv...)}, nil
+	return &Secret{name: name, src: fromCommand, argv: append([]string(nil), argv...), leased: &leased{}}, nil
 }
 
 // Literal wraps a value the policy or config spelled out (a plain string
@@ -334,13 +386,15 @@ func (s *Secret) lease(ctx context.Context, eff effect.Effects, env []string) (s
 	case r.Err != nil:
 		return "", fmt.Errorf("secret %s: lease command: %w", s.name, r.Err)
 	case r.ExitCode != 0:
-		// No value was produced; stderr says why (a login prompt, a denied lease).
+		// No value was produced; stderr says why (a login prompt, a denied
+		// lease), but a tool may also print what it refused or what it gave
+		// before: that never leaves here.
 		msg := fmt.Sprintf("secret %s: lease command %s exited %d", s.name, prog, r.ExitCode)
-		if line := lastLine(r.Stderr); line != "" {
+		if line := text.LastLine(r.Stderr, 200); line != "" {
 			if v, err := pickValue(r.Stdout); err == nil && len(v) >= 4 {
-				line = strings.ReplaceAll(line, v, s.String()) // a tool that echoes what it refused
+				line = strings.ReplaceAll(line, v, s.String())
 			}
-			msg += ": " + line
+			msg += ": " + s.leased.redact(line, s.String())
 		}
 		return "", errors.New(msg)
 	}
@@ -348,6 +402,7 @@ func (s *Secret) lease(ctx context.Context, eff effect.Effects, env []string) (s
 	if err != nil {
 		return "", fmt.Errorf("secret %s: lease command %s %w", s.name, prog, err)
 	}
+	s.leased.add(v)
 	return v, nil
 }
 
@@ -369,15 +424,6 @@ func pickValue(stdout string) (string, error) {
 		return line, nil
 	}
 	return "", errors.New("printed no value")
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	l := strings.TrimSpace(lines[len(lines)-1])
-	if r := []rune(l); len(r) > 200 {
-		l = string(r[:200]) + "…"
-	}
-	return l
 }
 
 // maxSecretFile bounds a file secret: a token, not a document.

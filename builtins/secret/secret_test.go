@@ -171,6 +171,8 @@ func TestRejections(t *testing.T) {
 		{name: "tab inside", body: "printf '" + value + "\\t" + value + "\\n'", want: "secret api: lease command lease.sh printed a line with whitespace inside, which is not a secret value (a message?); refusing it"},
 		{name: "exit status", body: "echo " + value + "; echo 'not logged in' >&2; exit 3", want: "secret api: lease command lease.sh exited 3: not logged in"},
 		{name: "exit status echoing the value", body: "echo " + value + "; echo 'lease " + value + " revoked' >&2; exit 1", want: "secret api: lease command lease.sh exited 1: lease <secret api> revoked"},
+		{name: "exit status, the value only on stderr", body: "echo 'error: token " + value + " has expired, run secrets login' >&2; exit 1", want: "secret api: lease command lease.sh exited 1: error: token <redacted> has expired, run secrets login"},
+		{name: "exit status, a credential-looking word", body: "echo 'denied: X-Api-Key=sk_live_51HxQ2eZvKYlo2C0a' >&2; exit 1", want: "secret api: lease command lease.sh exited 1: denied: <redacted>"},
 		{name: "deadline", body: "echo " + value + "; sleep 30", ctxTimeout: 300 * time.Millisecond, want: "secret api: lease command lease.sh timed out after 300ms"},
 		{name: "env unset", expr: `secret("api", env = "TALON_TEST_UNSET_VAR")`, want: "secret api: environment variable TALON_TEST_UNSET_VAR is not set"},
 		{name: "env empty", expr: `secret("api", env = "E")`, env: env("E=  "), want: "secret api: environment variable E is empty"},
@@ -209,6 +211,26 @@ func TestRejections(t *testing.T) {
 				t.Fatalf("took %v", took)
 			}
 		})
+	}
+}
+
+// A lease that worked once and then fails, printing the old value (too short
+// and plain to look like a credential) in its complaint: the value is
+// redacted, known by its hash only.
+func TestFailingLeaseNeverShowsAnEarlierValue(t *testing.T) {
+	t.Parallel()
+	state := filepath.Join(t.TempDir(), "leased-once")
+	lease := script(t, `if [ -e `+state+` ]; then echo "lease of hunter22 revoked" >&2; exit 1; fi
+touch `+state+`
+echo hunter22`)
+	s := mustSecret(t, fmt.Sprintf(`secret("api", command = [%q])`, lease), nil)
+	if v, err := s.Resolve(context.Background(), effect.NewLive(), env()); err != nil || v != "hunter22" {
+		t.Fatalf("first lease: %q, %v", v, err)
+	}
+	_, err := s.Resolve(context.Background(), effect.NewLive(), env())
+	want := "secret api: lease command lease.sh exited 1: lease of <secret api> revoked"
+	if err == nil || err.Error() != want {
+		t.Fatalf("second lease: %v\nwant %s", err, want)
 	}
 }
 

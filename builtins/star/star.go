@@ -17,41 +17,90 @@ import (
 	"github.com/talon-dev/talon/engine/effect"
 )
 
-// Duration accepts "30s", "5m", "1h30m" or a number of seconds.
+// Duration accepts "30s", "5m", "1h30m" or a number of seconds, from zero to
+// MaxDuration: a larger one is a mistake (9300000000 seconds overflowed to a
+// negative duration once, and the SOS rung holding on it fired at once).
 type Duration struct{ D time.Duration }
+
+// MaxDuration is the longest duration a policy may give: a year.
+const MaxDuration = 366 * 24 * time.Hour
 
 var _ starlark.Unpacker = (*Duration)(nil)
 
 // Unpack implements starlark.Unpacker.
 func (d *Duration) Unpack(v starlark.Value) error {
+	tooLong := func(what string) error {
+		return fmt.Errorf("duration %s is longer than a year; give at most %q", what, "8784h")
+	}
 	switch x := v.(type) {
 	case starlark.String:
 		s := string(x)
 		if n, err := strconv.ParseFloat(s, 64); err == nil {
+			if n > MaxDuration.Seconds() {
+				return tooLong(strconv.Quote(s))
+			}
 			s = strconv.FormatFloat(n, 'f', -1, 64) + "s"
 		}
 		dd, err := time.ParseDuration(s)
 		if err != nil {
+			// ParseDuration says "invalid" for a number too large for its
+			// unit too: with the first number made 1, it parses.
+			if _, err := time.ParseDuration("1" + strings.TrimLeft(s, "0123456789.")); err == nil && s != "" && s[0] >= '0' && s[0] <= '9' {
+				return tooLong(strconv.Quote(string(x)))
+			}
 			return fmt.Errorf("want a duration such as \"30s\" or \"5m\", got %q", string(x))
 		}
 		if dd < 0 {
 			return fmt.Errorf("duration %q is negative", string(x))
 		}
+		if dd > MaxDuration {
+			return tooLong(strconv.Quote(string(x)))
+		}
 		d.D = dd
 	case starlark.Int:
 		n, ok := x.Int64()
-		if !ok || n < 0 {
+		if ok && n < 0 || !ok && x.Sign() < 0 {
 			return fmt.Errorf("want a non-negative number of seconds, got %s", x)
+		}
+		if !ok || n > int64(MaxDuration/time.Second) {
+			return tooLong(x.String() + " seconds")
 		}
 		d.D = time.Duration(n) * time.Second
 	case starlark.Float:
-		if x < 0 {
+		if !(x >= 0) { // NaN included
 			return fmt.Errorf("want a non-negative number of seconds, got %s", x)
+		}
+		if float64(x) > MaxDuration.Seconds() {
+			return tooLong(x.String() + " seconds")
 		}
 		d.D = time.Duration(float64(x) * float64(time.Second))
 	default:
 		return fmt.Errorf("want a duration string such as \"30s\", got %s", v.Type())
 	}
+	return nil
+}
+
+// Count is a number of times (consecutive failures, passes, characters),
+// from 0 to MaxCount. Unpack into an int field through a conversion:
+// (*star.Count)(&c.After).
+type Count int
+
+// MaxCount is the largest count a policy may give.
+const MaxCount = 100_000
+
+var _ starlark.Unpacker = (*Count)(nil)
+
+// Unpack implements starlark.Unpacker.
+func (c *Count) Unpack(v starlark.Value) error {
+	x, ok := v.(starlark.Int)
+	if !ok {
+		return fmt.Errorf("got %s, want int", v.Type())
+	}
+	n, ok := x.Int64()
+	if !ok || n < 0 || n > MaxCount {
+		return fmt.Errorf("want a count from 0 to %d, got %s", MaxCount, x)
+	}
+	*c = Count(n)
 	return nil
 }
 

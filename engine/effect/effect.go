@@ -43,6 +43,11 @@ type Command struct {
 	// whole group is killed as soon as the leader exits, so a probe never
 	// leaves an orphan behind.
 	KeepGroup bool
+	// Drain is how long output is still read after the leader exited by
+	// itself, for a descendant (a daemon a heal started) that holds the
+	// pipes; never past the deadline. Zero means 500 ms. After a kill at the
+	// deadline nothing is waited for: the result is final then.
+	Drain time.Duration
 }
 
 // DefaultMaxOutput is the number of bytes of each stream kept by default.

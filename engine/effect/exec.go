@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,13 +16,21 @@ import (
 )
 
 // drainAfterExit is how long output is still read after the leader exited
-// (or its group was killed), in case a process outside the group holds the
-// pipe open.
+// by itself, in case a process outside the group holds the pipe open; never
+// past the command's deadline.
 const drainAfterExit = 500 * time.Millisecond
 
+// drainAfterKill is how long output already written is still read once the
+// command was killed at its deadline: the result is final at the deadline,
+// whoever still holds the pipe.
+const drainAfterKill = 5 * time.Millisecond
+
 // run is the one place Talon starts a child process. The child leads its own
-// process group; output is read while it runs into capped buffers; on the
-// context's end the group gets SIGTERM (when Grace > 0) and then SIGKILL.
+// process group and carries a run marker (MarkerVar) in its environment;
+// output is read while it runs into capped buffers; on the context's end the
+// group gets SIGTERM (when Grace > 0) and then the whole tree, setsid'd
+// descendants included, SIGKILL (killTree). The result is final at the
+// deadline: reading stops then, whoever still holds the pipes.
 func run(ctx context.Context, c Command) (res ExecResult) {
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
@@ -36,10 +45,8 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 	if max <= 0 {
 		max = DefaultMaxOutput
 	}
-	cmd := &exec.Cmd{Path: prog, Args: c.Argv, Dir: c.Dir, Env: c.Env}
-	if cmd.Env == nil {
-		cmd.Env = []string{}
-	}
+	marker := newMarker()
+	cmd := &exec.Cmd{Path: prog, Args: c.Argv, Dir: c.Dir, Env: append(slices.Clip(c.Env), MarkerVar+"="+marker)}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 
 	outR, outW, err := os.Pipe()
@@ -67,7 +74,7 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 		cmd.Stdin = inR
 		defer inR.Close()
 	}
-	if err := cmd.Start(); err != nil {
+	if err := StartChild(cmd); err != nil {
 		for _, f := range []*os.File{outR, outW, errR, errW, inW} {
 			if f != nil {
 				f.Close()
@@ -95,7 +102,7 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 
 	exited := make(chan struct{})
 	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
+	go func() { waitErr = WaitChild(cmd); close(exited) }()
 
 	timedOut := false
 	select {
@@ -109,26 +116,36 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 			case <-time.After(c.Grace):
 			}
 		}
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-exited
+		// The leader is not reaped before <-exited: its pid is still ours.
+		select {
+		case <-exited:
+			killTree(pgid, false, marker)
+		default:
+			killTree(pgid, true, marker)
+			<-exited
+		}
 	}
-	if !c.KeepGroup || timedOut {
+	if !c.KeepGroup && !timedOut {
 		// Whatever the leader left behind dies with it: no orphans, and no
 		// grandchild keeps our pipes open.
-		syscall.Kill(-pgid, syscall.SIGKILL)
+		killTree(pgid, false, marker)
 	}
-	// A descendant that left the group (setsid, a double fork) may still
-	// hold the pipes: read what is there for a moment, then stop reading,
-	// so the command never outlives its deadline by more than that.
-	done := make(chan struct{})
-	go func() { readers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(drainAfterExit):
-		outR.Close()
-		errR.Close()
-		<-done
+	// Read what is left, but never past the deadline: after a kill only
+	// for a moment, after an exit for drainAfterExit at most, in case a
+	// descendant that escaped (a daemon a heal started) holds the pipes.
+	drain := c.Drain
+	if drain <= 0 {
+		drain = drainAfterExit
 	}
+	stop := time.Now().Add(drain)
+	if timedOut {
+		stop = time.Now().Add(drainAfterKill)
+	} else if dl, ok := ctx.Deadline(); ok && dl.Before(stop) {
+		stop = dl
+	}
+	outR.SetReadDeadline(stop)
+	errR.SetReadDeadline(stop)
+	readers.Wait()
 	outR.Close()
 	errR.Close()
 

@@ -184,3 +184,37 @@ func TestExecSetsidPipeHolderCannotStallTheResult(t *testing.T) {
 		t.Fatalf("got %+v after %v", r, time.Since(start))
 	}
 }
+
+// A process that escaped everything (a cleared environment, setsid, a
+// parent that exited: nothing links it to the command) holds the pipes:
+// the result is still final at the deadline, however long the exit drain.
+func TestExecResultFinalAtDeadline(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, script string
+		timedOut     bool
+	}{
+		{"killed at the deadline", "sleep 30", true},
+		{"exited before the deadline", "echo done", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pidfile := t.TempDir() + "/holder.pid"
+			holder := `(env -i setsid sh -c 'echo $$ > ` + pidfile + `; exec sleep 30' &); while [ ! -s ` + pidfile + ` ]; do :; done; ` + tc.script
+			r := execIn(t, 300*time.Millisecond, Command{Drain: time.Hour, Argv: []string{"sh", "-c", holder}})
+			b, err := os.ReadFile(pidfile)
+			if err != nil {
+				t.Fatalf("no holder: %v (result %+v)", err, r)
+			}
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			defer syscall.Kill(pid, syscall.SIGKILL)
+			// The result came while the holder still held the pipes.
+			if err := syscall.Kill(pid, 0); err != nil {
+				t.Fatalf("the holder is gone (%v): the result waited for it", err)
+			}
+			if r.TimedOut != tc.timedOut {
+				t.Fatalf("timed out %v, want %v: %+v", r.TimedOut, tc.timedOut, r)
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Client timeouts: a status query must never hang the CLI; a reload may take
@@ -141,12 +142,4 @@ func readBody(resp *http.Response) ([]byte, error) {
 	return body, nil
 }
 
-func oneLine(b []byte) string {
-	s := string(b)
-	for i, c := range s {
-		if c == '\n' || i >= 200 {
-			return s[:i]
-		}
-	}
-	return s
-}
+func oneLine(b []byte) string { return text.FirstLine(string(b), 200) }

@@ -6,11 +6,16 @@
 // It is a plain net/http server with read, write and idle timeouts: every
 // connection is served on its own goroutine, so an idle or slow client can
 // never hold up another — the predecessor served one connection at a time
-// and a single idle client took the endpoint down. Routes match exactly
-// (`/healthz` is not `/health`); the query string is ignored.
+// and a single idle client took the endpoint down. Connections are capped
+// (MaxConns, derived from the file descriptor limit) so that idle clients can
+// never use up the descriptors probes need; past the cap the oldest
+// connection that has not sent a request (or sits idle between requests) is
+// closed to make room. Routes match exactly (`/healthz` is not `/health`);
+// the query string is ignored.
 package health
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,6 +70,9 @@ type Options struct {
 	// AllowedHosts are Host header names beyond loopback that GET and HEAD
 	// /health answer to on a loopback bind ([health] allowed_hosts).
 	AllowedHosts []string
+	// MaxConns caps the open connections; 0 derives it from the process's
+	// file descriptor limit (DefaultMaxConns).
+	MaxConns int
 }
 
 // Server is the health endpoint.
@@ -76,9 +84,18 @@ type Server struct {
 	mu   sync.Mutex
 	ln   net.Listener
 	done chan struct{}
-	// fresh holds connections that have not sent a request yet; Shutdown
-	// closes them at once instead of waiting for their header timeout.
-	fresh map[net.Conn]struct{}
+	// open counts the connections not yet closed.
+	open int
+	// waiting holds, oldest first, the connections that are not serving a
+	// request: new ones that have not sent one yet and idle keep-alives.
+	// They are closed first when the cap is reached, and Shutdown closes
+	// them at once instead of waiting for their timeouts.
+	waiting *list.List
+	byConn  map[net.Conn]*list.Element
+	// closed are connections closed to make room, counted out of open
+	// already; the server reports their end later.
+	closed  map[net.Conn]bool
+	evicted int
 }
 
 // New builds a server; Start makes it listen.
@@ -90,7 +107,10 @@ func New(opts Options) *Server {
 	if logger == nil {
 		logger = log.New(io.Discard)
 	}
-	s := &Server{opts: opts, log: logger, fresh: map[net.Conn]struct{}{}}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns()
+	}
+	s := &Server{opts: opts, log: logger, waiting: list.New(), byConn: map[net.Conn]*list.Element{}, closed: map[net.Conn]bool{}}
 	s.srv = &http.Server{
 		ConnState:         s.connState,
 		Handler:           s.Handler(),
@@ -128,7 +148,7 @@ func (s *Server) Start() (string, error) {
 		}
 	}()
 	addr := ln.Addr().String()
-	s.log.Info("health endpoint listening", "bind", addr)
+	s.log.Info("health endpoint listening", "bind", addr, "max_conns", s.opts.MaxConns)
 	return addr, nil
 }
 
@@ -150,7 +170,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer tick.Stop()
 	var err error
 	for waiting := true; waiting; {
-		s.closeFresh()
+		s.closeWaiting()
 		select {
 		case err = <-stopped:
 			waiting = false
@@ -164,21 +184,49 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) closeFresh() {
+func (s *Server) closeWaiting() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.fresh {
-		c.Close()
+	for e := s.waiting.Front(); e != nil; e = e.Next() {
+		e.Value.(net.Conn).Close()
 	}
 }
 
+// connState keeps the count of open connections and the list of those not
+// serving a request, and enforces the cap: a new connection past it closes
+// the oldest waiting one (itself when no other waits), which costs one
+// accept and one close, never a descriptor held.
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if st == http.StateNew {
-		s.fresh[c] = struct{}{}
-	} else {
-		delete(s.fresh, c)
+	if e := s.byConn[c]; e != nil {
+		s.waiting.Remove(e)
+		delete(s.byConn, c)
+	}
+	switch st {
+	case http.StateNew:
+		s.open++
+		s.byConn[c] = s.waiting.PushBack(c)
+		if s.open > s.opts.MaxConns {
+			oldest := s.waiting.Front().Value.(net.Conn)
+			s.waiting.Remove(s.waiting.Front())
+			delete(s.byConn, oldest)
+			oldest.Close()
+			s.closed[oldest] = true
+			s.open--
+			s.evicted++
+			if s.evicted&(s.evicted-1) == 0 { // 1, 2, 4, 8, ...: say it, not every time
+				s.log.Warn("health endpoint at its connection cap; closing the oldest idle connections", "max_conns", s.opts.MaxConns, "closed", s.evicted)
+			}
+		}
+	case http.StateIdle:
+		s.byConn[c] = s.waiting.PushBack(c)
+	case http.StateClosed, http.StateHijacked:
+		if s.closed[c] {
+			delete(s.closed, c)
+		} else {
+			s.open--
+		}
 	}
 }
 

@@ -11,11 +11,13 @@ import (
 	"sort"
 	"unicode/utf8"
 
+	fastjson "github.com/goccy/go-json"
+
 	"github.com/talon-dev/talon/engine"
 )
 
 // RecordTypes are the values of Record.Type that Read accepts.
-var RecordTypes = []string{"start", "stop", "cycle", "event", "intent", "action", "reload"}
+var RecordTypes = []string{"start", "stop", "launch", "cycle", "rung_end", "wake", "event", "intent", "action", "reload"}
 
 // Warning is something Read tolerated: a partial last line of the newest
 // file, left by a crash in the middle of a write.
@@ -64,6 +66,20 @@ func Files(path string) []string {
 // Every file is opened before the first record is read, so a rotation by a
 // live daemon during the read neither skips nor repeats lines.
 func Read(path string, fn func(engine.Record) error) ([]Warning, error) {
+	return Scan(path, func(r engine.Record, _ Pos) error { return fn(r) })
+}
+
+// Pos is where a record is: its file and line.
+type Pos struct {
+	File string
+	Line int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
+
+// Scan is Read with each record's position. It holds one line at a time:
+// its memory does not grow with the journal.
+func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 	names := Files(path)
 	if len(names) == 0 {
 		return nil, fmt.Errorf("read journal %s: %w", path, os.ErrNotExist)
@@ -94,10 +110,21 @@ func Read(path string, fn func(engine.Record) error) ([]Warning, error) {
 	return warnings, nil
 }
 
-func readFile(f io.Reader, name string, newest bool, fn func(engine.Record) error) (*Warning, error) {
-	br := bufio.NewReaderSize(f, 64<<10)
+func readFile(f io.Reader, name string, newest bool, fn func(engine.Record, Pos) error) (*Warning, error) {
+	br := bufio.NewReaderSize(f, 256<<10)
+	var long []byte // a line longer than the reader's buffer
 	for line := 1; ; line++ {
-		b, err := br.ReadBytes('\n')
+		// The line is read in place (no copy) unless it outgrows the
+		// buffer; a record keeps nothing of it once parsed.
+		b, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long[:0], b...)
+			for err == bufio.ErrBufferFull {
+				b, err = br.ReadSlice('\n')
+				long = append(long, b...)
+			}
+			b = long
+		}
 		if len(b) == 0 && err == io.EOF {
 			return nil, nil
 		}
@@ -116,7 +143,7 @@ func readFile(f io.Reader, name string, newest bool, fn func(engine.Record) erro
 			}
 			return nil, &LineError{File: name, Line: line, Err: perr}
 		}
-		if ferr := fn(rec); ferr != nil {
+		if ferr := fn(rec, Pos{File: name, Line: line}); ferr != nil {
 			return nil, ferr
 		}
 		if !complete {
@@ -135,6 +162,19 @@ func Parse(line []byte) (engine.Record, error) {
 	if !utf8.Valid(line) {
 		return r, errors.New("invalid UTF-8")
 	}
+	// The fast decoder reads a month of journal in a second; on any
+	// complaint, the standard one decodes the line again, for its exact
+	// error text (and so that it alone decides what is an error).
+	fast := fastjson.NewDecoder(bytes.NewReader(line))
+	fast.DisallowUnknownFields()
+	if err := fast.Decode(&r); err == nil && !fast.More() {
+		if _, err := fast.Token(); err == io.EOF {
+			if err := check(r); err == nil {
+				return r, nil
+			}
+		}
+	}
+	r = engine.Record{}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
@@ -143,13 +183,18 @@ func Parse(line []byte) (engine.Record, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return r, errors.New("bad record: trailing data after the JSON object")
 	}
+	return r, check(r)
+}
+
+// check holds a decoded record to the rules JSON cannot state.
+func check(r engine.Record) error {
 	if !knownType(r.Type) {
-		return r, fmt.Errorf("unknown record type %q", r.Type)
+		return fmt.Errorf("unknown record type %q", r.Type)
 	}
 	if r.Time.IsZero() {
-		return r, errors.New(`record has no time ("t")`)
+		return errors.New(`record has no time ("t")`)
 	}
-	return r, nil
+	return nil
 }
 
 func knownType(t string) bool {

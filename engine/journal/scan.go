@@ -55,11 +55,11 @@ type ScanResult struct {
 	Cursor *Cursor
 }
 
-// Scan calls fn for the records of the journal at path and its rotated
+// ScanWindow calls fn for the records of the journal at path and its rotated
 // generations, oldest first, as ScanOptions describe. An error from fn
 // stops the scan and is returned. A journal with no file at all is an error
 // wrapping os.ErrNotExist.
-func Scan(path string, opts ScanOptions, fn func(engine.Record) error) (*ScanResult, error) {
+func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*ScanResult, error) {
 	names := Files(path)
 	if len(names) == 0 {
 		return nil, fmt.Errorf("read journal %s: %w", path, os.ErrNotExist)

@@ -57,7 +57,7 @@ func TestScanSinceUntilMatchesAFullRead(t *testing.T) {
 			opts.Until = scanT0.Add(c.until)
 		}
 		var got []time.Time
-		res, err := Scan(path, opts, func(r engine.Record) error { got = append(got, r.Time); return nil })
+		res, err := ScanWindow(path, opts, func(r engine.Record) error { got = append(got, r.Time); return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +83,7 @@ func TestScanWantSkipsWithoutDecoding(t *testing.T) {
 	path := filepath.Join(t.TempDir(), FileName)
 	writeRotated(t, path, 100)
 	var types = map[string]int{}
-	res, err := Scan(path, ScanOptions{Want: func(typ string, _ []byte) bool { return typ != "cycle" }},
+	res, err := ScanWindow(path, ScanOptions{Want: func(typ string, _ []byte) bool { return typ != "cycle" }},
 		func(r engine.Record) error { types[r.Type]++; return nil })
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ not json at all
 		t.Fatal(err)
 	}
 	var got []string
-	res, err := Scan(path, ScanOptions{}, func(r engine.Record) error { got = append(got, r.Type); return nil })
+	res, err := ScanWindow(path, ScanOptions{}, func(r engine.Record) error { got = append(got, r.Type); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestScanFollowsAcrossRotation(t *testing.T) {
 	}
 	add(3)
 	seen := 0
-	res, err := Scan(path, ScanOptions{}, func(engine.Record) error { seen++; return nil })
+	res, err := ScanWindow(path, ScanOptions{}, func(engine.Record) error { seen++; return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestScanFollowsAcrossRotation(t *testing.T) {
 
 func TestScanMissingJournal(t *testing.T) {
 	t.Parallel()
-	_, err := Scan(filepath.Join(t.TempDir(), FileName), ScanOptions{}, func(engine.Record) error { return nil })
+	_, err := ScanWindow(filepath.Join(t.TempDir(), FileName), ScanOptions{}, func(engine.Record) error { return nil })
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err %v", err)
 	}

@@ -415,12 +415,12 @@ func (s *Supervisor) spawn(ctx context.Context) (*proc, error) {
 		Stderr:      stderr,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
-	if err := cmd.Start(); err != nil {
+	if err := effect.StartChild(cmd); err != nil { // known to the orphan reaper, which leaves it to us
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	w := &proc{cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), exited: make(chan struct{})}
 	go func() {
-		cmd.Wait()
+		effect.WaitChild(cmd)
 		w.state = cmd.ProcessState
 		close(w.exited)
 	}()

@@ -50,7 +50,16 @@ func write(w io.Writer, root string) error {
 	b.WriteString("A policy is a directory with an entry file `talon.star`. Top-level code declares probes, thresholds\n")
 	b.WriteString("and the ladder; functions passed to `probe.func`, `when=` and `do=` run later, in the run phase,\n")
 	b.WriteString("where side-effecting builtins (`exec.run`, `ssh.run`, `kubectl.run`) work. Durations are strings such\n")
-	b.WriteString("as `\"30s\"`, `\"5m\"` or a number of seconds.\n\n")
+	b.WriteString("as `\"30s\"`, `\"5m\"` or a number of seconds, up to a year; counts (`after`, `recover_after`, ...) go\n")
+	b.WriteString("up to 100000.\n\n")
+	b.WriteString("Policy code runs within budgets: the whole load gets 10,000,000 steps, 64 MiB of values and 10 s;\n")
+	b.WriteString("each run-phase call 1,000,000 steps and 32 MiB, until its own deadline (the probe's timeout, 2 s for\n")
+	b.WriteString("`when=`, the rung's timeout). Memory is counted as values are built (garbage included), and\n")
+	b.WriteString("what one operation would build is refused before it is built: `list(range(1 << 40))`, `\"x\" * (1 << 29)`,\n")
+	b.WriteString("`str()` of a value nested more than 1000 levels deep, a comparison or a dict key that would visit more\n")
+	b.WriteString("than 1,048,576 shared elements, an integer over 65536 bits. Going over a budget is an error at its\n")
+	b.WriteString("`file:line:col`: a refused load keeps the last good policy running; a failing call fails that probe,\n")
+	b.WriteString("skips that rung or fails that action. Prefer `\"\".join(parts)` to adding strings in a loop.\n\n")
 
 	b.WriteString("## Options common to every probe\n\n")
 	entries(&b, probe.CommonDoc)
@@ -71,7 +80,7 @@ func write(w io.Writer, root string) error {
 			commentBuiltins(&b, m, c)
 		}
 	}
-	for _, m := range []string{"exec", "service", "state"} {
+	for _, m := range []string{"exec", "service", "state", "testing"} {
 		if c, ok := comments[m]; ok && !contains(mods, m) {
 			fmt.Fprintf(&b, "## `%s`\n\n", m)
 			commentBuiltins(&b, m, c)
@@ -214,7 +223,7 @@ func moduleComments(dir string) (map[string]string, error) {
 				vs := spec.(*ast.ValueSpec)
 				for _, n := range vs.Names {
 					switch n.Name {
-					case "Exec", "Service", "State", "Notify":
+					case "Exec", "Service", "State", "Notify", "Testing":
 						out[strings.ToLower(n.Name)] = gd.Doc.Text()
 					}
 				}

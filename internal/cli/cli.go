@@ -137,6 +137,10 @@ func (a *app) dispatch(args []string) error {
 		return a.drill(rest)
 	case "replay":
 		return a.replay(rest)
+	case "test":
+		return a.test(rest)
+	case "journal":
+		return a.journalCmd(rest)
 	case "print":
 		return a.print(rest)
 	}
@@ -183,7 +187,7 @@ func takesValue(flagArg string) bool {
 	name := strings.TrimLeft(flagArg, "-")
 	switch name {
 	case "config", "policy", "state-dir", "format", "probe", "diff", "bind",
-		"since", "until", "incident", "interval", "label":
+		"since", "until", "incident", "interval", "label", "with", "run":
 		return true
 	}
 	return false

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -220,5 +221,71 @@ func TestStatusFromStateFile(t *testing.T) {
 	_, errOut, code = talon(t, "--status", "--config", cfg, "--state-dir", dir)
 	if code != 1 || !strings.Contains(errOut, "is corrupt") || strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("corrupt state: exit %d %q", code, errOut)
+	}
+}
+
+// A failing policy test names its file:line, and talon test exits 1 with
+// go test's closing lines.
+func TestTalonTestReportsFailures(t *testing.T) {
+	out, errOut, code := talon(t, "test", testdata(t, "failingtests"), "--config", testdata(t, "replay/config.toml"))
+	want := "--- FAIL: test_fails (talon_test.star, 0.00s)\n" +
+		"    talon_test.star:13:15: testing.eq: got \"critical\", want \"healthy\"\n" +
+		"    talon_test.star:14:15: testing.eq: got 1, want 2: one page only\n" +
+		"--- FAIL: test_errors (talon_test.star, 0.00s)\n" +
+		"    talon_test.star:18:11: watchdog.down: the policy has no probe \"nope\"\n" +
+		"--- FAIL: test_bomb (talon_test.star, 0.00s)\n" +
+		"    talon_test.star:22:13: memory budget of 512 MiB exhausted: list of 1099511627776 elements; build smaller values in the test\n" +
+		"FAIL\t" + testdata(t, "failingtests") + "\n" +
+		"1 passed, 3 failed\n"
+	// How long a test took depends on the machine: compare the rest.
+	out = regexp.MustCompile(`\(talon_test\.star, \d+\.\d\ds\)`).ReplaceAllString(out, "(talon_test.star, 0.00s)")
+	if code != 1 || errOut != "" || out != want {
+		t.Fatalf("exit %d stderr %q\n%s\nwant\n%s", code, errOut, out, want)
+	}
+	out, _, code = talon(t, "test", testdata(t, "replay/a"), "--config", testdata(t, "replay/config.toml"))
+	if code != 0 || out != "ok\t"+testdata(t, "replay/a")+"\n1 passed, 0 failed\n" {
+		t.Fatalf("testing.replay: exit %d\n%s", code, out)
+	}
+	out, _, code = talon(t, "test", testdata(t, "failingtests"), "--run", "passes", "--config", testdata(t, "replay/config.toml"))
+	if code != 0 || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
+		t.Fatalf("--run passes: exit %d\n%s", code, out)
+	}
+}
+
+// journal cut keeps the records of a window, byte for byte, and the excerpt
+// replays.
+func TestJournalCut(t *testing.T) {
+	src := filepath.Join(testdata(t, "replay"), "journal.jsonl")
+	out, errOut, code := talon(t, "journal", "cut", "--since", "2026-11-23T03:08:00Z", "--until", "2026-11-23 03:42", src, "--config", testdata(t, "replay/config.toml"))
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d %q", code, errOut)
+	}
+	all, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, line := range strings.Split(strings.TrimSpace(string(all)), "\n") {
+		var r struct {
+			T time.Time `json:"t"`
+		}
+		json.Unmarshal([]byte(line), &r)
+		if !r.T.Before(time.Date(2026, 11, 23, 3, 8, 0, 0, time.UTC)) && !r.T.After(time.Date(2026, 11, 23, 3, 42, 0, 0, time.UTC)) {
+			want = append(want, line)
+		}
+	}
+	if len(want) != 37 || out != strings.Join(want, "\n")+"\n" {
+		t.Fatalf("cut kept %d lines:\n%s\nwant %d", strings.Count(out, "\n"), out, len(want))
+	}
+	cut := filepath.Join(t.TempDir(), "incident.jsonl")
+	os.WriteFile(cut, []byte(out), 0o600)
+	rout, _, code := talon(t, "replay", cut, "--policy", testdata(t, "replay/a"), "--config", testdata(t, "replay/config.toml"))
+	var r engine.ReplayResult
+	if err := json.Unmarshal([]byte(rout), &r); err != nil || code != 0 || r.Mode != engine.ModeWhatIf || r.ModeReason != "the journal does not begin at a process start" || r.Summary.Incidents != 1 {
+		t.Fatalf("replay of the cut: exit %d %v %+v", code, err, r)
+	}
+	_, errOut, code = talon(t, "journal", "cut", "--since", "yesterday", src)
+	if code != 2 || errOut != "talon: --since: \"yesterday\" is neither a duration (2h, 30m, 1d) nor a time (15:04, 2006-01-02 15:04, RFC 3339) (times without a zone are UTC)\n" {
+		t.Fatalf("bad --since: exit %d %q", code, errOut)
 	}
 }

@@ -52,17 +52,18 @@ func (a *app) drill(args []string) error {
 		Log: func(string, ...any) {}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The same delivery primitive as the daemon's pages: every channel at
+	// once, each one's fate reported.
 	delivered, failed := 0, 0
-	for i, p := range pagers {
-		err := p.Send(ctx, env, msg)
+	for i, d := range engine.Deliver(ctx, env, pagers, msg, nil) {
 		verdict := "delivered"
-		if err != nil {
-			verdict = "FAILED: " + oneLine(err.Error())
+		if !d.OK {
+			verdict = "FAILED: " + oneLine(d.Error)
 			failed++
 		} else {
 			delivered++
 		}
-		if _, werr := fmt.Fprintf(a.stdout, "%s\t%s\t%s\n", rungs[i], p.Channel(), verdict); werr != nil {
+		if _, werr := fmt.Fprintf(a.stdout, "%s\t%s\t%s\n", rungs[i], d.Channel, verdict); werr != nil {
 			return werr
 		}
 	}

@@ -87,7 +87,7 @@ func (a *app) events(args []string) error {
 		}
 		return nil
 	}
-	res, err := journal.Scan(path, opts, emit)
+	res, err := journal.ScanWindow(path, opts, emit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fail(1, "no journal at %s yet: the daemon writes it (see --state-dir, --config)", path)
 	}

@@ -60,10 +60,30 @@ or the error that kept the last good policy running.`},
 	{"drill", "[RUNG]", "send a page marked DRILL through a rung's channels",
 		`Sends a test page marked DRILL through the real channels of RUNG (default:
 every rung that pages). Runs no heal and no agent.`},
-	{"replay", "JOURNAL [--diff OTHER_DIR] [--json]", "what a policy would have decided on a recorded journal",
-		`Feeds a recorded journal (journal.jsonl or its directory) through the policy
-with a fake clock and prints what it would have decided; --diff compares
-with the policy in OTHER_DIR.`},
+	{"replay", "JOURNAL [--diff OTHER_DIR] [--since T] [--until T] [--as-recorded [--with DIR]...] [--json]",
+		"what a policy would have decided on a recorded journal",
+		`Feeds a recorded journal (journal.jsonl or its directory) through the policy's
+decision core with the journal's own clock and prints what it decided.
+Faithful when the journal was written by this very policy: rungs last as long
+as they did, verifications are the recorded ones, and any decision that
+differs from what the daemon journaled is reported (exit 1). What-if
+otherwise: the same core, with recorded rung outcomes where they exist and
+the documented assumptions (docs/journal.md) where they do not.
+
+--diff compares with the policy in OTHER_DIR incident by incident; --since
+and --until limit the window; --as-recorded switches policy where the journal
+recorded a reload, among the policy, --diff and --with versions.`},
+	{"test", "[DIR] [--run REGEX] [-v]", "run a policy's *_test.star files",
+		`Runs the test_* functions of the *_test.star files next to a policy
+(default: the policy in use). The testing module scripts probe results over a
+fake clock, or loads a journal excerpt, and asserts on phases, incidents,
+rungs and pages through the same decision core as the daemon. Prints failures
+with file:line and "N passed, N failed"; exits 1 if a test fails.`},
+	{"journal", "cut [--since T] [--until T] [JOURNAL]", "a time window of a journal, as a fixture",
+		`Prints the journal's records in a time window, so a real incident becomes a
+fixture that "talon test" and "talon replay" load:
+
+  talon journal cut --since 03:00 --until 04:00 > incident.jsonl`},
 	{"service", "install|uninstall|status|print [--launchd|--systemd] [--user|--system] [--replace-predecessor] [--force]",
 		"install Talon as a launchd agent or a systemd unit",
 		`Writes, loads and removes the service definition that runs "talon run" under

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -31,13 +32,18 @@ type replayDiffOutput struct {
 }
 
 // replay feeds a recorded journal through the policy (and, with --diff,
-// through a second one) and prints what it would have decided.
+// through a second one) and prints what it decided.
 func (a *app) replay(args []string) error {
-	var asJSON bool
-	var other string
+	var asJSON, asRecorded bool
+	var other, since, until string
+	var with stringsFlag
 	rest, err := a.flags("replay", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "JSON output")
 		fs.StringVar(&other, "diff", "", "a second policy directory to compare with")
+		fs.StringVar(&since, "since", "", "report from this time on")
+		fs.StringVar(&until, "until", "", "report up to this time")
+		fs.BoolVar(&asRecorded, "as-recorded", false, "switch policy where the journal records a reload, among the policies given")
+		fs.Var(&with, "with", "another version of the policy that --as-recorded may switch to (repeatable)")
 	})
 	if err != nil {
 		return err
@@ -45,10 +51,15 @@ func (a *app) replay(args []string) error {
 	if len(rest) != 1 {
 		return fail(2, "replay takes one journal (journal.jsonl or the directory holding it), got %d arguments; see talon help replay", len(rest))
 	}
-	path, records, warnings, err := readJournal(rest[0])
-	if err != nil {
+	now := time.Now()
+	var opts engine.ReplayOptions
+	if opts.Since, err = whenFlag("--since", since, now); err != nil {
 		return err
 	}
+	if opts.Until, err = whenFlag("--until", until, now); err != nil {
+		return err
+	}
+	path := journalPath(rest[0])
 	e, err := a.loadEnv()
 	if err != nil {
 		return err
@@ -57,33 +68,81 @@ func (a *app) replay(args []string) error {
 	if err != nil {
 		return err
 	}
-	ra := engine.Replay(polA, records, engine.ReplayOptions{})
-	ra.Warnings = append(append([]string(nil), warnings...), ra.Warnings...)
-	text := !a.wantJSON(asJSON)
-	if other == "" {
-		if !text {
-			return a.json(replayOutput{Journal: path, PolicyDir: e.policyName(), ReplayResult: ra})
-		}
-		_, err := io.WriteString(a.stdout, replayText(path, e.policyName(), ra))
-		return err
-	}
+	var polB *engine.Policy
 	eb := *e
-	eb.policyDir = config.ExpandHome(other, homeDir())
-	if _, err := os.Stat(filepath.Join(eb.policyDir, "talon.star")); err != nil {
-		return fail(1, "replay --diff: policy %s has no talon.star: %v", eb.policyDir, errors.Unwrap(err))
+	if other != "" {
+		eb.policyDir = config.ExpandHome(other, homeDir())
+		if _, err := os.Stat(filepath.Join(eb.policyDir, "talon.star")); err != nil {
+			return fail(1, "replay --diff: policy %s has no talon.star: %v", eb.policyDir, errors.Unwrap(err))
+		}
+		if polB, err = loadReplayPolicy(&eb); err != nil {
+			return err
+		}
 	}
-	polB, err := loadReplayPolicy(&eb)
+	if asRecorded {
+		opts.AsRecorded = true
+		opts.Versions = map[string]*engine.Policy{polA.Hash: polA}
+		if polB != nil {
+			opts.Versions[polB.Hash] = polB
+		}
+		for _, dir := range with {
+			ew := *e
+			ew.policyDir = config.ExpandHome(dir, homeDir())
+			p, err := loadReplayPolicy(&ew)
+			if err != nil {
+				return err
+			}
+			opts.Versions[p.Hash] = p
+		}
+	} else if len(with) > 0 {
+		return fail(2, "replay: --with names policy versions for --as-recorded; add --as-recorded")
+	}
+	// Replay keeps little (one fact in hand) and allocates much (every
+	// decoded record): a less eager collector is a third faster.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	ra := engine.NewReplayer(polA, opts)
+	var rb *engine.Replayer
+	if polB != nil {
+		rb = engine.NewReplayer(polB, opts)
+	}
+	warnings, err := readJournal("replay", path, opts.Until, func(rec engine.Record, where string) {
+		ra.Feed(rec, where)
+		if rb != nil {
+			rb.Feed(rec, where)
+		}
+	})
 	if err != nil {
 		return err
 	}
-	rb := engine.Replay(polB, records, engine.ReplayOptions{})
-	rb.Warnings = append(append([]string(nil), warnings...), rb.Warnings...)
-	d := engine.CompareReplays(ra, rb)
-	if !text {
-		return a.json(replayDiffOutput{Journal: path, PolicyDirA: e.policyName(), PolicyDirB: eb.policyName(), ReplayDiff: d})
+	resA := ra.Result()
+	resA.Warnings = append(append([]string(nil), warnings...), resA.Warnings...)
+	text := !a.wantJSON(asJSON)
+	if rb == nil {
+		if !text {
+			err = a.json(replayOutput{Journal: path, PolicyDir: e.policyName(), ReplayResult: resA})
+		} else {
+			_, err = io.WriteString(a.stdout, replayText(path, e.policyName(), resA))
+		}
+		return withCode(err, divergenceCode(resA))
 	}
-	_, err = io.WriteString(a.stdout, replayDiffText(path, e.policyName(), eb.policyName(), d))
-	return err
+	resB := rb.Result()
+	resB.Warnings = append(append([]string(nil), warnings...), resB.Warnings...)
+	d := engine.CompareReplays(resA, resB)
+	if !text {
+		err = a.json(replayDiffOutput{Journal: path, PolicyDirA: e.policyName(), PolicyDirB: eb.policyName(), ReplayDiff: d})
+	} else {
+		_, err = io.WriteString(a.stdout, replayDiffText(path, e.policyName(), eb.policyName(), d))
+	}
+	return withCode(err, max(divergenceCode(resA), divergenceCode(resB)))
+}
+
+// divergenceCode is the exit status of a replay: 1 when a faithful replay
+// decided otherwise than the daemon had.
+func divergenceCode(r engine.ReplayResult) int {
+	if len(r.Divergences) > 0 {
+		return 1
+	}
+	return 0
 }
 
 func loadReplayPolicy(e *env) (*engine.Policy, error) {
@@ -94,27 +153,47 @@ func loadReplayPolicy(e *env) (*engine.Policy, error) {
 	return res.Policy, nil
 }
 
-// readJournal reads the journal at arg (a file, or a directory holding
-// journal.jsonl) with its rotated generations, oldest first. A malformed
-// line is an error naming file:line; a partial last line is a warning.
-func readJournal(arg string) (string, []engine.Record, []string, error) {
+// journalPath is the journal an argument names: a file, or a directory
+// holding journal.jsonl.
+func journalPath(arg string) string {
 	path := config.ExpandHome(arg, homeDir())
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		path = filepath.Join(path, "journal.jsonl")
+		path = filepath.Join(path, journal.FileName)
 	}
-	var records []engine.Record
-	ws, err := journal.Read(path, func(r engine.Record) error {
-		records = append(records, r)
+	return path
+}
+
+var errUntil = errors.New("past --until")
+
+// readJournal streams the journal at path with its rotated generations,
+// oldest first, to fn, stopping after until. A malformed line is an error
+// naming file:line; a partial last line is a warning.
+func readJournal(cmd, path string, until time.Time, fn func(engine.Record, string)) ([]string, error) {
+	ws, err := journal.Scan(path, func(r engine.Record, pos journal.Pos) error {
+		if !until.IsZero() && r.Time.After(until) {
+			return errUntil
+		}
+		fn(r, pos.String())
 		return nil
 	})
-	if err != nil {
-		return path, nil, nil, fail(1, "replay: %s", oneLine(err.Error()))
+	if err != nil && !errors.Is(err, errUntil) {
+		return nil, fail(1, "%s: %s", cmd, oneLine(err.Error()))
 	}
 	var warnings []string
 	for _, w := range ws {
 		warnings = append(warnings, w.String())
 	}
-	return path, records, warnings, nil
+	return warnings, nil
+}
+
+// whenFlag reads --since or --until for replay and journal cut, whose
+// output is in UTC: a time without a zone is UTC (see parseWhen).
+func whenFlag(flagName, s string, now time.Time) (time.Time, error) {
+	t, err := parseWhen(s, now, time.UTC)
+	if err != nil {
+		return time.Time{}, fail(2, "%s: %v (times without a zone are UTC)", flagName, err)
+	}
+	return t, nil
 }
 
 // replayText is the timeline a person reads: one line per decision, times
@@ -124,9 +203,11 @@ func replayText(path, policy string, r engine.ReplayResult) string {
 	var b strings.Builder
 	replayHeader(&b, path, r)
 	fmt.Fprintf(&b, "policy %s (%s)\n", policy, shortHash(r.Policy))
+	modeText(&b, "", r)
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}
+	divergences(&b, r)
 	b.WriteString("\n")
 	day := ""
 	for _, st := range r.Timeline {
@@ -137,57 +218,50 @@ func replayText(path, policy string, r engine.ReplayResult) string {
 		b.WriteString("\n")
 	}
 	for _, inc := range r.Incidents {
-		fmt.Fprintf(&b, "%s\n", incidentText(inc))
+		fmt.Fprintf(&b, "%s\n", incidentText(inc, r.To))
 	}
 	fmt.Fprintf(&b, "summary: %s\n", summaryText(r.Summary))
 	return b.String()
 }
 
-// replayDiffText shows the decisions only one policy takes, both
-// summaries and the one-line comparison.
-func replayDiffText(path, policyA, policyB string, d engine.ReplayDiff) string {
-	var b strings.Builder
-	replayHeader(&b, path, d.A)
-	fmt.Fprintf(&b, "A: policy %s (%s)\n", policyA, shortHash(d.A.Policy))
-	fmt.Fprintf(&b, "B: policy %s (%s)\n", policyB, shortHash(d.B.Policy))
-	for _, w := range d.A.Warnings {
-		if contains(d.B.Warnings, w) {
-			fmt.Fprintf(&b, "warning: %s\n", w)
-		} else {
-			fmt.Fprintf(&b, "warning: A: %s\n", w)
-		}
+// modeText says which mode replay ran in, and what that guarantees.
+func modeText(b *strings.Builder, side string, r engine.ReplayResult) {
+	switch r.Mode {
+	case engine.ModeFaithful:
+		fmt.Fprintf(b, "%smode: faithful (%s): every decision must equal the journal's\n", side, r.ModeReason)
+	default:
+		fmt.Fprintf(b, "%smode: what-if (%s): the same decision core on the recorded facts; rung durations and\n", side, r.ModeReason)
+		fmt.Fprintf(b, "%s      verifications come from the journal where it has them, otherwise rungs succeed (see docs/journal.md)\n", side)
 	}
-	for _, w := range d.B.Warnings {
-		if !contains(d.A.Warnings, w) {
-			fmt.Fprintf(&b, "warning: B: %s\n", w)
+}
+
+func divergences(b *strings.Builder, r engine.ReplayResult) {
+	for i, d := range r.Divergences {
+		if i == 10 {
+			fmt.Fprintf(b, "... and %d more divergences (see --json)\n", len(r.Divergences)-10)
+			break
 		}
-	}
-	b.WriteString("\n")
-	if len(d.Differences) == 0 {
-		b.WriteString("no differences: both policies take the same decisions at the same times\n")
-	} else {
-		fmt.Fprintf(&b, "%d decisions differ (A: only policy A takes it, B: only policy B):\n", len(d.Differences))
-		day := ""
-		for _, x := range d.Differences {
-			r := d.A
-			if x.Side == "b" {
-				r = d.B
-			}
-			day = dayLine(&b, day, x.Step.At)
-			fmt.Fprintf(&b, "%s  %s  %s\n", clock(x.Step.At), strings.ToUpper(x.Side), stepText(x.Step, r))
+		where := d.Where
+		if where == "" {
+			where = d.At.UTC().Format(time.RFC3339)
 		}
+		fmt.Fprintf(b, "DIVERGENCE after the %s record at %s (%s):\n", d.Fact, where, d.At.UTC().Format("15:04:05"))
+		fmt.Fprintf(b, "  the daemon journaled: %s\n", strings.Join(orNothing(d.Journaled), "\n                        "))
+		fmt.Fprintf(b, "  replay decided:       %s\n", strings.Join(orNothing(d.Replayed), "\n                        "))
 	}
-	b.WriteString("\n")
-	fmt.Fprintf(&b, "A: %s\n", summaryText(d.A.Summary))
-	fmt.Fprintf(&b, "B: %s\n", summaryText(d.B.Summary))
-	fmt.Fprintf(&b, "%s\n", d.Comparison)
-	return b.String()
+}
+
+func orNothing(s []string) []string {
+	if len(s) == 0 {
+		return []string{"nothing"}
+	}
+	return s
 }
 
 func replayHeader(b *strings.Builder, path string, r engine.ReplayResult) {
 	fmt.Fprintf(b, "replay of %s: %s, %s", path, count(r.Records, "record"), count(r.Cycles, "cycle"))
 	if r.Records > 0 {
-		fmt.Fprintf(b, ", %s → %s UTC", r.From.UTC().Format("2006-01-02 15:04:05"), r.To.UTC().Format("2006-01-02 15:04:05"))
+		fmt.Fprintf(b, ", %s → %s UTC (%s)", r.From.UTC().Format("2006-01-02 15:04:05"), r.To.UTC().Format("2006-01-02 15:04:05"), engine.HumanDuration(r.To.Sub(r.From)))
 	}
 	b.WriteString("\n")
 }
@@ -223,21 +297,35 @@ func stepText(st engine.ReplayStep, r engine.ReplayResult) string {
 	case "incident_open":
 		s := fmt.Sprintf("incident %s opened: %s", st.Incident, strings.Join(st.Probes, ", "))
 		if inc := findIncident(r, st.Incident); inc != nil {
-			s += fmt.Sprintf(" (detected %s after the first failure)", seconds(inc.DetectSecs))
+			s += fmt.Sprintf(" (detected %s after the first failure)", engine.HumanSeconds(inc.DetectSecs))
 		}
 		return s
 	case "incident_resolved":
 		s := fmt.Sprintf("incident %s resolved: %s", st.Incident, st.Reason)
 		if inc := findIncident(r, st.Incident); inc != nil {
-			s += fmt.Sprintf(" (open %s)", st.At.Sub(inc.Opened))
+			s += fmt.Sprintf(" (open %s)", engine.HumanDuration(st.At.Sub(inc.Opened)))
 		}
 		return s
 	case "rung_skip":
 		return fmt.Sprintf("rung %s skipped: %s", st.Rung, st.Reason)
 	case "rung":
-		s := fmt.Sprintf("rung %s would run", st.Rung)
+		s := fmt.Sprintf("rung %s starts", st.Rung)
 		if len(st.Actions) > 0 {
 			s += ": " + strings.Join(st.Actions, "; ")
+		}
+		return s
+	case "rung_end":
+		s := fmt.Sprintf("rung %s ended", st.Rung)
+		if st.Secs != nil {
+			s += " after " + engine.HumanSeconds(*st.Secs)
+		}
+		switch {
+		case st.OK != nil && *st.OK:
+			s += ": ok"
+		case st.Reason != "":
+			s += ": failed: " + firstLine(st.Reason, 100)
+		default:
+			s += ": failed"
 		}
 		if len(st.Verify) > 0 {
 			var v []string
@@ -250,6 +338,9 @@ func stepText(st engine.ReplayStep, r engine.ReplayResult) string {
 			}
 			s += "; verify: " + strings.Join(v, ", ")
 		}
+		if st.Basis == "assumed" {
+			s += " (assumed: no recorded run)"
+		}
 		return s
 	case "page":
 		return fmt.Sprintf("page via %s (%s)", strings.Join(st.Channels, ", "), st.Rung)
@@ -259,6 +350,8 @@ func stepText(st engine.ReplayStep, r engine.ReplayResult) string {
 		return fmt.Sprintf("page of rung %s not delivered: %s", st.Rung, st.Reason)
 	case "journal":
 		return "journal: " + st.Reason
+	case "mode":
+		return "replay: " + st.Reason
 	}
 	return st.Kind
 }
@@ -272,18 +365,18 @@ func findIncident(r engine.ReplayResult, id string) *engine.ReplayIncident {
 	return nil
 }
 
-func incidentText(inc engine.ReplayIncident) string {
+func incidentText(inc engine.ReplayIncident, end time.Time) string {
 	s := fmt.Sprintf("incident %s: %s; opened %s", inc.ID, strings.Join(inc.Probes, ", "), inc.Opened.UTC().Format("2006-01-02 15:04:05"))
 	if inc.Resolved != nil {
-		s += fmt.Sprintf(", resolved after %s", inc.Resolved.Sub(inc.Opened))
+		s += fmt.Sprintf(", resolved after %s", engine.HumanDuration(inc.Resolved.Sub(inc.Opened)))
 	} else {
-		s += ", still open at the end of the journal"
+		s += fmt.Sprintf(", still open at the end of the journal (%s)", engine.HumanDuration(end.Sub(inc.Opened)))
 	}
-	s += fmt.Sprintf("; detected %s after the first failure", seconds(inc.DetectSecs))
+	s += fmt.Sprintf("; detected %s after the first failure", engine.HumanSeconds(inc.DetectSecs))
 	if inc.FirstPageSecs != nil {
-		s += fmt.Sprintf("; first page after %s", seconds(*inc.FirstPageSecs))
+		s += fmt.Sprintf("; first page after %s", engine.HumanSeconds(*inc.FirstPageSecs))
 	}
-	return s + fmt.Sprintf("; reached %s; %s, %s", inc.Peak, count(inc.Rungs, "rung run"), count(inc.Pages, "page"))
+	return s + fmt.Sprintf("; reached %s; %s, %s", inc.Peak, count(len(inc.Runs), "rung run"), count(inc.Pages, "page"))
 }
 
 func summaryText(s engine.ReplaySummary) string {
@@ -302,7 +395,7 @@ func summaryText(s engine.ReplaySummary) string {
 	}
 	parts = append(parts, rungs)
 	if s.MedianDetectSecs != nil {
-		parts = append(parts, "median time to detect "+seconds(*s.MedianDetectSecs))
+		parts = append(parts, "median time to detect "+engine.HumanSeconds(*s.MedianDetectSecs))
 	}
 	if s.FirstSOS != nil {
 		parts = append(parts, "first sos "+s.FirstSOS.UTC().Format("15:04:05"))
@@ -316,8 +409,4 @@ func count(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-func seconds(s float64) string {
-	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }

@@ -144,7 +144,7 @@ func TestReplayJSONShape(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &d); err != nil || code != 0 {
 		t.Fatalf("exit %d %v\n%s", code, err, out)
 	}
-	want := "B pages 1 fewer time but reaches sos 2 minutes later; first page 2 minutes later; median time to detect 1m0s → 3m0s; rung runs heal 3 → 2, sos 2 → 1"
+	want := "B pages 1 fewer time but reaches sos 2 min later; first page 2 min later; median time to detect 1 min → 3 min; rung runs heal 3 → 2, sos 2 → 1"
 	if d.Comparison != want {
 		t.Fatalf("comparison\n%s\nwant\n%s", d.Comparison, want)
 	}

@@ -60,6 +60,11 @@ func (a *app) run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Orphans of probes and rungs (setsid, double forks) are reparented to
+	// the daemon, so their tree is killed at the deadline and reaped.
+	if _, err := effect.Subreaper(ctx); err != nil {
+		logger.Info("descendants of a command that call setsid can outlive it on this system", "err", err)
+	}
 
 	var actions effect.Effects = effect.NewLive()
 	var d *engine.Daemon

@@ -250,7 +250,7 @@ func (p *probeTransitions) update() {
 	if p.done {
 		return
 	}
-	res, err := journal.Scan(p.path, journal.ScanOptions{Since: time.Now().Add(-statusSinceWindow),
+	res, err := journal.ScanWindow(p.path, journal.ScanOptions{Since: time.Now().Add(-statusSinceWindow),
 		Want: func(typ string, line []byte) bool {
 			return typ == "event" && (strings.Contains(string(line), `"type":"probe_down"`) || strings.Contains(string(line), `"type":"probe_up"`))
 		}}, p.note)

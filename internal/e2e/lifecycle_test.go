@@ -69,6 +69,7 @@ ladder(rung("heal", do = exec.cmd([%q]), timeout = "5m", cooldown = "1h"))
 		!strings.Contains(st.Incident.Rungs["heal"].LastOutput, "interrupted") {
 		t.Fatalf("state after SIGTERM: %s", b)
 	}
+	assertReplayMatches(t, cfg, policy, stateDir)
 }
 
 // Two daemons on one state directory would page twice: the second refuses.

@@ -91,7 +91,14 @@ func writeConfig(t *testing.T, dir, bind, stateDir, extra string) string {
 
 func startDaemon(t *testing.T, cfgPath, policyDir, bind, stateDir string, env ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(talonBin, "run", "--config", cfgPath, "--policy", policyDir)
+	return startDaemonArgv(t, []string{talonBin, "run", "--config", cfgPath, "--policy", policyDir}, bind, stateDir, env...)
+}
+
+// startDaemonArgv starts the daemon with argv (a wrapper such as sh -c
+// 'ulimit ...; exec "$@"' may come first; it must exec the daemon).
+func startDaemonArgv(t *testing.T, argv []string, bind, stateDir string, env ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	d := &daemon{t: t, cmd: cmd, bind: bind, stateDir: stateDir, stderr: &lockedBuf{}, done: make(chan error, 1)}
 	cmd.Stderr = d.stderr
@@ -198,4 +205,47 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// assertReplayMatches replays the journal a daemon wrote through the policy
+// it ran (the same config, so the same hash) and checks that replay was
+// faithful, found no divergence, and reports exactly the rung starts and
+// pages the daemon journaled.
+func assertReplayMatches(t *testing.T, cfgPath, policyDir, stateDir string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(talonBin, "replay", stateDir, "--config", cfgPath, "--policy", policyDir, "--json")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("talon replay: %v\n%s", err, out)
+	}
+	var r engine.ReplayResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("replay output: %v\n%s", err, out)
+	}
+	if r.Mode != engine.ModeFaithful || len(r.Divergences) != 0 {
+		t.Fatalf("replay of the daemon's own journal: mode %s (%s), %d divergences: %+v", r.Mode, r.ModeReason, len(r.Divergences), r.Divergences)
+	}
+	var journaled, replayed []string
+	for _, rec := range readJournal(t, stateDir) {
+		if e := rec.Event; e != nil {
+			switch {
+			case e.Type == "rung_start":
+				journaled = append(journaled, "run "+e.Rung+" "+e.At.UTC().Format(time.RFC3339Nano))
+			case e.Type == "rung_done" && len(e.Channels) > 0:
+				journaled = append(journaled, "page "+e.Rung+" "+strings.Join(e.Channels, ",")+" "+e.At.UTC().Format(time.RFC3339Nano))
+			}
+		}
+	}
+	for _, st := range r.Timeline {
+		switch st.Kind {
+		case "rung":
+			replayed = append(replayed, "run "+st.Rung+" "+st.At.UTC().Format(time.RFC3339Nano))
+		case "page":
+			replayed = append(replayed, "page "+st.Rung+" "+strings.Join(st.Channels, ",")+" "+st.At.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if strings.Join(journaled, "\n") != strings.Join(replayed, "\n") {
+		t.Fatalf("the daemon journaled:\n%s\nreplay reports:\n%s", strings.Join(journaled, "\n"), strings.Join(replayed, "\n"))
+	}
 }

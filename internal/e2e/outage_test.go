@@ -245,6 +245,7 @@ ladder(
 	if strings.Contains(d.stderr.String(), "SECRET-token") {
 		t.Fatal("daemon output contains the token")
 	}
+	assertReplayMatches(t, cfg, policy, stateDir, "TG_TOKEN="+token)
 }
 
 func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {

@@ -78,6 +78,8 @@ func TestDryRunRecordsInsteadOfActing(t *testing.T) {
 	if strings.Join(intents, "|") != strings.Join(want, "|") {
 		t.Fatalf("intents %q\nwant    %q", intents, want)
 	}
+	d.stop()
+	assertReplayMatches(t, cfg, policy, filepath.Join(stateDir, "dry-run"), "TG_TOKEN=123:abc")
 }
 
 func TestDrillPagesThroughTheRealChannelOnly(t *testing.T) {

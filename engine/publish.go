@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"maps"
+	"strings"
+	"time"
+)
+
+// journal appends a record, stamped with the time and the policy in force
+// when it carries neither; callers hold d.mu.
+func (d *Daemon) journal(r Record) {
+	if d.opts.Journal == nil {
+		return
+	}
+	if r.Time.IsZero() {
+		r.Time = d.now()
+	}
+	if r.Policy == "" {
+		r.Policy = d.policy().Hash
+	}
+	if err := d.opts.Journal.Append(r); err != nil {
+		d.log.Error("journal write failed", "err", err)
+	}
+}
+
+// record journals and logs one decision of the core.
+func (d *Daemon) record(e Event) {
+	e2 := e
+	d.journal(Record{Type: "event", Event: &e2, Time: e.At})
+	switch e.Type {
+	case "transition":
+		d.log.Info("state transition", "from", e.From, "to", e.To, "incident", e.Incident)
+	case "incident_open":
+		d.log.Warn("incident opened", "incident", e.Incident, "probes", e.Reason)
+	case "incident_resolved":
+		d.log.Info("incident resolved", "incident", e.Incident, "reason", e.Reason)
+	case "probe_down":
+		d.log.Warn("probe down", "probe", e.Probe, "output", e.Reason)
+	case "probe_up":
+		d.log.Info("probe up", "probe", e.Probe)
+	case "rung_start":
+		d.rungRuns[e.Rung]++
+		d.log.Info("rung started", "rung", e.Rung, "incident", e.Incident)
+	case "rung_done":
+		d.log.Info("rung finished", "rung", e.Rung, "outcome", e.Reason)
+	case "rung_skip":
+		if strings.HasPrefix(e.Reason, whenFailed) {
+			// A predicate that errors disables its rung: never quietly.
+			d.log.Error("rung skipped: its when= predicate failed", "rung", e.Rung, "err", e.Reason)
+		} else {
+			d.log.Info("rung skipped", "rung", e.Rung, "reason", e.Reason)
+		}
+	case "page_failed":
+		d.log.Error("page not delivered", "rung", e.Rung, "reason", e.Reason)
+	}
+}
+
+// summary logs one line per launched cycle.
+func (d *Daemon) summary(rs []Result) {
+	var failing []string
+	var slowest int64
+	for _, r := range rs {
+		if !r.Passed {
+			failing = append(failing, r.Name)
+		}
+		slowest = max(slowest, r.DurationMS)
+	}
+	st := d.state()
+	kv := []any{"state", st.Phase, "probes", len(rs), "failed", len(failing), "dur", time.Duration(slowest) * time.Millisecond}
+	if len(failing) > 0 {
+		kv = append(kv, "failing", strings.Join(failing, ","))
+	}
+	if inc := st.Incident; inc != nil {
+		kv = append(kv, "incident", inc.ID)
+	}
+	d.log.Info("cycle", kv...)
+}
+
+// persist saves the core's state; callers hold d.mu.
+func (d *Daemon) persist() {
+	if d.opts.StateFile == "" {
+		return
+	}
+	st := d.state()
+	st.UpdatedAt = d.now()
+	if err := SaveState(d.opts.StateFile, st); err != nil {
+		d.log.Error("state not saved", "err", err)
+	}
+}
+
+// publish rebuilds the snapshot; callers hold d.mu. It comes after
+// persist: /health never shows a state a crash could still lose.
+func (d *Daemon) publish() {
+	pol, st := d.policy(), d.state()
+	// The loop is stuck when no result came for three times the longest
+	// gap between two runs of any probe (its interval plus its timeout).
+	longest := time.Duration(0)
+	for _, p := range pol.Probes {
+		longest = max(longest, d.interval(p)+p.EffectiveTimeout())
+	}
+	d.longestTimeout.Store(longest)
+	s := Snapshot{State: st.Phase, ConsecutiveFailures: st.ConsecutiveFailures,
+		ProbeCount: len(pol.Probes), WorkerRestarts: st.WorkerRestarts,
+		UpdatedAtUnix: d.now().Unix(), PolicyHash: pol.Hash, LastCycle: d.lastCycle,
+		DryRun: d.opts.DryRun, Reloads: d.reloads, FailedProbes: []string{},
+		RungRuns: maps.Clone(d.rungRuns), Pages: int(d.pages.Load())}
+	for _, p := range pol.Probes {
+		if ps := st.Probes[p.Name]; ps != nil && ps.Last != nil {
+			s.Probes = append(s.Probes, *ps.Last)
+			if !ps.Last.Passed {
+				s.FailedProbes = append(s.FailedProbes, p.Name)
+			}
+		}
+	}
+	s.FailedProbeCount = len(s.FailedProbes)
+	if d.policyErr != "" {
+		pe := d.policyErr
+		s.PolicyError = &pe
+	}
+	if inc := st.Incident; inc != nil {
+		s.Incident = &IncidentInfo{ID: inc.ID, Started: inc.Started, Probes: inc.Probes, Critical: inc.Critical, Position: inc.Position, Paged: inc.Paged}
+	}
+	if r := d.core.Running(); r != "" {
+		s.Rung = &r
+	}
+	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil
+	d.snapshot.Store(&s)
+}
+
+// Snapshot returns the last published health. A daemon whose probe results
+// have stopped coming (a wedged loop) says so: it is not ok and Stale is set.
+func (d *Daemon) Snapshot() Snapshot {
+	p := d.snapshot.Load()
+	if p == nil {
+		return Snapshot{State: Healthy, FailedProbes: []string{}}
+	}
+	s := *p
+	if d.opts.Worker != nil {
+		s.Worker = d.opts.Worker() // live, not as of the last cycle
+	}
+	if limit := d.staleAfter(); limit > 0 && !s.LastCycle.IsZero() && d.now().Sub(s.LastCycle) > limit {
+		s.OK, s.Stale = false, true
+	}
+	return s
+}
+
+// staleAfter is how long without any probe result means the loop is stuck;
+// zero (a policy without probes) means never.
+func (d *Daemon) staleAfter() time.Duration {
+	v, _ := d.longestTimeout.Load().(time.Duration)
+	return 3 * v
+}

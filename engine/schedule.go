@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"context"
+	"hash/fnv"
+	"time"
+)
+
+// schedule sets when each probe is next due. On the first run a probe with
+// its own interval starts at a stable offset (a hash of its name, up to a
+// tenth of its interval, at most 2 s), so a large policy does not fork
+// everything in the same millisecond and a restart spreads them the same way.
+func (d *Daemon) schedule(now time.Time, first bool) {
+	keep := map[string]bool{}
+	for _, p := range d.policy().Probes {
+		keep[p.Name] = true
+		if due, ok := d.nextDue[p.Name]; ok && !first {
+			// A shorter interval after a reload takes effect now, not after
+			// the old, longer one.
+			if soon := now.Add(d.interval(p)); soon.Before(due) {
+				d.nextDue[p.Name] = soon
+			}
+			continue
+		}
+		var offset time.Duration
+		if p.Every > 0 {
+			h := fnv.New64a()
+			h.Write([]byte(p.Name))
+			offset = time.Duration(h.Sum64() % uint64(min(p.Every/10, 2*time.Second)+1))
+		}
+		d.nextDue[p.Name] = now.Add(offset)
+	}
+	for name := range d.nextDue {
+		if !keep[name] {
+			delete(d.nextDue, name)
+		}
+	}
+}
+
+func (d *Daemon) interval(p *Probe) time.Duration {
+	if p.Every > 0 {
+		return p.Every
+	}
+	if pol := d.policy(); pol.Interval > 0 {
+		return pol.Interval
+	}
+	return d.opts.Interval
+}
+
+// untilNext is how long the loop may sleep: until the next probe that is
+// due and not running, or the core's wake, whichever comes first.
+func (d *Daemon) untilNext() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next := d.wake
+	for name, due := range d.nextDue {
+		if !d.core.InFlight(name) && (next.IsZero() || due.Before(next)) {
+			next = due
+		}
+	}
+	if next.IsZero() {
+		return time.Hour // nothing scheduled: a reload or a result rearms the timer
+	}
+	return max(next.Sub(d.now()), 0)
+}
+
+// launchDue starts the probes that are due and not already running; one
+// probe never overlaps itself. The launch is a fact: the core holds the
+// ladder while a parent it depends on is in flight.
+func (d *Daemon) launchDue(ctx context.Context, now time.Time) {
+	d.mu.Lock()
+	var due []*Probe
+	var names []string
+	for _, p := range d.policy().Probes {
+		if t, ok := d.nextDue[p.Name]; ok && !now.Before(t) && !d.core.InFlight(p.Name) {
+			due = append(due, p)
+			names = append(names, p.Name)
+			d.nextDue[p.Name] = t.Add(d.interval(p))
+			if d.nextDue[p.Name].Before(now) { // we fell behind: skip, never burst
+				d.nextDue[p.Name] = now.Add(d.interval(p))
+			}
+		}
+	}
+	if len(due) > 0 {
+		d.feed(ctx, Fact{Kind: FactLaunch, At: now, Probes: names})
+	}
+	runner := d.runner()
+	d.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		// Each result goes to the loop as soon as its probe finishes: one
+		// slow probe never holds back the others' results or escalation.
+		var all []Result
+		runner.Stream(ctx, due, func(r Result) {
+			all = append(all, r)
+			select {
+			case d.results <- []Result{r}:
+			case <-ctx.Done():
+			}
+		})
+		// One summary line per launched cycle, once all its probes are in.
+		select {
+		case d.batches <- all:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (d *Daemon) runner() *Runner {
+	return &Runner{Effects: d.opts.Probes, Env: d.env(), Parallel: d.opts.Parallel, Now: d.clock.Now, Sem: d.sem}
+}
