@@ -36,10 +36,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
-	"unicode/utf8"
 	"sync"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
@@ -147,6 +147,9 @@ func Load(dir string, opts Options) *engine.LoadResult {
 	l.mu.Lock()
 	l.abandoned = true // a load stuck past its deadline records nothing more
 	res.Files, res.Hash = l.c.filesAndHash()
+	for _, f := range l.c.files {
+		res.Sources = append(res.Sources, engine.Source{Key: f.key, Path: f.path, Data: f.data})
+	}
 	l.mu.Unlock()
 	if res.Policy != nil {
 		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash

@@ -205,6 +205,15 @@ func Default() *Config {
 	return c
 }
 
+// DefaultAt is Default for a config file at path that does not exist: the
+// defaults, with File set, so that relative paths and messages name it.
+func DefaultAt(path string) *Config {
+	c := defaults()
+	c.File = path
+	c.finish(homeDir(), false)
+	return c
+}
+
 func defaults() *Config {
 	return &Config{
 		CheckIntervalSecs: 60,
@@ -306,7 +315,8 @@ func Parse(path string, doc []byte) (*Config, error) {
 // Lenient decodes doc as Parse does but skips keys it does not know, for
 // what must be known even when the file has an error: the state directory
 // and the channels of a daemon that falls back to its last good policy.
-// It fails only when the TOML itself cannot be read.
+// It fails when the TOML itself cannot be read, and when a value it reads
+// is out of range (Validate).
 func Lenient(path string, doc []byte) (*Config, error) {
 	c := defaults()
 	c.File = path
@@ -317,6 +327,11 @@ func Lenient(path string, doc []byte) (*Config, error) {
 	c.pos = scanPositions(doc)
 	_, enabledSet := c.pos[keyOf("worker", "enabled")]
 	c.finish(homeDir(), enabledSet)
+	// Values out of range (a public health bind, say) are not taken on
+	// trust for being readable.
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -299,6 +300,53 @@ func (a *app) loadEnv() (*env, error) {
 	return e, nil
 }
 
+// daemonEnv is loadEnv for the daemon, which must run whatever config.toml
+// says: when it does not load (a typo, a truncated save, a file that is
+// gone), the env holds what can be read of it (leniently: the state
+// directory, the channels), else the defaults, and the error is returned
+// beside it for the log. The daemon's loader then falls back on the last
+// known good policy and reports the error everywhere.
+func (a *app) daemonEnv() (*env, error) {
+	e, err := a.loadEnv()
+	if err == nil {
+		return e, nil
+	}
+	path := a.g.config
+	if path == "" {
+		path = filepath.Join(homeDir(), ".config", "talon", "config.toml")
+	}
+	given := config.ExpandHome(path, homeDir())
+	canon := config.Canonical(given)
+	cfg := config.DefaultAt(canon)
+	if b, rerr := config.ReadFile(canon, nil); rerr == nil {
+		if c, lerr := config.Lenient(canon, b); lerr == nil {
+			cfg = c
+		} else if dir := scanStateDir(b); dir != "" {
+			// Not even TOML: the state directory (where the last good
+			// policy is) as the line that names it says.
+			cfg.StateDir = config.ExpandHome(dir, homeDir())
+			if !filepath.IsAbs(cfg.StateDir) {
+				cfg.StateDir = filepath.Join(filepath.Dir(canon), cfg.StateDir)
+			}
+		}
+		// What the daemon runs with when the config does not read is the
+		// config of its last good policy: the health endpoint is there.
+		if a.g.stateDir == "" && !cfg.Found {
+			if c := loader.LastGoodConfig(cfg.StateDir); c != nil {
+				cfg = c
+			}
+		}
+	}
+	e = &env{cfg: cfg, cfgPath: canon, cfgGiven: given, cfgRequired: a.g.config != "", stateDir: cfg.StateDir}
+	if a.g.stateDir != "" {
+		e.stateDir = config.ExpandHome(a.g.stateDir, homeDir())
+	}
+	if a.g.policy != "" {
+		e.policyDir = config.ExpandHome(a.g.policy, homeDir())
+	}
+	return e, err
+}
+
 // loaderOptions are the loader's options for this invocation.
 func (e *env) loaderOptions() loader.Options {
 	return loader.Options{ConfigFile: e.cfgGiven, ConfigRequired: e.cfgRequired, Config: e.cfg, ConfigData: e.cfgData,
@@ -363,4 +411,21 @@ func (p *pipeWriter) Write(b []byte) (int, error) {
 		return n, errClosedPipe
 	}
 	return n, err
+}
+
+// stateDirLine is a top-level state_dir = "..." line.
+var stateDirLine = regexp.MustCompile(`^\s*state_dir\s*=\s*"([^"\\]+)"\s*(#.*)?$`)
+
+// scanStateDir finds state_dir in a config.toml that does not parse, line
+// by line, before the first table: "" when it is not there.
+func scanStateDir(doc []byte) string {
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "[") {
+			return ""
+		}
+		if m := stateDirLine.FindStringSubmatch(line); m != nil {
+			return m[1]
+		}
+	}
+	return ""
 }

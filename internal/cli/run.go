@@ -32,10 +32,11 @@ func (a *app) run(args []string) error {
 	if workerOnly {
 		return a.workerOnly(nil)
 	}
-	e, err := a.loadEnv()
-	if err != nil {
-		return err
-	}
+	// A broken config.toml does not stop the daemon (under launchd's
+	// KeepAlive an exit is a crash loop that watches nothing): it runs the
+	// last known good policy and says so. Only what no fallback can fix,
+	// an unusable state directory, ends it.
+	e, cfgErr := a.daemonEnv()
 	if dryRun {
 		// Shadow mode keeps its own state and journal: its recorded "pages"
 		// and "heals" must never put the live daemon's cooldowns to sleep.
@@ -55,8 +56,27 @@ func (a *app) run(args []string) error {
 	e.daemon = true
 	e.warn = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
 	e.note = func(msg string, kv ...any) { logger.Info(msg, kv...) }
-	e.ld = loader.New(e.loaderOptions())
+	lopts := e.loaderOptions()
+	lopts.Store = loader.NewStore(e.stateDir)
+	lopts.Log = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
+	e.ld = loader.New(lopts)
 	logStartup(logger, e)
+	if cfgErr != nil {
+		logger.Error("config.toml does not load; what it says is in force only as far as it reads", "err", cfgErr)
+	}
+	// The first load decides which config the daemon runs with: the one
+	// the policy loaded with, or the one of its fallback.
+	first := e.ld.Load()
+	if c := e.ld.Config(); c != nil {
+		e.cfg = c
+	}
+	load := func() *engine.LoadResult {
+		if r := first; r != nil {
+			first = nil
+			return r
+		}
+		return e.ld.Load()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -85,7 +105,7 @@ func (a *app) run(args []string) error {
 	hbs := &heartbeats{}
 	d = engine.New(engine.Options{
 		Worker:    workerStatus,
-		Load:      hbs.wrap(e.load),
+		Load:      hbs.wrap(load),
 		Interval:  time.Duration(e.cfg.CheckIntervalSecs) * time.Second,
 		StateFile: engine.StatePath(e.stateDir),
 		Env:       e.cfg.ChildEnv(os.Environ()),
@@ -185,6 +205,15 @@ func (a *app) run(args []string) error {
 			w.Run(ctx)
 		}()
 	}
+	go func() {
+		select {
+		case <-d.Ready():
+		case <-ctx.Done():
+			return
+		}
+		host, _ := os.Hostname()
+		e.ld.PageFallback(ctx, actions, host, func(msg string, kv ...any) { logger.Info(msg, kv...) })
+	}()
 	if dryRun {
 		logger.Info("dry run: no heartbeat pings; the live daemon sends them")
 	} else {

@@ -16,12 +16,14 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/talon-dev/talon/builtins"
 	"github.com/talon-dev/talon/engine"
@@ -61,6 +63,14 @@ type Options struct {
 	// Note receives informational lines (the embedded default policy is
 	// running because the policy directory has no talon.star); nil drops them.
 	Note func(msg string, kv ...any)
+	// Store, in daemon mode, keeps every policy that loads cleanly, and
+	// lets the first load fall back on the last of them (lkg.go).
+	Store *Store
+	// Log receives the run-time notices of the policies loaded
+	// (builtins.Options.Log).
+	Log func(msg string, kv ...any)
+	// Now is the clock of the last-good records; nil: time.Now.
+	Now func() time.Time
 }
 
 // Loader loads the policy, again and again.
@@ -77,6 +87,12 @@ type Loader struct {
 	name string
 	// noted remembers the embedded-default note, so it is said once per change.
 	noted string
+	// served says a load has handed the daemon a policy: from then on a
+	// failed load keeps the policy running instead of falling back.
+	served bool
+	// fallback is the fallback the last load returned; nil when the
+	// policy asked for loaded.
+	fallback *engine.LoadResult
 }
 
 // New returns a Loader. Nothing is read until Load.
@@ -156,15 +172,152 @@ func PolicyName(cfg *config.Config, flag string) string {
 }
 
 // Load loads the policy. It always returns a result; see engine.LoadResult.
+//
+// In daemon mode with a Store, a load that succeeds is kept as the last
+// known good policy; and the first load, when it fails, falls back instead
+// of failing: on the last known good policy (its files, services file and
+// config as they were when it loaded cleanly), else on the embedded default
+// with the config's channels. The result then has Fallback set and the
+// failed load's files in Files, so that a fix is seen and loaded. Later
+// loads that fail leave the policy running as it is (the daemon's rule).
 func (l *Loader) Load() *engine.LoadResult {
+	res := l.load()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if res.Err() == nil {
+		l.served, l.fallback = true, nil
+		if l.opts.Daemon && l.opts.Store != nil {
+			if err := l.opts.Store.Save(res, l.name, l.now()); err != nil && l.opts.Warn != nil {
+				l.opts.Warn("the last good policy was not kept; a restart with a broken file would run the embedded default", "err", err)
+			}
+		}
+		return res
+	}
+	if !l.opts.Daemon || l.opts.Store == nil || l.served {
+		return res
+	}
+	fb := l.fallbackFor(res)
+	if fb == nil {
+		return res
+	}
+	l.served, l.fallback = true, fb
+	return fb
+}
+
+// Fallback is the fallback the last load returned (its Policy and
+// Fallback), or nil when the policy asked for is running.
+func (l *Loader) Fallback() *engine.LoadResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fallback
+}
+
+func (l *Loader) now() time.Time {
+	if l.opts.Now != nil {
+		return l.opts.Now()
+	}
+	return time.Now()
+}
+
+// fallbackFor is the fallback for failed, a first load that failed: the
+// last known good policy, else the embedded default with the config's
+// channels (the config as it reads, leniently if need be, else the
+// defaults), with the services file if it loads and without it if not.
+// Callers hold l.mu.
+func (l *Loader) fallbackFor(failed *engine.LoadResult) *engine.LoadResult {
+	why := failed.ErrorText()
+	done := func(res *engine.LoadResult, fb *engine.Fallback, cfg *config.Config) *engine.LoadResult {
+		fb.Hash, fb.Error = res.Hash, why
+		res.Fallback = fb
+		res.Files = union(res.Files, failed.Files)
+		res.Warnings = append(failed.Warnings, res.Warnings...)
+		l.cfg = cfg
+		return res
+	}
+	if lg, err := l.opts.Store.Load(); err != nil {
+		l.warnf("the last good policy cannot be read; falling back on the embedded default", "err", err)
+	} else if lg != nil {
+		res, cfg := l.loadLastGood(lg)
+		if res.Err() == nil {
+			l.name = lg.PolicyDir
+			// Its own files are watched too: where they were is where the
+			// fix will be made (the broken config may name nothing else).
+			res.Files = union(res.Files, lg.paths())
+			return done(res, &engine.Fallback{Source: engine.FallbackLastGood, Since: lg.Saved}, cfg)
+		}
+		l.warnf("the last good policy does not load any more; falling back on the embedded default", "err", res.ErrorText())
+	}
+	for _, cfg := range l.fallbackConfigs() {
+		for _, withServices := range []bool{true, false} {
+			opts := builtins.Options{Config: cfg, GOOS: l.opts.GOOS, Environ: l.opts.Environ, FS: policies.Default, Log: l.opts.Log}
+			if !withServices {
+				opts.ReadServices = func(path string) ([]byte, error) {
+					return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
+				}
+			}
+			if res := builtins.Load(EmbeddedName, opts); res.Err() == nil {
+				l.name = EmbeddedName
+				return done(res, &engine.Fallback{Source: engine.FallbackDefault}, cfg)
+			}
+		}
+	}
+	return nil
+}
+
+// loadLastGood loads the kept policy from its own files.
+func (l *Loader) loadLastGood(lg *LastGood) (*engine.LoadResult, *config.Config) {
+	cfg := config.Default()
+	var data []byte
+	if path, b, ok := lg.config(); ok {
+		if b == nil {
+			cfg = config.DefaultAt(path)
+		} else if c, err := config.Parse(path, b); err == nil {
+			cfg, data = c, b
+		} else {
+			return &engine.LoadResult{Errors: []*engine.PosError{asPosError(err)}}, nil
+		}
+	}
+	res := builtins.Load(lg.PolicyDir, builtins.Options{Config: cfg, ConfigData: data, FS: lg.policyFiles(),
+		ReadServices: lg.readServices, GOOS: l.opts.GOOS, Environ: l.opts.Environ, Log: l.opts.Log})
+	return res, cfg
+}
+
+// fallbackConfigs are the configs the embedded default may fall back with,
+// best first: config.toml as it reads, then read leniently (a typo in one
+// key must not cost the channels), then the defaults.
+func (l *Loader) fallbackConfigs() []*config.Config {
+	path := l.ConfigFile()
+	var out []*config.Config
+	if c, _, err := config.Read(path); err == nil {
+		out = append(out, c)
+	} else if b, rerr := config.ReadFile(path, nil); rerr == nil {
+		if c, err := config.Lenient(path, b); err == nil {
+			out = append(out, c)
+		}
+	}
+	return append(out, config.DefaultAt(path))
+}
+
+func (l *Loader) warnf(msg string, kv ...any) {
+	if l.opts.Warn != nil {
+		l.opts.Warn(msg, kv...)
+	}
+}
+
+// load is one load of the policy asked for.
+func (l *Loader) load() *engine.LoadResult {
 	cfg, data, err := l.readConfig()
 	if err != nil {
-		return &engine.LoadResult{Errors: []*engine.PosError{asPosError(err)}, Files: union([]string{l.ConfigFile()}, config.Links(l.opts.ConfigFile))}
+		files := union([]string{l.ConfigFile()}, config.Links(l.opts.ConfigFile))
+		if l.opts.PolicyDir != "" { // named on the command line: watched whatever the config says
+			files = union(files, []string{filepath.Join(config.Canonical(l.opts.PolicyDir), builtins.EntryFile)}, config.Links(l.opts.PolicyDir))
+		}
+		return &engine.LoadResult{Errors: []*engine.PosError{asPosError(err)}, Files: files}
 	}
 	l.restartOnly(cfg)
 	given, dir, embedded := PolicyDir(cfg, l.opts.PolicyDir)
 	entry := filepath.Join(dir, builtins.EntryFile)
-	opts := builtins.Options{Config: cfg, ConfigData: data, GOOS: l.opts.GOOS, Environ: l.opts.Environ}
+	opts := builtins.Options{Config: cfg, ConfigData: data, GOOS: l.opts.GOOS, Environ: l.opts.Environ, Log: l.opts.Log}
 	var res *engine.LoadResult
 	name := dir
 	if embedded {
