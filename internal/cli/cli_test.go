@@ -293,9 +293,9 @@ func TestJournalCut(t *testing.T) {
 func TestScanStateDir(t *testing.T) {
 	t.Parallel()
 	for doc, want := range map[string]string{
-		"check_interval_secs = ]\nstate_dir = \"/var/lib/talon\"\n":         "/var/lib/talon",
-		"state_dir = \"~/state\" # mine\n[worker\n":                         "~/state",
-		"[health]\nstate_dir = \"/not/top-level\"\n":                        "",
+		"check_interval_secs = ]\nstate_dir = \"/var/lib/talon\"\n":        "/var/lib/talon",
+		"state_dir = \"~/state\" # mine\n[worker\n":                        "~/state",
+		"[health]\nstate_dir = \"/not/top-level\"\n":                       "",
 		"x = 1\n  state_dir   =   \"rel/dir\"\nbroken = \n":                "rel/dir",
 		"state_dir = 'literal strings are left to the parser'\nbroken =\n": "",
 	} {
