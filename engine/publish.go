@@ -140,7 +140,8 @@ func (d *Daemon) publish() {
 func (d *Daemon) Snapshot() Snapshot {
 	p := d.snapshot.Load()
 	if p == nil {
-		return Snapshot{State: Healthy, FailedProbes: []string{}}
+		// Not loaded yet: nothing is watched, so nothing looks healthy.
+		return Snapshot{State: Starting, FailedProbes: []string{}}
 	}
 	s := *p
 	if d.opts.Worker != nil {

@@ -38,6 +38,11 @@ type Snapshot struct {
 	Probes []Result `json:"probes"`
 }
 
+// Starting is the state /health shows before the daemon has loaded its
+// state and policy (the predecessor's "Starting"): not a phase of the state
+// machine, and never ok.
+const Starting Phase = "starting"
+
 // IncidentInfo is the open incident as /health shows it.
 type IncidentInfo struct {
 	ID       string    `json:"id"`
