@@ -304,3 +304,19 @@ func TestScanStateDir(t *testing.T) {
 		}
 	}
 }
+
+// TestRunExitsOnlyWhenTheStateDirIsUnusable: a broken config.toml does not
+// end talon run (it falls back and says so); a state directory it cannot
+// use does, with what to do.
+func TestRunExitsOnlyWhenTheStateDirIsUnusable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte("check_intervall_secs = 5\n"), 0o644)
+	notADir := filepath.Join(dir, "state")
+	os.WriteFile(notADir, []byte("x"), 0o600)
+	_, stderr, code := talon(t, "run", "--config", cfg, "--state-dir", notADir)
+	want := "talon: state dir: mkdir " + notADir + ": not a directory; talon cannot run without it: make it a directory talon's user can write (mode 0700), or choose another with state_dir or --state-dir\n"
+	if code != 1 || stderr != want {
+		t.Fatalf("exit %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+}
