@@ -108,7 +108,7 @@ func claimStateDir(dir string, strict bool) (*log.Logger, func(), error) {
 	logger, closeLog, err := logging.New(logging.Options{Dir: dir})
 	if err != nil {
 		unlock()
-		return nil, nil, fail(1, "log: %v; talon cannot run without its log in the state directory: fix it, or choose another with state_dir or --state-dir", err)
+		return nil, nil, fail(1, "log: %v", err)
 	}
 	for _, w := range relaxed {
 		logger.Warn("state dir: "+w, "state_dir", dir)

@@ -49,7 +49,7 @@ func (a *app) run(args []string) error {
 	defer release()
 	j, err := journal.Open(filepath.Join(e.stateDir, "journal.jsonl"), journal.Options{})
 	if err != nil {
-		return fail(1, "journal: %v; talon cannot run without its journal in the state directory: fix it, or choose another with state_dir or --state-dir", err)
+		return fail(1, "journal: %v", err)
 	}
 	defer j.Close()
 
