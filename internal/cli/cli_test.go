@@ -320,3 +320,22 @@ func TestRunExitsOnlyWhenTheStateDirIsUnusable(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want 1, %q", code, stderr, want)
 	}
 }
+
+// TestValidateTextShowsWhatFailuresLeadTo: on a terminal, validate lists
+// the probes under what their failure leads to.
+func TestValidateTextShowsWhatFailuresLeadTo(t *testing.T) {
+	out, _, err := talonText(t, "validate", "--config", testdata(t, "good/config.toml"), "--policy", testdata(t, "good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"  on failure, act and page (page): exec_ok http:worker\n",
+		"  on failure, act, never page (act): script_ok http_local func_ok\n",
+		"  on failure, only show (show): tcp_local script:always\n",
+		"  ladder: note → heal → sos\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate lacks %q:\n%s", want, out)
+		}
+	}
+}
