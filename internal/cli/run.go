@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -70,9 +71,13 @@ func (a *app) run(args []string) error {
 	if c := e.ld.Config(); c != nil {
 		e.cfg = c
 	}
+	var firstMu sync.Mutex // a SIGHUP may come while the daemon starts
 	load := func() *engine.LoadResult {
-		if r := first; r != nil {
-			first = nil
+		firstMu.Lock()
+		r := first
+		first = nil
+		firstMu.Unlock()
+		if r != nil {
 			return r
 		}
 		return e.ld.Load()
