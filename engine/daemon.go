@@ -370,6 +370,13 @@ func (d *Daemon) warn(res *LoadResult) {
 // Reload loads the policy again and swaps it in if it is good. It is what
 // SIGHUP, `talon reload` and the file watcher call.
 func (d *Daemon) Reload(ctx context.Context) (string, error) {
+	// A reload asked for while the daemon starts (a SIGHUP, POST /reload)
+	// comes after the start's own load: the first load is the start's.
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	res := d.opts.Load()
