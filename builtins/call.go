@@ -24,6 +24,8 @@ type runner struct {
 	// probes names the declared probes once the load has finished, so that
 	// incident.failing("typo") is an error rather than a silent False.
 	probes map[string]bool
+	// missing reports programs not found at run time (notfound.go).
+	missing missingPrograms
 	// stuck holds the functions a call of which did not stop at its
 	// deadline (*starlark.Function → error): they are not called again, so
 	// a policy can leave at most one abandoned call per function behind.
@@ -45,6 +47,9 @@ func (rt *runner) call(ctx context.Context, fn starlark.Callable, args starlark.
 		if run.Log != nil {
 			run.Log("policy print: "+msg, "func", fn.Name())
 		}
+	}
+	if run.NotFound == nil {
+		run.NotFound = rt.missing.report(run.Log)
 	}
 	star.SetRun(thread, run)
 	var v starlark.Value

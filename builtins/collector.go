@@ -37,13 +37,20 @@ type collector struct {
 	ladderPos     string
 	ladderSet     bool
 	heartbeat     *engine.Heartbeat
+	// none is probe.none's reason: the policy declares no probe on purpose.
+	none, nonePos string
 
 	// freeze holds the functions the policy handed to builtins; they are
 	// frozen when the load ends, so run-phase calls can share them.
 	freeze   []starlark.Value
 	warnings []string
 	files    []readFile
-	pre      starlark.StringDict
+	aliases  []string // other names of files read, for the watcher
+	// servicesRead lists the services files services() read (canonical).
+	servicesRead []string
+	// readServices is Options.ReadServices.
+	readServices func(path string) ([]byte, error)
+	pre          starlark.StringDict
 }
 
 var _ star.Collector = (*collector)(nil)
@@ -113,10 +120,11 @@ func (c *collector) predeclared() starlark.StringDict {
 		return c.pre
 	}
 	own := map[string]starlark.StringDict{
-		"probe":  {"func": starlark.NewBuiltin("probe.func", probeFunc)},
-		"exec":   Exec.Members,
-		"notify": Notify.Members,
-		"state":  State.Members,
+		"probe":   {"func": starlark.NewBuiltin("probe.func", probeFunc), "none": starlark.NewBuiltin("probe.none", probeNone)},
+		"exec":    Exec.Members,
+		"notify":  Notify.Members,
+		"service": Service.Members,
+		"state":   State.Members,
 	}
 	names := probe.Modules()
 	for name := range own {
@@ -190,6 +198,17 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 	if errs := c.checkPredicates(); len(errs) > 0 {
 		return nil, errs
 	}
+	for _, r := range c.ladder {
+		for _, a := range r.Do {
+			if sa, ok := a.(*ServiceAction); ok {
+				for _, name := range sa.IfFailing {
+					if !known[name] {
+						return nil, []*engine.PosError{errorAt(sa.Pos, "service.restart: %s: if_failing names %q, which is not a probe of this policy", sa.Unit, name)}
+					}
+				}
+			}
+		}
+	}
 
 	var kept []*engine.Probe
 	dropped := map[string]bool{}
@@ -212,8 +231,13 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 			p.DependsOn = deps
 		}
 	}
-	if len(kept) == 0 {
-		c.warn("%s: the policy declares no probe that runs on %s", EntryFile, opts.GOOS)
+	switch {
+	case c.nonePos != "" && len(c.probes) > 0:
+		return nil, []*engine.PosError{errorAt(c.nonePos, "probe.none: the policy also declares probe %q at %s; remove probe.none or the probes", c.probes[0].Name, c.probes[0].Pos)}
+	case c.nonePos == "" && len(c.probes) == 0:
+		return nil, []*engine.PosError{{File: EntryFile, Message: "the policy declares no probe; declare at least one, or call probe.none(reason) to run without any"}}
+	case c.nonePos == "" && len(kept) == 0:
+		return nil, []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("the policy declares no probe that runs on %s (all %d are for other systems); declare one that does", opts.GOOS, len(c.probes))}}
 	}
 
 	path := c.cfg.PathList()
@@ -244,8 +268,15 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 			}
 		}
 	}
+	for _, run := range c.staticRuns() {
+		missing(run.pos, run.via, run.prog)
+	}
+	c.checkPaging(opts.Environ, kept)
+	c.checkServices(opts.Environ)
+	c.checkWorker()
 
 	return &engine.Policy{
+		NoProbes:   c.none,
 		Dir:        c.dir,
 		Probes:     kept,
 		Thresholds: c.thresholds,

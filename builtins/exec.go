@@ -29,14 +29,18 @@ import (
 //	def shell(command):
 //	    The same action running command with "sh -c".
 //	    command: shell command line, e.g. "colima stop --force; colima start"
-//	def run(argv, *, timeout=None, env=None, dir=None):
+//	def run(argv, *, timeout=None, env=None, dir=None, optional=False):
 //	    Run phase only (probe.func and do= functions): runs argv and returns
 //	    struct(code, stdout, stderr, ok, timed_out). A program that cannot start gives
 //	    code -1 and the reason in stderr. The process group is killed at the timeout.
+//	    talon validate warns about a program of a literal argv that is not on the child
+//	    PATH; one that is not found at run time is logged the first time.
 //	    argv: program and arguments
 //	    timeout: deadline, e.g. "5s" (default: the caller's own deadline)
 //	    env: dict of extra environment variables
 //	    dir: working directory
+//	    optional: the program may be missing on this host (a fallback for another system,
+//	        such as macOS's memory_pressure): neither validate nor the log mention it
 var Exec = &starlarkstruct.Module{Name: "exec", Members: starlark.StringDict{
 	"cmd":   starlark.NewBuiltin("exec.cmd", execCmd),
 	"shell": starlark.NewBuiltin("exec.shell", execShell),
@@ -77,10 +81,7 @@ func (a *CmdAction) Describe() string {
 // Programs implements engine.Action.
 func (a *CmdAction) Programs() []string {
 	if a.Shell != "" {
-		if p := probe.ShellProgram(a.Shell); p != "" {
-			return []string{p}
-		}
-		return nil
+		return probe.ShellPrograms(a.Shell)
 	}
 	return []string{a.Argv[0]}
 }
@@ -144,15 +145,16 @@ func execRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		return nil, err
 	}
 	var (
-		argv    star.StringList
-		timeout star.Duration
-		env     star.StringMap
-		dir     string
+		argv     star.StringList
+		timeout  star.Duration
+		env      star.StringMap
+		dir      string
+		optional bool
 	)
 	if len(args) > 1 {
-		return nil, fmt.Errorf("%s: pass timeout=, env= and dir= by name", b.Name())
+		return nil, fmt.Errorf("%s: pass timeout=, env=, dir= and optional= by name", b.Name())
 	}
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "argv", &argv, "timeout??", &timeout, "env??", &env, "dir??", &dir); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "argv", &argv, "timeout??", &timeout, "env??", &env, "dir??", &dir, "optional??", &optional); err != nil {
 		return nil, err
 	}
 	if len(argv) == 0 || argv[0] == "" {
@@ -171,6 +173,11 @@ func execRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 	stderr := r.Stderr
 	if r.Err != nil {
 		stderr = r.Err.Error()
+		if !optional && run.NotFound != nil {
+			if _, err := effect.LookPath(argv[0], pathOf(run.Env)); err != nil {
+				run.NotFound(argv[0], star.Pos(thread))
+			}
+		}
 	} else if r.TimedOut {
 		stderr = strings.TrimSpace(stderr + "\ntimed out")
 	}
@@ -181,4 +188,14 @@ func execRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		"ok":        starlark.Bool(r.OK()),
 		"timed_out": starlark.Bool(r.TimedOut),
 	}), nil
+}
+
+// pathOf is the PATH of an environment.
+func pathOf(env []string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "PATH="); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -37,6 +37,7 @@ func TestHeartbeatDeclared(t *testing.T) {
 	t.Setenv("HC_PING_URL", "https://hc-ping.com/0f1e2d3c-secret")
 	res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{"talon.star": `
 heartbeat(secret("hc", env = "HC_PING_URL"), every = "2m", method = "post", timeout = "5s")
+probe.exec("a", ["true"])
 `})})
 	if res.Err() != nil {
 		t.Fatal(res.ErrorText())
@@ -51,6 +52,7 @@ heartbeat(secret("hc", env = "HC_PING_URL"), every = "2m", method = "post", time
 	}
 	res = builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{"talon.star": `
 heartbeat("https://hc-ping.com/abc", fail_url = "https://hc-ping.com/abc/fail-custom")
+probe.exec("a", ["true"])
 `})})
 	if res.Err() != nil {
 		t.Fatal(res.ErrorText())

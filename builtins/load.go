@@ -21,6 +21,7 @@
 package builtins
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -36,7 +37,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.starlark.net/resolve"
 	"go.starlark.net/starlark"
@@ -98,6 +101,18 @@ type Options struct {
 	// Print receives the policy's print() output while it loads; nil
 	// discards it. At run time print() goes to the run environment's Log.
 	Print func(msg string)
+	// ConfigData is the content of the file Config was decoded from
+	// (Config.File). The policy reads the config (config.*), so it is part
+	// of the policy's hash, and Config.File is listed in Files.
+	ConfigData []byte
+	// Log receives the notices of run-phase calls that have no log of
+	// their own (a probe.func that runs a program not on the child PATH);
+	// nil drops them.
+	Log func(msg string, kv ...any)
+	// ReadServices reads the services file for services(); nil reads it
+	// from disk through strict modes. The last-known-good policy is loaded
+	// with the services file it was loaded with, from the state directory.
+	ReadServices func(path string) ([]byte, error)
 }
 
 // FileOptions is the Starlark dialect of policy files; see the package documentation.
@@ -115,18 +130,26 @@ func Load(dir string, opts Options) *engine.LoadResult {
 	opts = withDefaults(opts)
 	l := &loader{opts: opts, dir: dir, fsys: opts.FS, modules: map[string]*module{}}
 	if opts.FS == nil {
-		if abs, err := filepath.Abs(dir); err == nil {
-			l.dir = abs
-		}
+		// One name for the directory, however it was spelled: the
+		// watcher, the hash and every message use it.
+		l.dir = config.Canonical(dir)
 	}
 	l.rt = &runner{maxSteps: opts.RunMaxSteps, maxBytes: opts.RunMaxBytes}
+	l.rt.missing.log = opts.Log
 	l.c = newCollector(opts.Config, l.dir, l.rt)
 	c := l.c
 	c.perms = fsperm.New(opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })
+	c.readServices = opts.ReadServices
+	if f := opts.Config.File; f != "" {
+		c.record("config:", f, opts.ConfigData)
+	}
 	res := l.load()
 	l.mu.Lock()
 	l.abandoned = true // a load stuck past its deadline records nothing more
 	res.Files, res.Hash = l.c.filesAndHash()
+	for _, f := range l.c.files {
+		res.Sources = append(res.Sources, engine.Source{Key: f.key, Path: f.path, Data: f.data})
+	}
 	l.mu.Unlock()
 	if res.Policy != nil {
 		res.Policy.Files, res.Policy.Hash = res.Files, res.Hash
@@ -165,7 +188,8 @@ func withDefaults(opts Options) Options {
 type loader struct {
 	opts    Options
 	dir     string
-	fsys    fs.FS
+	fsys    fs.FS    // Options.FS; nil when the policy is on disk
+	root    *os.Root // the policy directory on disk
 	c       *collector
 	rt      *runner
 	modules map[string]*module
@@ -205,11 +229,15 @@ func (l *loader) load() *engine.LoadResult {
 	if l.fsys == nil {
 		root, err := os.OpenRoot(l.dir)
 		if err != nil {
-			res.Errors = []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("cannot open policy directory: %v", err)}}
+			msg := fmt.Sprintf("cannot open policy directory: %v", err)
+			if errors.Is(err, fs.ErrNotExist) {
+				msg = fmt.Sprintf("no policy directory %s; create it with a %s, or point policy_dir elsewhere", l.dir, EntryFile)
+			}
+			res.Errors = []*engine.PosError{{File: EntryFile, Message: msg}}
 			return res
 		}
 		defer root.Close()
-		l.fsys = root.FS()
+		l.root = root
 	}
 	thread := &starlark.Thread{Name: "load " + l.dir, Load: l.loadModule}
 	thread.Print = func(_ *starlark.Thread, msg string) {
@@ -267,7 +295,7 @@ func (l *loader) exec(thread *starlark.Thread, name string) (starlark.StringDict
 }
 
 func (l *loader) read(name string) ([]byte, error) {
-	f, err := l.fsys.Open(name)
+	f, err := l.open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if name == EntryFile {
@@ -281,6 +309,23 @@ func (l *loader) read(name string) ([]byte, error) {
 	path := ""
 	if l.opts.FS == nil {
 		path = filepath.Join(l.dir, filepath.FromSlash(name))
+	}
+	if st, err := f.Stat(); err != nil {
+		return nil, l.readErr(name, err)
+	} else if !st.Mode().IsRegular() {
+		// Refused before anything reads it: a named pipe would block.
+		l.mu.Lock()
+		if !l.abandoned {
+			l.c.record(name, path, nil) // still watched: a fix reloads
+		}
+		l.mu.Unlock()
+		reason := (&fsperm.NotRegularError{Mode: st.Mode()}).Reason()
+		if name == EntryFile {
+			return nil, &engine.PosError{File: EntryFile, Message: reason}
+		}
+		return nil, &readError{name + " " + reason}
+	}
+	if l.opts.FS == nil {
 		// Strict modes: the file opened, and every directory above it,
 		// must be one no other user can change. (The embedded policy is
 		// part of the binary.)
@@ -300,11 +345,6 @@ func (l *loader) read(name string) ([]byte, error) {
 			return nil, &readError{unsafe.Error()}
 		}
 	}
-	if st, err := f.Stat(); err != nil {
-		return nil, l.readErr(name, err)
-	} else if !st.Mode().IsRegular() {
-		return nil, l.readErr(name, errors.New("not a regular file"))
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
 	if err != nil {
 		return nil, l.readErr(name, err)
@@ -315,9 +355,71 @@ func (l *loader) read(name string) ([]byte, error) {
 	l.mu.Lock()
 	if !l.abandoned {
 		l.c.record(name, path, data)
+		if path != "" {
+			// A policy file that is a link (inside the directory) is
+			// edited where it points: watch that name too.
+			if r, err := filepath.EvalSymlinks(path); err == nil && r != path {
+				l.c.alias(r)
+			}
+		}
 	}
 	l.mu.Unlock()
+	if err := checkText(name, data); err != nil {
+		return nil, err
+	}
+	if name == EntryFile && len(bytes.TrimSpace(data)) == 0 {
+		// A truncated save, a disk that filled up: never "a policy that
+		// watches nothing", which would drop every probe and close an open
+		// incident as recovered.
+		return nil, &engine.PosError{File: EntryFile, Message: "the file is empty; a policy must declare at least one probe, or call probe.none(reason) to run without any"}
+	}
 	return data, nil
+}
+
+// checkText refuses a policy file that is not text: a NUL byte (a file cut
+// short and padded by a crash, a binary copied by mistake) would otherwise
+// end the source silently, and bytes that are not UTF-8 would be read as
+// something else than what the editor showed. The error is at the first
+// bad byte.
+func checkText(name string, data []byte) error {
+	at := func(i int, msg string) error {
+		line := 1 + bytes.Count(data[:i], []byte("\n"))
+		col := 1 + utf8.RuneCount(data[bytes.LastIndexByte(data[:i], '\n')+1:i])
+		return &engine.PosError{File: name, Line: line, Col: col, Message: msg}
+	}
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		return at(i, "NUL byte: the file is damaged or not text; restore it from a good copy")
+	}
+	if !utf8.Valid(data) {
+		i := 0
+		for i < len(data) {
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size <= 1 {
+				break
+			}
+			i += size
+		}
+		return at(i, fmt.Sprintf("byte 0x%02x is not UTF-8: save the file as UTF-8 text", data[i]))
+	}
+	return nil
+}
+
+// open opens a policy file for reading. On disk it goes through the os.Root
+// of the policy directory (no path leaves it, symbolic links included) with
+// O_NONBLOCK, so that a named pipe in place of a policy file is refused, never
+// waited on: an open for reading of a FIFO without a writer blocks for good.
+func (l *loader) open(name string) (fs.File, error) {
+	if l.root == nil {
+		return l.fsys.Open(name)
+	}
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	f, err := l.root.OpenFile(filepath.FromSlash(name), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 func (l *loader) readErr(name string, err error) error {
@@ -495,6 +597,14 @@ type readFile struct {
 	data []byte
 }
 
+// alias lists another name of a file read (a link, or what a link points
+// to) in Files, for the watcher, without making it part of the hash.
+func (c *collector) alias(path string) {
+	if path != "" && !slices.Contains(c.aliases, path) {
+		c.aliases = append(c.aliases, path)
+	}
+}
+
 func (c *collector) record(key, path string, data []byte) {
 	for _, f := range c.files {
 		if f.key == key {
@@ -518,6 +628,7 @@ func (c *collector) filesAndHash() ([]string, string) {
 			files = append(files, f.path)
 		}
 	}
+	files = append(files, c.aliases...)
 	sort.Strings(files)
 	return slices.Compact(files), hex.EncodeToString(h.Sum(nil))
 }

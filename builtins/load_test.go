@@ -1,6 +1,7 @@
 package builtins_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/builtins"
+	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
+	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
 
 // testConfig is the default config with a services file that does not exist.
@@ -183,7 +186,65 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:  "bad services file",
 			files: map[string]string{"talon.star": "services(\"" + badServices + "\")\n"},
-			want:  []string{badServices + `:3:1: unknown key "timeout" in [http.api]; known keys: critical, critical_after_consecutive_failures, timeout_secs, url`},
+			want:  []string{badServices + `:3:1: unknown key "timeout" in [http.api]; known keys: critical, critical_after_consecutive_failures, on_failure, timeout_secs, url`},
+		},
+		{
+			name:  "empty entry file",
+			files: map[string]string{"talon.star": ""},
+			want:  []string{"talon.star: the file is empty; a policy must declare at least one probe, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "entry file of blanks",
+			files: map[string]string{"talon.star": "\n  \n\t\n"},
+			want:  []string{"talon.star: the file is empty; a policy must declare at least one probe, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "entry file of NULs",
+			files: map[string]string{"talon.star": "\x00\x00\x00\x00"},
+			want:  []string{"talon.star:1:1: NUL byte: the file is damaged or not text; restore it from a good copy"},
+		},
+		{
+			name:  "NUL byte in the middle",
+			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\n# ünïcode\x00probe.exec(\"b\", [\"true\"])\n"},
+			want:  []string{"talon.star:2:10: NUL byte: the file is damaged or not text; restore it from a good copy"},
+		},
+		{
+			name: "NUL byte in a loaded file",
+			files: map[string]string{
+				"talon.star": "load(\"lib/x.star\", \"x\")\nprobe.exec(\"a\", [\"true\"])\n",
+				"lib/x.star": "x = 1\x00\n",
+			},
+			want: []string{"lib/x.star:1:6: NUL byte: the file is damaged or not text; restore it from a good copy"},
+		},
+		{
+			name:  "invalid UTF-8",
+			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nprobe.exec(\"caf\xe9\", [\"true\"])\n"},
+			want:  []string{"talon.star:2:16: byte 0xe9 is not UTF-8: save the file as UTF-8 text"},
+		},
+		{
+			name:  "no probe",
+			files: map[string]string{"talon.star": "ladder(rung(\"log\", do = notify.log()))\n"},
+			want:  []string{"talon.star: the policy declares no probe; declare at least one, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "only comments",
+			files: map[string]string{"talon.star": "# probes go here\n"},
+			want:  []string{"talon.star: the policy declares no probe; declare at least one, or call probe.none(reason) to run without any"},
+		},
+		{
+			name:  "no probe for this system",
+			files: map[string]string{"talon.star": "probe.launchd(\"gw\", \"com.x.gw\")\nprobe.launchd(\"gw2\", \"com.x.gw2\")\n"},
+			want:  []string{"talon.star: the policy declares no probe that runs on linux (all 2 are for other systems); declare one that does"},
+		},
+		{
+			name:  "probe.none and probes",
+			files: map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nprobe.none(\"nothing to watch\")\n"},
+			want:  []string{`talon.star:2:11: probe.none: the policy also declares probe "a" at talon.star:1:11; remove probe.none or the probes`},
+		},
+		{
+			name:  "probe.none without a reason",
+			files: map[string]string{"talon.star": "probe.none(\" \")\n"},
+			want:  []string{`talon.star:1:11: probe.none: say why the policy declares no probe: probe.none("the worker is all this host runs")`},
 		},
 		{
 			name:  "entry file missing",
@@ -194,7 +255,7 @@ func TestLoadErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(tc.files), MaxSteps: tc.steps})
+			res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(tc.files), MaxSteps: tc.steps, GOOS: "linux"})
 			if res.Policy != nil {
 				t.Fatalf("loaded a policy; want errors %q", tc.want)
 			}
@@ -324,8 +385,68 @@ ladder(rung("heal", do = [exec.cmd(["/nonexistent/heal.sh"]), exec.shell("sh -c 
 		`talon.star:1:11: program "talon-no-such-program" not found on PATH (probe "missing"); install it or add its directory to path in config.toml`,
 		`talon.star:2:13: program "talon-no-such-tool" not found on PATH (probe "shell"); install it or add its directory to path in config.toml`,
 		`talon.star:4:12: program "/nonexistent/heal.sh" (rung "heal") cannot run: /nonexistent/heal.sh: stat /nonexistent/heal.sh: no such file or directory`,
+		`talon.star:4:7: no rung of the ladder pages a person (notify.log only writes to talon's log): set sos_telegram_chat_id or sos_recipient in [escalation] of config.toml, or add a notify.* channel to a rung`,
 	}
 	if !slices.Equal(res.Warnings, want) {
 		t.Fatalf("warnings:\n got %q\nwant %q", res.Warnings, want)
+	}
+}
+
+// TestLoadRefusesSpecialFiles: a named pipe in place of the entry file, a
+// loaded file or the services file fails the load at once (nothing opens
+// it for a blocking read) and stays watched.
+func TestLoadRefusesSpecialFiles(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, fifo string
+		files      map[string]string
+		want       string
+	}{
+		{"entry file", "talon.star", nil, "talon.star: is a named pipe, not a regular file; replace it with the file itself"},
+		{"loaded file", "lib/x.star", map[string]string{"talon.star": "load(\"lib/x.star\", \"x\")\n"},
+			"talon.star:1:1: cannot load lib/x.star: lib/x.star is a named pipe, not a regular file; replace it with the file itself"},
+		{"services file", "services.toml", map[string]string{"talon.star": "probe.exec(\"a\", [\"true\"])\nservices(\"services.toml\")\n"},
+			"%s/services.toml: is a named pipe, not a regular file; replace it with the file itself"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			os.MkdirAll(filepath.Join(dir, "lib"), 0o755)
+			for name, body := range c.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fifo := filepath.Join(dir, c.fifo)
+			fspermtest.Mkfifo(t, fifo)
+			var res *engine.LoadResult
+			fspermtest.Within(t, 10*time.Second, "loading a policy with a named pipe", func() {
+				res = builtins.Load(dir, builtins.Options{Config: testConfig(t)})
+			})
+			want := c.want
+			if strings.Contains(want, "%s") {
+				want = fmt.Sprintf(want, dir)
+			}
+			if res.Policy != nil || res.ErrorText() != want {
+				t.Fatalf("got %q, want %q", res.ErrorText(), want)
+			}
+			if !slices.Contains(res.Files, fifo) {
+				t.Errorf("the named pipe is not watched: files %q", res.Files)
+			}
+		})
+	}
+}
+
+// TestProbeNone: a policy may declare no probe when it says so.
+func TestProbeNone(t *testing.T) {
+	t.Parallel()
+	res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{
+		"talon.star": "probe.none(\"this host only runs the worker\")\nladder(rung(\"log\", do = notify.log()))\n"})})
+	if err := res.Err(); err != nil {
+		t.Fatal(res.ErrorText())
+	}
+	if p := res.Policy; len(p.Probes) != 0 || p.NoProbes != "this host only runs the worker" {
+		t.Fatalf("probes %d, reason %q", len(p.Probes), p.NoProbes)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkstruct"
@@ -23,6 +24,32 @@ fn returns True (pass), False (fail), a string (fail with that message), a (pass
 or a struct or dict with passed (or ok) and output (or stdout and stderr, as exec.run returns).
 name: unique probe name
 fn: the function`
+
+// ProbeNoneDoc documents probe.none.
+const ProbeNoneDoc = `def none(reason):
+Says that the policy declares no probe on purpose (a host where Talon only supervises the worker,
+say). Without it, a policy that declares no probe is an error: an empty or truncated talon.star must
+never load as a policy that watches nothing. It cannot be combined with probes.
+reason: why the policy watches nothing, shown by talon validate`
+
+func probeNone(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	col, err := policyCollector(thread, b)
+	if err != nil {
+		return nil, err
+	}
+	var reason string
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "reason", &reason); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return nil, fmt.Errorf("%s: say why the policy declares no probe: probe.none(\"the worker is all this host runs\")", b.Name())
+	}
+	if col.nonePos != "" {
+		return nil, fmt.Errorf("%s: already called at %s", b.Name(), col.nonePos)
+	}
+	col.none, col.nonePos = reason, star.Pos(thread)
+	return starlark.None, nil
+}
 
 func probeFunc(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var (

@@ -161,7 +161,7 @@ func testingModule(t *testing.T, c *collector) *starlarkstruct.Module {
 				"timeout": starlark.Float(p.Timeout.Seconds()), "every": starlark.Float(p.Every.Seconds()),
 				"depends_on": stringList(p.DependsOn), "tags": stringList(p.Tags), "programs": stringList(p.Programs),
 				"os": starlark.String(p.OS), "pos": starlark.String(p.Pos), "expect": expect,
-				"digest": starlark.String(p.Digest),
+				"digest": starlark.String(p.Digest), "on_failure": starlark.String(p.OnFailure()),
 			}), nil
 		}),
 		// check(name): runs the declared probe for real, as the runner does.

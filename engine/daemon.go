@@ -74,6 +74,9 @@ type Daemon struct {
 	mu        sync.Mutex // guards everything below
 	core      *Core
 	policyErr string
+	// fallback is set while the policy running is not the one asked for
+	// but the loader's fallback (its last known good, or the default).
+	fallback  *Fallback
 	files     []string // what the last load read, good or bad: the watcher watches these
 	reloads   int
 	rungRuns  map[string]int
@@ -283,6 +286,7 @@ func (d *Daemon) start(ctx context.Context) {
 	defer d.mu.Unlock()
 	d.files = res.Files
 	d.policyErr = polErr
+	d.fallback = res.Fallback
 	d.warn(res)
 	d.feed(ctx, Fact{Kind: FactStart, At: now, State: st, Policy: pol, PolicyError: polErr})
 	d.schedule(now, true)
@@ -298,6 +302,10 @@ func (d *Daemon) choosePolicy(res *LoadResult) (*Policy, string) {
 		text := res.ErrorText()
 		d.log.Error("policy failed to load; running no probes until it is fixed", "err", text)
 		return &Policy{Hash: res.Hash, Thresholds: DefaultThresholds()}, text
+	}
+	if fb := res.Fallback; fb != nil {
+		d.log.Error("policy failed to load; "+fb.Summary(), "fallback", fb.Source, "err", fb.Error)
+		return res.Policy, fb.Error
 	}
 	return res.Policy, ""
 }
@@ -431,6 +439,13 @@ func (d *Daemon) apply(ctx context.Context, res *LoadResult) {
 		return
 	}
 	d.policyErr = ""
+	if was := d.fallback; was != nil && res.Fallback == nil {
+		d.log.Info("the policy loads again: the fallback is over", "fallback", was.Source)
+	}
+	d.fallback = res.Fallback
+	if fb := res.Fallback; fb != nil {
+		d.policyErr = fb.Error
+	}
 	if res.Policy.Hash == old {
 		d.publish()
 		return
@@ -457,6 +472,13 @@ func (d *Daemon) warn(res *LoadResult) {
 // Reload loads the policy again and swaps it in if it is good. It is what
 // SIGHUP, `talon reload` and the file watcher call.
 func (d *Daemon) Reload(ctx context.Context) (string, error) {
+	// A reload asked for while the daemon starts (a SIGHUP, POST /reload)
+	// comes after the start's own load: the first load is the start's.
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	res := d.opts.Load()

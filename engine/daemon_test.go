@@ -280,3 +280,76 @@ func testReloadNeverRepages(t *testing.T) {
 		t.Fatalf("a reload re-sent the page: %v", k)
 	}
 }
+
+func TestDaemonRunsAFallbackLoudly(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, testDaemonFallback)
+}
+
+// testDaemonFallback: a daemon whose loader fell back at start runs the
+// fallback's probes but is never healthy-looking; a failed reload keeps the
+// fallback; a good reload ends it, even with the same policy.
+func testDaemonFallback(t *testing.T) {
+	lastGood := &Policy{Hash: "lkg", Thresholds: DefaultThresholds(), Probes: []*Probe{{Name: "p", Digest: "p", Check: func(context.Context, *ProbeEnv) Outcome {
+		return Outcome{Passed: true}
+	}}}}
+	why := "talon.star:3:1: got newline, want ')'"
+	since := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	var step atomic.Int32
+	load := func() *LoadResult {
+		switch step.Load() {
+		case 0:
+			return &LoadResult{Policy: lastGood, Hash: lastGood.Hash, Fallback: &Fallback{Source: FallbackLastGood, Since: since, Hash: "lkg", Error: why}}
+		case 1:
+			return &LoadResult{Hash: "bad2", Errors: []*PosError{{File: "talon.star", Line: 4, Col: 2, Message: "undefined: x"}}}
+		}
+		return &LoadResult{Policy: lastGood, Hash: lastGood.Hash}
+	}
+	d := New(Options{Load: load, Interval: 100 * time.Millisecond, Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(io.Discard)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	advance(time.Second)
+	s := d.Snapshot()
+	if s.OK || s.State != Degraded || s.Fallback == nil || s.Fallback.Source != FallbackLastGood || s.PolicyError == nil || *s.PolicyError != why ||
+		s.ProbeCount != 1 || len(s.Probes) != 1 || !s.Probes[0].Passed {
+		t.Fatalf("running the last good policy: %+v", s)
+	}
+	if got := s.Fallback.Summary(); got != "running the last good policy, loaded cleanly on 2026-11-30 08:00 UTC (lkg): the policy failed to load; fix "+why {
+		t.Fatalf("summary %q", got)
+	}
+	step.Store(1)
+	if _, err := d.Reload(ctx); err == nil {
+		t.Fatal("a bad reload reported success")
+	}
+	if s := d.Snapshot(); s.Fallback == nil || s.OK || *s.PolicyError != "talon.star:4:2: undefined: x" {
+		t.Fatalf("after a bad reload: %+v", s)
+	}
+	step.Store(2)
+	if _, err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	advance(time.Second)
+	if s := d.Snapshot(); !s.OK || s.Fallback != nil || s.PolicyError != nil || s.State != Healthy {
+		t.Fatalf("after the fix: %+v", s)
+	}
+}
+
+// TestNoProbesIsNotHealthy: a daemon left with no probe by a failed start
+// (no fallback at all) is not healthy by any field.
+func TestNoProbesIsNotHealthy(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		d := New(Options{Load: func() *LoadResult { return &LoadResult{Errors: []*PosError{{Message: "broken"}}} },
+			Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(io.Discard)})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		advance(time.Second)
+		if s := d.Snapshot(); s.OK || s.State == Healthy || s.ProbeCount != 0 {
+			t.Fatalf("healthy with zero probes: %+v", s)
+		}
+	})
+}

@@ -26,6 +26,9 @@ type Policy struct {
 	Env      []string
 	// Heartbeat is the dead-man ping the policy declares; nil for none.
 	Heartbeat *Heartbeat
+	// NoProbes is why the policy declares no probe (probe.none); a policy
+	// without probes and without a reason never loads.
+	NoProbes string
 
 	indexOnce sync.Once
 	byName    map[string]*Probe // built on first use: a Policy is immutable
@@ -276,6 +279,61 @@ type LoadResult struct {
 	Hash     string
 	Errors   []*PosError
 	Warnings []string
+	// Sources are the files the load read with the bytes it read, which is
+	// what Hash covers; the loader keeps those of a good load as the last
+	// known good policy.
+	Sources []Source
+	// Fallback, when set, says that Policy is not the policy that was asked
+	// for, which failed to load (Fallback.Error says why), but the one the
+	// loader fell back on: a daemon starting with a broken file runs its
+	// last known good policy, or the embedded default, and says so.
+	Fallback *Fallback
+}
+
+// Source is one file a load read.
+type Source struct {
+	// Key names it in the hash: the path inside the policy directory, or
+	// "services:" and the services file's path, or "config:".
+	Key  string
+	Path string // on disk; "" for a file of an embedded policy
+	Data []byte
+}
+
+// The policies a loader falls back on.
+const (
+	FallbackLastGood = "last_good" // the last policy that loaded cleanly, kept in the state directory
+	FallbackDefault  = "default"   // the embedded default policy (there is no last good one yet)
+)
+
+// Fallback says which policy runs instead of the one that failed, and why.
+type Fallback struct {
+	// Source is FallbackLastGood or FallbackDefault.
+	Source string `json:"source"`
+	// Since is when the last good policy was last loaded cleanly; zero for
+	// the embedded default.
+	Since time.Time `json:"since,omitzero"`
+	// Hash is the hash of the policy running.
+	Hash string `json:"hash"`
+	// Error is why the policy asked for did not load, one file:line:col
+	// error a line.
+	Error string `json:"error"`
+}
+
+// Summary is one line for a log, a status line or a page.
+func (f *Fallback) Summary() string {
+	what := "the embedded default policy (there is no last good policy yet)"
+	if f.Source == FallbackLastGood {
+		what = fmt.Sprintf("the last good policy, loaded cleanly on %s (%s)", f.Since.UTC().Format("2006-01-02 15:04 MST"), shortHash(f.Hash))
+	}
+	first, _, _ := strings.Cut(f.Error, "\n")
+	return fmt.Sprintf("running %s: the policy failed to load; fix %s", what, first)
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
 }
 
 // Err returns the first error, or nil.

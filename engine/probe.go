@@ -39,6 +39,26 @@ type Probe struct {
 	Check  Check
 }
 
+// What a probe's failure leads to (its on_failure): the ladder acts and may
+// page, acts but never pages, or the failure is only shown.
+const (
+	OnFailurePage = "page"
+	OnFailureAct  = "act"
+	OnFailureShow = "show"
+)
+
+// OnFailure is what a failure of the probe leads to: OnFailurePage for a
+// critical probe, OnFailureShow for a witness, OnFailureAct otherwise.
+func (p *Probe) OnFailure() string {
+	switch {
+	case p.Critical:
+		return OnFailurePage
+	case p.Witness:
+		return OnFailureShow
+	}
+	return OnFailureAct
+}
+
 // DefaultProbeTimeout bounds probes that do not set a timeout.
 const DefaultProbeTimeout = 10 * time.Second
 

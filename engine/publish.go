@@ -140,7 +140,15 @@ func (d *Daemon) publish() {
 	if r := d.core.Running(); r != "" {
 		s.Rung = &r
 	}
-	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil
+	// A daemon running a fallback policy, or no probe at all without
+	// having been told to (probe.none), is never healthy, whatever the
+	// probes it runs say: no consumer reading state alone may take it for
+	// a watchdog that watches what it should.
+	s.Fallback = d.fallback
+	if s.State == Healthy && (d.fallback != nil || len(pol.Probes) == 0 && pol.NoProbes == "") {
+		s.State = Degraded
+	}
+	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil && s.Fallback == nil
 	d.snapshot.Store(&s)
 }
 
@@ -149,7 +157,8 @@ func (d *Daemon) publish() {
 func (d *Daemon) Snapshot() Snapshot {
 	p := d.snapshot.Load()
 	if p == nil {
-		return Snapshot{State: Healthy, FailedProbes: []string{}}
+		// Not loaded yet: nothing is watched, so nothing looks healthy.
+		return Snapshot{State: Starting, FailedProbes: []string{}}
 	}
 	s := *p
 	if d.opts.Worker != nil {

@@ -15,12 +15,16 @@ type Snapshot struct {
 	WorkerRestarts      int      `json:"worker_restarts"`
 	UpdatedAtUnix       int64    `json:"updated_at_unix"`
 
-	PolicyHash  string        `json:"policy_hash"`
-	PolicyError *string       `json:"policy_error"`
-	Incident    *IncidentInfo `json:"incident"`
-	Rung        *string       `json:"rung"`
-	LastCycle   time.Time     `json:"last_cycle"`
-	DryRun      bool          `json:"dry_run"`
+	PolicyHash  string  `json:"policy_hash"`
+	PolicyError *string `json:"policy_error"`
+	// Fallback is set while the daemon runs a fallback policy because the
+	// one asked for failed to load at start: its last known good policy,
+	// or the embedded default. OK is false and State is not healthy then.
+	Fallback  *Fallback     `json:"fallback"`
+	Incident  *IncidentInfo `json:"incident"`
+	Rung      *string       `json:"rung"`
+	LastCycle time.Time     `json:"last_cycle"`
+	DryRun    bool          `json:"dry_run"`
 	// Stale says no probe result arrived for several intervals: the
 	// daemon's loop is stuck and what /health shows is old.
 	Stale   bool `json:"stale"`
@@ -44,6 +48,11 @@ type PauseInfo struct {
 	Pause
 	Text string `json:"text"`
 }
+
+// Starting is the state /health shows before the daemon has loaded its
+// state and policy (the predecessor's "Starting"): not a phase of the state
+// machine, and never ok.
+const Starting Phase = "starting"
 
 // IncidentInfo is the open incident as /health shows it.
 type IncidentInfo struct {

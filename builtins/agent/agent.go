@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -167,12 +168,18 @@ func (r *Run) Describe() string { return "agent.run " + text.Runes(r.Command, 12
 var wordRE = regexp.MustCompile(`^[A-Za-z0-9_./~+-]+$`)
 
 // Programs is the program run and, for a shell command, its first word when
-// that is plainly a program name.
+// that is plainly a program name, and the programs of the rest of it (the
+// members of a pipeline, the commands after ; && ||: probe.ShellPrograms).
 func (r *Run) Programs() []string {
 	out := []string{r.Argv[0]}
 	if r.Command != strings.Join(r.Argv, " ") {
 		if f := strings.Fields(r.Command); len(f) > 0 && wordRE.MatchString(f[0]) && !strings.Contains(f[0], "=") {
 			out = append(out, f[0])
+		}
+		for _, p := range probe.ShellPrograms(r.Command) {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
 		}
 	}
 	return out

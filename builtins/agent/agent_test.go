@@ -107,7 +107,8 @@ func TestValues(t *testing.T) {
 	}{
 		{`x = agent.run("pi -p --no-extensions")`, "sh -c pi -p --no-extensions", "agent.run pi -p --no-extensions", "sh pi"},
 		{`x = agent.run("codex exec -", shell = "zsh")`, "zsh -lc codex exec -", "agent.run codex exec -", "zsh codex"},
-		{`x = agent.run("X=1 claude -p", shell = ["bash", "-lc"])`, "bash -lc X=1 claude -p", "agent.run X=1 claude -p", "bash"},
+		{`x = agent.run("X=1 claude -p", shell = ["bash", "-lc"])`, "bash -lc X=1 claude -p", "agent.run X=1 claude -p", "bash claude"},
+		{`x = agent.run("cat ~/prompt.md | pi -p && notify-send done")`, "sh -c cat ~/prompt.md | pi -p && notify-send done", "agent.run cat ~/prompt.md | pi -p && notify-send done", "sh cat pi notify-send"},
 		{`x = agent.run(["/opt/agent", "--fix"], timeout = "2m")`, "/opt/agent --fix", "agent.run /opt/agent --fix", "/opt/agent"},
 	}
 	for _, tc := range cases {

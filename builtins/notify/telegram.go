@@ -111,6 +111,9 @@ func (t *Telegram) Channel() string { return "telegram:" + t.ChatID }
 // Programs are the token's lease command, if any; the request itself is in-process.
 func (t *Telegram) Programs() []string { return t.Token.Programs() }
 
+// Secrets lists the secrets a page needs, for talon validate.
+func (t *Telegram) Secrets() []*secret.Secret { return []*secret.Secret{t.Token} }
+
 // Run sends env.Message.
 func (t *Telegram) Run(ctx context.Context, env *engine.ActionEnv) engine.ActionResult {
 	return run(ctx, t, env)

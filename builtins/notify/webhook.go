@@ -81,6 +81,15 @@ func (w *Webhook) Describe() string { return "notify.webhook POST " + w.host }
 func (w *Webhook) Channel() string { return "webhook:" + w.host }
 
 // Programs are the lease commands of secret header values.
+// Secrets lists the secrets a page needs (header values), for talon validate.
+func (w *Webhook) Secrets() []*secret.Secret {
+	var out []*secret.Secret
+	for _, k := range star.Keys(w.Headers) {
+		out = append(out, w.Headers[k])
+	}
+	return out
+}
+
 func (w *Webhook) Programs() []string {
 	var out []string
 	for _, k := range star.Keys(w.Headers) {

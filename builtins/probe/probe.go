@@ -59,7 +59,8 @@ func Modules() []string {
 }
 
 // CommonDoc documents the options every probe kind accepts.
-const CommonDoc = `critical: a failure of this probe may page (default False)
+const CommonDoc = `on_failure: what a failure of this probe leads to, once it is down: "page" (the ladder acts and, when the incident is critical, pages people; the same as critical = True), "act" (the ladder acts, heal and agents, but no page is ever sent for it: the default), or "show" (only shown on /health, in talon status and the metrics; it never escalates: the same as witness = True). talon validate lists every probe with its choice
+critical: a failure of this probe may page (default False)
 after: consecutive failures before the probe counts as down (default: state.thresholds failed_after)
 recover_after: consecutive passes before a down probe counts as up again
 timeout: deadline of one run, e.g. "5s" (default "10s")
@@ -84,6 +85,7 @@ type Common struct {
 	ExpectRegex  string
 	ExpectExact  string
 	Tags         star.StringList
+	OnFailure    string
 }
 
 // Params returns the UnpackArgs pairs for the common options, to append
@@ -101,6 +103,7 @@ func (c *Common) Params() []any {
 		"expect_regex?", &c.ExpectRegex,
 		"expect_exact?", &c.ExpectExact,
 		"tags?", &c.Tags,
+		"on_failure?", &c.OnFailure,
 	}
 }
 
@@ -125,6 +128,22 @@ func (c *Common) Spec(thread *starlark.Thread, b *starlark.Builtin, name, kind s
 	}
 	if c.Critical && c.Witness {
 		return nil, fmt.Errorf("%s: %s: a witness probe cannot be critical", b.Name(), name)
+	}
+	switch c.OnFailure {
+	case "":
+	case engine.OnFailurePage, engine.OnFailureAct, engine.OnFailureShow:
+		implied := engine.OnFailureAct
+		if c.Critical {
+			implied = engine.OnFailurePage
+		} else if c.Witness {
+			implied = engine.OnFailureShow
+		}
+		if (c.Critical || c.Witness) && implied != c.OnFailure {
+			return nil, fmt.Errorf("%s: %s: on_failure = %q contradicts %s; keep one of them", b.Name(), name, c.OnFailure, map[bool]string{true: "critical = True", false: "witness = True"}[c.Critical])
+		}
+		c.Critical, c.Witness = c.OnFailure == engine.OnFailurePage, c.OnFailure == engine.OnFailureShow
+	default:
+		return nil, fmt.Errorf("%s: %s: on_failure must be \"page\", \"act\" or \"show\", got %q", b.Name(), name, c.OnFailure)
 	}
 	p := &engine.Probe{
 		Name: name, Kind: kind, Critical: c.Critical, Witness: c.Witness,

@@ -33,8 +33,11 @@ func TestScriptProbeTimeout(t *testing.T) {
 	if res.Passed || !res.TimedOut || !strings.HasPrefix(res.Output, "timeout after 1s") {
 		t.Fatalf("got %+v", res)
 	}
-	if took > 2*time.Second {
-		t.Fatalf("1s timeout took %v", took)
+	// Had the group outlived the deadline, the run would have waited for
+	// its sleeps (30 s). How much over 1 s it took depends on the
+	// machine's load, so only that is checked.
+	if took >= 15*time.Second {
+		t.Fatalf("1s timeout took %v: the group was not killed at the deadline", took)
 	}
 }
 

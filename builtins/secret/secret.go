@@ -269,6 +269,33 @@ func (s *Secret) Programs() []string {
 	return nil
 }
 
+// Unavailable says why the secret cannot be had on this host as things
+// stand, without fetching it: an environment variable that is not set (in
+// env, else the daemon's own environment), a file that does not exist. It
+// returns "" when the secret may be had; a secret leased through a command
+// is only known when it is leased (its program is checked with Programs).
+func (s *Secret) Unavailable(env []string) string {
+	switch s.src {
+	case fromEnv:
+		if v, ok := lookupEnv(env, s.where); !ok || strings.TrimSpace(v) == "" {
+			return fmt.Sprintf("secret %s: environment variable %s is not set for talon", s.name, s.where)
+		}
+	case fromFile:
+		path, err := expandHome(s.where, env)
+		if err != nil {
+			return fmt.Sprintf("secret %s: %v", s.name, err)
+		}
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Sprintf("secret %s: file %s does not exist", s.name, path)
+		}
+	case fromLiteral:
+		if s.literal() == "" {
+			return fmt.Sprintf("secret %s is empty", s.name)
+		}
+	}
+	return ""
+}
+
 // LeaseArgv is the lease command with the name substituted, or nil when the
 // secret does not come from a command. It holds no secret value.
 func (s *Secret) LeaseArgv() []string {

@@ -228,6 +228,11 @@ type RunEnv struct {
 	Env      []string
 	Incident *engine.IncidentView // nil inside a probe
 	Log      func(msg string, kv ...any)
+	// NotFound is told when a program a builtin was asked to run is not
+	// on the child PATH, with the caller's position: what talon validate
+	// could not see (an argv computed at run time) is logged at its first
+	// run. Nil: not reported.
+	NotFound func(program, pos string)
 }
 
 // RunPhase returns the run environment or an error naming the builtin and

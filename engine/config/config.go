@@ -9,6 +9,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+
+	"github.com/pelletier/go-toml/v2"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/internal/fsperm"
@@ -202,6 +205,15 @@ func Default() *Config {
 	return c
 }
 
+// DefaultAt is Default for a config file at path that does not exist: the
+// defaults, with File set, so that relative paths and messages name it.
+func DefaultAt(path string) *Config {
+	c := defaults()
+	c.File = path
+	c.finish(homeDir(), false)
+	return c
+}
+
 func defaults() *Config {
 	return &Config{
 		CheckIntervalSecs: 60,
@@ -252,17 +264,40 @@ const maxFileSize = 1 << 20
 // strict_modes says: the setting of a file others can write is no reason to
 // trust anything.
 func Load(path string) (*Config, error) {
-	home := homeDir()
-	path = ExpandHome(path, home)
-	c := defaults()
-	c.File = path
+	c, _, err := Read(path)
+	return c, err
+}
+
+// Read is Load that also returns the bytes it decoded (nil when the file
+// does not exist), for a caller that hashes or keeps them.
+func Read(path string) (*Config, []byte, error) {
+	path = ExpandHome(path, homeDir())
 	doc, err := ReadFile(path, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		c.finish(home, false)
-		return c, nil
+		c := defaults()
+		c.File = path
+		c.finish(homeDir(), false)
+		return c, nil, nil
 	case err != nil:
-		return nil, &engine.PosError{File: path, Message: err.Error()}
+		return nil, nil, &engine.PosError{File: path, Message: FileErrorMessage(err)}
+	}
+	c, err := Parse(path, doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, doc, nil
+}
+
+// Parse decodes doc, the content of the config file at path, strictly and
+// validates it. An empty file (or one of blanks) is an error: a file cut
+// short by a full disk or a bad save must not silently become every
+// default; a comment is enough to mean "the defaults, on purpose".
+func Parse(path string, doc []byte) (*Config, error) {
+	c := defaults()
+	c.File = path
+	if isBlank(doc) {
+		return nil, &engine.PosError{File: path, Message: "the file is empty; write at least a comment in it to run with every default"}
 	}
 	c.Found = true
 	if err := decodeStrict(path, doc, c); err != nil {
@@ -270,11 +305,45 @@ func Load(path string) (*Config, error) {
 	}
 	c.pos = scanPositions(doc)
 	_, enabledSet := c.pos[keyOf("worker", "enabled")]
-	c.finish(home, enabledSet)
+	c.finish(homeDir(), enabledSet)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Lenient decodes doc as Parse does but skips keys it does not know, for
+// what must be known even when the file has an error: the state directory
+// and the channels of a daemon that falls back to its last good policy.
+// It fails when the TOML itself cannot be read, and when a value it reads
+// is out of range (Validate).
+func Lenient(path string, doc []byte) (*Config, error) {
+	c := defaults()
+	c.File = path
+	if err := toml.NewDecoder(bytes.NewReader(bytes.TrimPrefix(doc, []byte("\xef\xbb\xbf")))).Decode(c); err != nil {
+		return nil, err
+	}
+	c.Found = true
+	c.pos = scanPositions(doc)
+	_, enabledSet := c.pos[keyOf("worker", "enabled")]
+	c.finish(homeDir(), enabledSet)
+	// Values out of range (a public health bind, say) are not taken on
+	// trust for being readable.
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// IsSet reports whether the file sets key (dotted: "worker.port"), rather
+// than the key having its default.
+func (c *Config) IsSet(key string) bool {
+	_, ok := c.pos[keyOf(strings.Split(key, ".")...)]
+	return ok
+}
+
+func isBlank(doc []byte) bool {
+	return len(bytes.TrimSpace(bytes.TrimPrefix(doc, []byte("\xef\xbb\xbf")))) == 0
 }
 
 // finish applies the defaults that depend on other keys and expands "~".
@@ -471,6 +540,59 @@ func ExpandHome(p, home string) string {
 	return p
 }
 
+// Canonical is path made absolute and cleaned, with every symbolic link
+// resolved: the one name under which Talon watches, hashes and reports a
+// file, whatever spelling (relative, "./", through a linked directory) it
+// was given as. A path that does not exist (yet) is resolved as far as it
+// exists and the rest appended, so a file that appears later is found under
+// the same name.
+func Canonical(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return filepath.Clean(path)
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	dir := filepath.Dir(abs)
+	if dir == abs {
+		return abs
+	}
+	return filepath.Join(Canonical(dir), filepath.Base(abs))
+}
+
+// Links lists the symbolic links met on the way to path (each by its
+// canonical name: the resolved directory it sits in, and its own name), so
+// that a watcher can watch them: re-pointing a link on the way is a change
+// of the file the path names, though no file changed.
+func Links(path string) []string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	cur := string(filepath.Separator)
+	for _, part := range strings.Split(abs, string(filepath.Separator)) {
+		if part == "" {
+			continue
+		}
+		next := filepath.Join(cur, part)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			break // the rest does not exist (yet)
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		out = append(out, next)
+		if cur, err = filepath.EvalSymlinks(next); err != nil {
+			break
+		}
+	}
+	return out
+}
+
 func homeDir() string {
 	h, err := os.UserHomeDir()
 	if err != nil {
@@ -481,20 +603,14 @@ func homeDir() string {
 
 // ReadFile reads a config or services file: a regular file of at most 1 MiB
 // that files (nil: strictly, for the process's user) finds safe. The check is
-// made on the file opened, so a missing file is still fs.ErrNotExist.
+// made on the file opened, so a missing file is still fs.ErrNotExist. A named
+// pipe, socket or device is refused without blocking (*fsperm.NotRegularError).
 func ReadFile(path string, files *fsperm.Checker) ([]byte, error) {
 	f, err := files.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
 	buf, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, err
@@ -503,6 +619,16 @@ func ReadFile(path string, files *fsperm.Checker) ([]byte, error) {
 		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
 	}
 	return buf, nil
+}
+
+// FileErrorMessage is the text of an error reading a file, for a message that
+// names the file already: without the path where the error repeats it.
+func FileErrorMessage(err error) string {
+	var nr *fsperm.NotRegularError
+	if errors.As(err, &nr) {
+		return nr.Reason()
+	}
+	return err.Error()
 }
 
 // tomlKeys lists the TOML keys of struct type t, sorted.

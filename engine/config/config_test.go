@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
@@ -248,7 +249,7 @@ func TestLoadServicesInvalid(t *testing.T) {
 		{"missing_url.toml", `missing_url.toml:1:7: http.api is missing required key: url`},
 		{"missing_label.toml", `missing_label.toml:1:10: launchd.gateway is missing required key: label`},
 		{"unknown_kind.toml", `unknown_kind.toml:4:2: unknown table "tcp"; known keys: http, launchd, script`},
-		{"unknown_key.toml", `unknown_key.toml:3:1: unknown key "critical_after" in [script.disk]; known keys: command, critical, critical_after_consecutive_failures, timeout_secs`},
+		{"unknown_key.toml", `unknown_key.toml:3:1: unknown key "critical_after" in [script.disk]; known keys: command, critical, critical_after_consecutive_failures, on_failure, timeout_secs`},
 		{"wrong_type.toml", `wrong_type.toml:3:16: http.api.timeout_secs: want an integer, got a string`},
 		{"duplicate.toml", `duplicate.toml:3:2: table api already exists`},
 		{"empty_url.toml", `empty_url.toml:2:1: http.api: url must not be empty`},
@@ -333,6 +334,29 @@ func TestOutOfRange(t *testing.T) {
 	os.WriteFile(svc, []byte("[script.x]\ncommand = \"true\"\ntimeout_secs = 100000000000\n"), 0o644)
 	if _, err := config.LoadServices(svc); err == nil || !strings.Contains(err.Error(), ":3:1: script.x: timeout_secs must be between 1 and 3600") {
 		t.Errorf("services timeout: %v", err)
+	}
+}
+
+// TestNamedPipeIsRefused: a FIFO in place of config.toml or services.toml
+// is an error naming it, at once; nothing waits for a writer.
+func TestNamedPipeIsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, name := range []string{"config.toml", "services.toml"} {
+		fifo := filepath.Join(dir, name)
+		fspermtest.Mkfifo(t, fifo)
+		want := fifo + ": is a named pipe, not a regular file; replace it with the file itself"
+		fspermtest.Within(t, 10*time.Second, "reading "+name, func() {
+			var err error
+			if name == "config.toml" {
+				_, err = config.Load(fifo)
+			} else {
+				_, err = config.LoadServices(fifo)
+			}
+			if err == nil || err.Error() != want {
+				t.Errorf("%s: got %v, want %s", name, err, want)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,10 @@ type Service struct {
 	// Target is the kind's required key: the url, the label or the command.
 	Target   string
 	Critical bool
+	// OnFailure is on_failure when set: "page", "act" or "show". Unset, a
+	// critical service pages and any other is only shown (watched, never
+	// acted on), as the predecessor treated its services.
+	OnFailure string
 	// After is critical_after_consecutive_failures; 0 when unset.
 	After int
 	// TimeoutSecs is timeout_secs; 0 when unset.
@@ -37,9 +41,10 @@ type Services struct {
 }
 
 type serviceOpts struct {
-	Critical    *bool `toml:"critical"`
-	After       *int  `toml:"critical_after_consecutive_failures"`
-	TimeoutSecs *int  `toml:"timeout_secs"`
+	Critical    *bool   `toml:"critical"`
+	OnFailure   *string `toml:"on_failure"`
+	After       *int    `toml:"critical_after_consecutive_failures"`
+	TimeoutSecs *int    `toml:"timeout_secs"`
 }
 
 type httpService struct {
@@ -66,7 +71,7 @@ type servicesDoc struct {
 // LoadServices reads a services file ("~" expanded). The file keeps the
 // predecessor's schema: [http.NAME] url, [launchd.NAME] label, [script.NAME]
 // command, each with optional critical, critical_after_consecutive_failures
-// and timeout_secs. A table with no keys declares nothing. Unlike the
+// and timeout_secs, and (new) on_failure. A table with no keys declares nothing. Unlike the
 // predecessor, an unknown kind or key and a wrong type are errors
 // (*engine.PosError with the line and column). A missing file is not an
 // error: it yields no services and Found is false. The file must be one no
@@ -79,7 +84,7 @@ func LoadServices(path string) (*Services, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return &Services{File: path}, nil
 	case err != nil:
-		return nil, &engine.PosError{File: path, Message: err.Error()}
+		return nil, &engine.PosError{File: path, Message: FileErrorMessage(err)}
 	}
 	return ParseServices(path, doc)
 }
@@ -87,13 +92,17 @@ func LoadServices(path string) (*Services, error) {
 // ParseServices decodes doc, the content of the services file path; see LoadServices.
 func ParseServices(path string, doc []byte) (*Services, error) {
 	s := &Services{File: path, Found: true}
+	if isBlank(doc) {
+		// A file cut short must not silently drop every service.
+		return nil, &engine.PosError{File: path, Message: "the file is empty; write at least a comment in it to declare no service"}
+	}
 	var d servicesDoc
 	if err := decodeStrict(path, doc, &d); err != nil {
 		return nil, err
 	}
 	pos := scanPositions(doc)
 	add := func(kind, name, key string, target *string, o serviceOpts) error {
-		if target == nil && o.Critical == nil && o.After == nil && o.TimeoutSecs == nil {
+		if target == nil && o.Critical == nil && o.OnFailure == nil && o.After == nil && o.TimeoutSecs == nil {
 			return nil
 		}
 		at := func(k string, format string, args ...any) error {
@@ -116,6 +125,17 @@ func ParseServices(path string, doc []byte) (*Services, error) {
 		sv := Service{Kind: kind, Name: name, Target: *target}
 		if o.Critical != nil {
 			sv.Critical = *o.Critical
+		}
+		if o.OnFailure != nil {
+			switch f := *o.OnFailure; f {
+			case "page", "act", "show":
+				if sv.Critical && f != "page" {
+					return at("on_failure", "%s.%s: on_failure = %q contradicts critical = true; keep one of them", kind, name, f)
+				}
+				sv.OnFailure = f
+			default:
+				return at("on_failure", "%s.%s: on_failure must be \"page\", \"act\" or \"show\", got %q", kind, name, f)
+			}
 		}
 		if o.After != nil {
 			if *o.After < 1 {

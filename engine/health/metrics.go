@@ -33,6 +33,10 @@ var (
 		"Whether an incident is open.", nil, nil)
 	descReloads = prometheus.NewDesc("talon_reloads_total",
 		"Policy reloads that swapped in a new policy since the daemon started.", nil, nil)
+	descFallback = prometheus.NewDesc("talon_policy_fallback",
+		"Whether the daemon runs a fallback policy (1) because the one asked for failed to load at start: its last known good policy or the embedded default, by source.", []string{"source"}, nil)
+	descFallbackSince = prometheus.NewDesc("talon_policy_fallback_since_timestamp_seconds",
+		"Unix time the last good policy that runs as the fallback was loaded cleanly (0 for the embedded default); absent without a fallback.", nil, nil)
 	descPolicyError = prometheus.NewDesc("talon_policy_error",
 		"Whether the last policy load failed (1): the last good policy keeps running.", nil, nil)
 	descPolicyInfo = prometheus.NewDesc("talon_policy_info",
@@ -67,7 +71,7 @@ var _ prometheus.Collector = SnapshotCollector{}
 // Describe implements prometheus.Collector.
 func (c SnapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descState, descProbes, descProbeUp, descProbeDuration,
-		descFailed, descConsecutive, descIncident, descReloads, descPolicyError, descPolicyInfo,
+		descFailed, descConsecutive, descIncident, descReloads, descPolicyError, descPolicyInfo, descFallback, descFallbackSince,
 		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale, descPaused, descAcked, descFlapping} {
 		ch <- d
 	}
@@ -114,6 +118,16 @@ func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descIncident, b2f(s.Incident != nil))
 	counter(descReloads, float64(s.Reloads))
 	gauge(descPolicyError, b2f(s.PolicyError != nil))
+	for _, src := range []string{engine.FallbackLastGood, engine.FallbackDefault} {
+		gauge(descFallback, b2f(s.Fallback != nil && s.Fallback.Source == src), src)
+	}
+	if fb := s.Fallback; fb != nil {
+		var since float64
+		if !fb.Since.IsZero() {
+			since = float64(fb.Since.Unix())
+		}
+		gauge(descFallbackSince, since)
+	}
 	if s.PolicyHash != "" {
 		gauge(descPolicyInfo, 1, s.PolicyHash)
 	}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/charmbracelet/log"
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Options configure a Watcher.
@@ -33,6 +35,22 @@ type Options struct {
 	// Debounce groups a burst of events into one reload.
 	Debounce time.Duration
 	Logger   *log.Logger
+	// After starts the debounce timer (nil: time.After) and Retry ticks
+	// the search for directories that did not exist (nil: every 5 s).
+	// Tests drive both, so no test depends on how fast the machine is.
+	After func(time.Duration) <-chan time.Time
+	Retry <-chan time.Time
+	// Trace, when set, hears what the watcher did, after it did it.
+	Trace func(Trace)
+}
+
+// Trace is one thing the watcher did: "event" (a relevant file event armed
+// the debounce), "ignored" (an event for a file no load read), "unchanged"
+// (the debounce fired and the files were as before: no reload), "reload"
+// (Reload returned), "retry" (missing directories were looked for).
+type Trace struct {
+	Kind string
+	Path string // the file of an "event" or "ignored"
 }
 
 // Watcher is a running file watcher.
@@ -51,6 +69,12 @@ func New(opts Options) (*Watcher, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.Trace == nil {
+		opts.Trace = func(Trace) {}
+	}
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
@@ -67,12 +91,21 @@ func New(opts Options) (*Watcher, error) {
 func (w *Watcher) dirs() map[string]bool {
 	out := map[string]bool{}
 	for _, d := range w.opts.Dirs {
-		out[filepath.Clean(d)] = true
+		out[resolved(d)] = true
 	}
 	for _, f := range w.opts.Files() {
-		out[filepath.Dir(f)] = true
+		out[resolved(filepath.Dir(f))] = true
 	}
 	return out
+}
+
+// resolved is dir with links resolved, so that one directory is watched
+// once, under the name its events carry and the loaded files use.
+func resolved(dir string) string {
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		return r
+	}
+	return filepath.Clean(dir)
 }
 
 // refresh brings the watched set in line with the current files and
@@ -153,7 +186,20 @@ func (w *Watcher) contentDigest() [32]byte {
 	h := sha256.New()
 	for _, f := range files {
 		io.WriteString(h, f+"\x00")
-		if fh, err := os.Open(f); err == nil {
+		// Where a link points is part of it: re-pointing a linked policy
+		// directory (a release switch) is an edit.
+		if target, err := os.Readlink(f); err == nil {
+			fmt.Fprintf(h, "\x01link %s\x00", target)
+		}
+		// Never a blocking open, and never read what is not a regular
+		// file: a named pipe put in place of a watched file must not
+		// wedge the watcher (the load refuses it and says why).
+		fh, err := fsperm.OpenRegular(f)
+		var special *fsperm.NotRegularError
+		switch {
+		case errors.As(err, &special):
+			fmt.Fprintf(h, "\x01special %v", special.Mode)
+		case err == nil:
 			// Who may change a file is part of it (strict modes): a chmod
 			// or chown that makes it safe, or unsafe, reloads too.
 			if fi, err := fh.Stat(); err == nil {
@@ -163,9 +209,9 @@ func (w *Watcher) contentDigest() [32]byte {
 				}
 				fmt.Fprintf(h, "%v %d\x00", fi.Mode(), uid)
 			}
-			io.Copy(h, fh)
+			io.Copy(h, io.LimitReader(fh, maxDigest))
 			fh.Close()
-		} else {
+		default:
 			io.WriteString(h, "\x01missing")
 		}
 		io.WriteString(h, "\x00")
@@ -175,43 +221,48 @@ func (w *Watcher) contentDigest() [32]byte {
 	return d
 }
 
+// maxDigest bounds what is read of one file for the digest; the loader
+// refuses larger policy, config and services files anyway.
+const maxDigest = 2 << 20
+
 // Run watches until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
 	defer w.fsw.Close()
-	var timer *time.Timer
+	// Every event starts the debounce again: a burst is one reload, made
+	// when the files have been quiet for Debounce.
 	var fire <-chan time.Time
-	arm := func() {
-		if timer == nil {
-			timer = time.NewTimer(w.opts.Debounce)
-		} else {
-			timer.Reset(w.opts.Debounce)
-		}
-		fire = timer.C
-	}
+	arm := func() { fire = w.opts.After(w.opts.Debounce) }
 	// force reloads even if the digest looks unchanged: a directory was
 	// just added, and a file in it may have changed before it was watched.
 	force := false
 	// Directories that did not exist (a fresh ~/.config/talon, a policy
 	// directory removed and recreated) are looked for again now and then.
-	retry := time.NewTicker(5 * time.Second)
-	defer retry.Stop()
+	retry := w.opts.Retry
+	if retry == nil {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		retry = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-retry.C:
+		case <-retry:
 			if w.refresh() {
 				force = true
 				arm()
 			}
+			w.opts.Trace(Trace{Kind: "retry"})
 		case ev, ok := <-w.fsw.Events:
 			if !ok {
 				return nil
 			}
 			if !w.relevant(ev.Name) {
+				w.opts.Trace(Trace{Kind: "ignored", Path: ev.Name})
 				continue
 			}
 			arm()
+			w.opts.Trace(Trace{Kind: "event", Path: ev.Name})
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
 				return nil
@@ -221,6 +272,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			fire = nil
 			d := w.contentDigest()
 			if d == w.digest && !force {
+				w.opts.Trace(Trace{Kind: "unchanged"})
 				continue
 			}
 			force = false
@@ -234,6 +286,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				force = true
 				arm()
 			}
+			w.opts.Trace(Trace{Kind: "reload"})
 		}
 	}
 }

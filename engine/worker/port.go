@@ -18,13 +18,13 @@ import (
 	"github.com/talon-dev/talon/engine/effect"
 )
 
-// listener is a process listening on the worker port.
-type listener struct {
+// Listener is a process listening on a TCP port.
+type Listener struct {
 	PID     int    // 0 when the socket's owner could not be found (another user's process)
 	Cmdline string // argv joined with spaces; "" when unknown
 }
 
-func (l listener) String() string {
+func (l Listener) String() string {
 	if l.PID == 0 {
 		return "an unknown process"
 	}
@@ -37,18 +37,19 @@ func (l listener) String() string {
 
 const lookupTimeout = 10 * time.Second
 
-// listeners returns the processes listening on the worker port on a loopback
-// or wildcard address. Clients connected to the port are not listed.
-func (s *Supervisor) listeners(ctx context.Context) ([]listener, error) {
+// Listeners returns the processes listening on port on a loopback or
+// wildcard address: procfs on Linux, lsof and ps (through fx, with env)
+// elsewhere. Clients connected to the port are never listed.
+func Listeners(ctx context.Context, fx effect.Effects, env []string, port int) ([]Listener, error) {
 	if runtime.GOOS == "linux" {
-		return procListeners("/proc", s.opts.Port)
+		return procListeners("/proc", port)
 	}
-	return lsofListeners(ctx, s.opts.Effects, s.opts.Env, s.opts.Port)
+	return lsofListeners(ctx, fx, env, port)
 }
 
 // procListeners finds listeners through procfs: the LISTEN sockets of
 // /proc/net/tcp{,6} on the port, then the processes whose fds are those sockets.
-func procListeners(proc string, port int) ([]listener, error) {
+func procListeners(proc string, port int) ([]Listener, error) {
 	inodes := map[string]bool{}
 	read := 0
 	for _, f := range []string{"net/tcp", "net/tcp6"} {
@@ -71,7 +72,7 @@ func procListeners(proc string, port int) ([]listener, error) {
 		return nil, nil
 	}
 	found := map[string]bool{}
-	var out []listener
+	var out []Listener
 	ents, err := os.ReadDir(proc)
 	if err != nil {
 		return nil, err
@@ -100,13 +101,13 @@ func procListeners(proc string, port int) ([]listener, error) {
 				continue
 			}
 			found[ino] = true
-			out = append(out, listener{PID: pid, Cmdline: procCmdline(proc, pid)})
+			out = append(out, Listener{PID: pid, Cmdline: procCmdline(proc, pid)})
 			break
 		}
 	}
 	for ino := range inodes {
 		if !found[ino] {
-			out = append(out, listener{})
+			out = append(out, Listener{})
 			break
 		}
 	}
@@ -163,7 +164,7 @@ func procIP(h string) net.IP {
 
 // lsofListeners asks lsof (macOS, BSDs) for the PIDs listening on the port
 // and ps for their command lines. lsof exits 1 with no output when there are none.
-func lsofListeners(ctx context.Context, fx effect.Effects, env []string, port int) ([]listener, error) {
+func lsofListeners(ctx context.Context, fx effect.Effects, env []string, port int) ([]Listener, error) {
 	cctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	res := fx.Exec(cctx, effect.Command{
@@ -177,13 +178,13 @@ func lsofListeners(ctx context.Context, fx effect.Effects, env []string, port in
 	if res.ExitCode != 0 && (out != "" || strings.TrimSpace(res.Stderr) != "") {
 		return nil, fmt.Errorf("lsof: %s", execProblem(res))
 	}
-	var ls []listener
+	var ls []Listener
 	for _, line := range strings.Fields(out) {
 		pid, err := strconv.Atoi(line)
 		if err != nil {
 			return nil, fmt.Errorf("lsof: unexpected output %q", line)
 		}
-		l := listener{PID: pid}
+		l := Listener{PID: pid}
 		ps := fx.Exec(cctx, effect.Command{Argv: []string{"ps", "-o", "command=", "-p", line}, Env: env})
 		if ps.OK() {
 			l.Cmdline = strings.TrimSpace(ps.Stdout)
@@ -210,10 +211,16 @@ func execProblem(r effect.ExecResult) string {
 	return fmt.Sprintf("exit %d: %s", r.ExitCode, msg)
 }
 
-// isWorkerCopy reports whether a command line is a copy of the worker: one
-// of its words has the base name of command[0] and is followed by exactly
-// command's arguments. Words are compared after splitting on spaces, so that
-// procfs argv and ps output (already joined) compare the same way.
+// IsCopyOf returns the rule that tells a copy of command from anything
+// else on its port: one word of the command line has the base name of
+// command[0] and is followed by exactly command's arguments. Words are
+// compared after splitting on spaces, so that procfs argv and ps output
+// (already joined) compare the same way.
+func IsCopyOf(command []string) func(cmdline string) bool {
+	return func(cmdline string) bool { return isWorkerCopy(cmdline, command) }
+}
+
+// isWorkerCopy reports whether a command line is a copy of command (IsCopyOf).
 func isWorkerCopy(cmdline string, command []string) bool {
 	if len(command) == 0 {
 		return false
@@ -239,50 +246,104 @@ func isWorkerCopy(cmdline string, command []string) bool {
 	return false
 }
 
-// clearPort makes the worker port free for a new worker. Processes listening
-// on it that are stale copies of the worker are stopped (SIGTERM, then
-// SIGKILL after the drain timeout); anything else listening there is left
-// alone and reported as an error, so the caller backs off and tries again.
-// Clients connected to the port are never considered.
-func (s *Supervisor) clearPort(ctx context.Context) error {
-	ls, err := s.listeners(ctx)
+// PortClearer makes a TCP port free for a fresh copy of a program (the
+// worker, a service about to be restarted). Processes listening on the port
+// that IsCopy recognizes as stale copies are stopped: SIGTERM (to their
+// group when they lead one), then SIGKILL after Drain. Anything else
+// listening there is left alone and reported. Clients connected to the port
+// are never considered: the predecessor's port cleanup killed them too.
+type PortClearer struct {
+	Port int
+	// What names the program in messages: "the worker", "com.x.voice".
+	What string
+	// IsCopy tells a stale copy from anything else by its command line.
+	IsCopy func(cmdline string) bool
+	Drain  time.Duration
+	// Effects and Env run lsof and ps where there is no procfs.
+	Effects effect.Effects
+	Env     []string
+	// Warn receives what the clearer does (it stops processes: always
+	// worth a warning line).
+	Warn func(msg string, kv ...any)
+	// Signal sends sig to pid (a negative pid: a process group); nil means
+	// syscall.Kill. A policy action passes one that goes through its
+	// effects, so that a dry run only records the kill.
+	Signal func(ctx context.Context, pid int, sig syscall.Signal) error
+}
+
+func (c *PortClearer) signal(ctx context.Context, pid int, sig syscall.Signal) {
+	if c.Signal != nil {
+		if err := c.Signal(ctx, pid, sig); err != nil {
+			c.Warn("signalling a stale listener failed", "pid", pid, "signal", sig, "err", err)
+		}
+		return
+	}
+	syscall.Kill(pid, sig)
+}
+
+// ErrUnknownListeners wraps the error of listing the port's listeners: the
+// caller decides whether not knowing stops it (it stops nothing here).
+type ErrUnknownListeners struct{ Err error }
+
+func (e *ErrUnknownListeners) Error() string { return "cannot list the listeners: " + e.Err.Error() }
+func (e *ErrUnknownListeners) Unwrap() error { return e.Err }
+
+// Clear stops the stale copies listening on the port and returns them. It
+// fails when something else holds the port (nothing is stopped then), when
+// the port is still held afterwards, and with an *ErrUnknownListeners when
+// the listeners cannot be listed: not knowing is no reason to kill anything.
+func (c *PortClearer) Clear(ctx context.Context) ([]Listener, error) {
+	ls, err := Listeners(ctx, c.Effects, c.Env, c.Port)
 	if err != nil {
-		// Not knowing is no reason to kill anything, nor to keep the worker
-		// down: a worker that cannot bind exits and is retried.
-		s.log.Warn("cannot list the processes listening on the worker port; starting the worker anyway", "port", s.opts.Port, "err", err)
-		return nil
+		return nil, &ErrUnknownListeners{Err: err}
 	}
 	self := os.Getpid()
-	var stale []listener
+	var stale []Listener
 	for _, l := range ls {
-		if l.PID == 0 || l.PID == self || !isWorkerCopy(l.Cmdline, s.opts.Command) {
-			return fmt.Errorf("port %d is held by %s, not a copy of the worker; not touching it", s.opts.Port, l)
+		if l.PID == 0 || l.PID == self || !c.IsCopy(l.Cmdline) {
+			return nil, fmt.Errorf("port %d is held by %s, not a copy of %s; not touching it", c.Port, l, c.What)
 		}
 		stale = append(stale, l)
 	}
 	for _, l := range stale {
-		s.log.Warn("stopping a stale copy of the worker listening on its port", "port", s.opts.Port, "pid", l.PID, "cmd", l.Cmdline)
-		s.stopStale(ctx, l.PID)
+		c.Warn("stopping a stale copy of "+c.What+" listening on its port", "port", c.Port, "pid", l.PID, "cmd", l.Cmdline)
+		c.stopStale(ctx, l.PID)
 	}
 	if len(stale) > 0 {
-		ls, err := s.listeners(ctx)
+		ls, err := Listeners(ctx, c.Effects, c.Env, c.Port)
 		if err == nil && len(ls) > 0 {
-			return fmt.Errorf("port %d is still held by %s after stopping the stale worker", s.opts.Port, ls[0])
+			return stale, fmt.Errorf("port %d is still held by %s after stopping the stale copy of %s", c.Port, ls[0], c.What)
 		}
 	}
-	return nil
+	return stale, nil
 }
 
-// stopStale sends SIGTERM to a stale worker (to its group when it leads
+// clearPort makes the worker port free for a new worker (PortClearer); a
+// port held by something else is an error, so the caller backs off and
+// tries again. Not knowing who listens is no reason to keep the worker
+// down: a worker that cannot bind exits and is retried.
+func (s *Supervisor) clearPort(ctx context.Context) error {
+	c := &PortClearer{Port: s.opts.Port, What: "the worker", IsCopy: IsCopyOf(s.opts.Command), Drain: s.opts.DrainTimeout,
+		Effects: s.opts.Effects, Env: s.opts.Env, Warn: func(msg string, kv ...any) { s.log.Warn(msg, kv...) }}
+	_, err := c.Clear(ctx)
+	var unknown *ErrUnknownListeners
+	if errors.As(err, &unknown) {
+		s.log.Warn("cannot list the processes listening on the worker port; starting the worker anyway", "port", s.opts.Port, "err", unknown.Err)
+		return nil
+	}
+	return err
+}
+
+// stopStale sends SIGTERM to a stale copy (to its group when it leads
 // one, as a worker Talon started does), waits up to the drain timeout for
 // it to stop listening, then SIGKILLs it.
-func (s *Supervisor) stopStale(ctx context.Context, pid int) {
+func (c *PortClearer) stopStale(ctx context.Context, pid int) {
 	target := pid
 	if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid && pgid != syscall.Getpgrp() {
 		target = -pid
 	}
 	listening := func() bool {
-		ls, err := s.listeners(ctx)
+		ls, err := Listeners(ctx, c.Effects, c.Env, c.Port)
 		if err != nil {
 			return true
 		}
@@ -293,23 +354,25 @@ func (s *Supervisor) stopStale(ctx context.Context, pid int) {
 		}
 		return false
 	}
-	syscall.Kill(target, syscall.SIGTERM)
-	deadline := time.Now().Add(s.opts.DrainTimeout)
+	c.signal(ctx, target, syscall.SIGTERM)
+	deadline := time.Now().Add(c.Drain)
 	for time.Now().Before(deadline) && listening() {
 		if sleepCtx(ctx, 100*time.Millisecond) != nil {
 			break
 		}
 	}
 	if listening() {
-		s.log.Warn("stale worker ignored SIGTERM; killing it", "pid", pid)
+		c.Warn("stale copy of "+c.What+" ignored SIGTERM; killing it", "pid", pid)
 	}
 	// Kill whatever is left of its group (a grandchild holding the socket);
 	// a lone process only if it still listens, so a PID that exited is never
 	// signalled again.
 	if target < 0 || listening() {
-		syscall.Kill(target, syscall.SIGKILL)
+		c.signal(ctx, target, syscall.SIGKILL)
 	}
 	for i := 0; i < 20 && listening(); i++ {
-		time.Sleep(100 * time.Millisecond)
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			break
+		}
 	}
 }

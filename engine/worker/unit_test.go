@@ -175,7 +175,7 @@ func TestLsofListeners(t *testing.T) {
 		"ps -o command= -p 456":               {ExitCode: 1},
 	}}
 	ls, err := lsofListeners(context.Background(), fx, nil, 3111)
-	want := []listener{{PID: 123, Cmdline: "/opt/homebrew/bin/bun run src/serve.ts"}, {PID: 456}}
+	want := []Listener{{PID: 123, Cmdline: "/opt/homebrew/bin/bun run src/serve.ts"}, {PID: 456}}
 	if err != nil || !reflect.DeepEqual(ls, want) {
 		t.Fatalf("got %+v, %v; want %+v", ls, err, want)
 	}

@@ -581,6 +581,48 @@ func (s *Supervisor) request(ctx context.Context, method, path string) error {
 	return nil
 }
 
+// killWait bounds the wait for a SIGKILLed group to be gone.
+const killWait = 2 * time.Second
+
+// waitGroupDead waits, at most limit, until no process of group pgid runs.
+// Zombies do not count: they are dead, and reaping the orphans among them
+// is init's business (which takes its time in some containers).
+func waitGroupDead(pgid int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for groupRuns(pgid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupRuns reports whether a process of group pgid is alive and not a
+// zombie. Without procfs it falls back to kill(-pgid, 0), which counts
+// zombies too.
+func groupRuns(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		f := strings.Fields(rest)
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
+}
+
 // drain stops the worker and everything in its process group: SIGTERM to
 // the group, up to DrainTimeout for the leader and the group to be gone,
 // then SIGKILL to the group. A worker that already exited still has its
@@ -617,6 +659,10 @@ func (s *Supervisor) drain(w *proc, reason stopReason) {
 		if !exited() || groupAlive() {
 			s.log.Warn("worker did not stop within the drain timeout; killing its process group", "pid", w.pid, "drain", s.opts.DrainTimeout)
 			syscall.Kill(-pgid, syscall.SIGKILL)
+			// SIGKILL is delivered at once but a process dies when it is
+			// next scheduled: wait until nothing of the group runs, so
+			// that Run never returns with part of the worker alive.
+			waitGroupDead(pgid, killWait)
 		}
 	}
 	<-w.exited

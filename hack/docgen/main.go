@@ -71,6 +71,7 @@ func write(w io.Writer, root string) error {
 		fmt.Fprintf(&b, "## `%s`\n\n", m)
 		if m == "probe" {
 			builtin(&b, "probe.func", builtins.ProbeFuncDoc)
+			builtin(&b, "probe.none", builtins.ProbeNoneDoc)
 		}
 		for _, bi := range probe.Registered(m) {
 			builtin(&b, bi.Name, bi.Doc)
@@ -79,7 +80,7 @@ func write(w io.Writer, root string) error {
 			commentBuiltins(&b, m, c)
 		}
 	}
-	for _, m := range []string{"exec", "state", "testing"} {
+	for _, m := range []string{"exec", "service", "state", "testing"} {
 		if c, ok := comments[m]; ok && !contains(mods, m) {
 			fmt.Fprintf(&b, "## `%s`\n\n", m)
 			commentBuiltins(&b, m, c)
@@ -223,7 +224,7 @@ func moduleComments(dir string) (map[string]string, error) {
 				vs := spec.(*ast.ValueSpec)
 				for _, n := range vs.Names {
 					switch n.Name {
-					case "Exec", "State", "Notify", "Testing":
+					case "Exec", "Service", "State", "Notify", "Testing":
 						out[strings.ToLower(n.Name)] = gd.Doc.Text()
 					}
 				}

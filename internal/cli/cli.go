@@ -4,8 +4,6 @@
 package cli
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,17 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
+	"regexp"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/mattn/go-isatty"
 
-	"github.com/talon-dev/talon/builtins"
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
-	"github.com/talon-dev/talon/policies"
+	"github.com/talon-dev/talon/internal/loader"
 )
 
 // exitError carries an exit code and an optional one-line message.
@@ -268,17 +264,22 @@ func (a *app) flags(name string, args []string, define func(fs *flag.FlagSet)) (
 
 // env is the loaded configuration and the resolved paths of one invocation.
 type env struct {
-	cfg       *config.Config
-	cfgPath   string
-	policyDir string // "" means the embedded default policy
-	stateDir  string
-	// reloadConfig makes every load read config.toml again (the daemon).
-	reloadConfig bool
-	warn         func(msg string, kv ...any)
-	// existed holds the files a good load read, for the daemon: a file that
-	// vanishes afterwards (a services file renamed away) fails the reload
-	// rather than silently dropping its probes.
-	existed map[string]bool
+	cfg     *config.Config
+	cfgData []byte // what cfg was decoded from; nil when the file does not exist
+	cfgPath string // canonical
+	// cfgGiven is config.toml as named (made absolute by the loader);
+	// cfgRequired says it was named, so it must exist.
+	cfgGiven    string
+	cfgRequired bool
+	policyDir   string // --policy / TALON_POLICY, "~" expanded; "" means the config's policy_dir
+	stateDir    string
+	// daemon makes every load read config.toml again (see loader.Options).
+	daemon bool
+	warn   func(msg string, kv ...any)
+	note   func(msg string, kv ...any)
+	// ld is the daemon's loader, which lives as long as the daemon; every
+	// other command loads once with a fresh one.
+	ld *loader.Loader
 }
 
 func (a *app) loadEnv() (*env, error) {
@@ -286,7 +287,8 @@ func (a *app) loadEnv() (*env, error) {
 	if path == "" {
 		path = filepath.Join(homeDir(), ".config", "talon", "config.toml")
 	}
-	cfg, err := config.Load(config.ExpandHome(path, homeDir()))
+	given := config.ExpandHome(path, homeDir())
+	cfg, data, err := config.Read(config.Canonical(given))
 	if err != nil {
 		return nil, err
 	}
@@ -295,104 +297,78 @@ func (a *app) loadEnv() (*env, error) {
 	if a.g.config != "" && !cfg.Found {
 		return nil, &engine.PosError{File: cfg.File, Message: "config file does not exist; fix --config / TALON_CONFIG or create it"}
 	}
-	e := &env{cfg: cfg, cfgPath: cfg.File, stateDir: cfg.StateDir}
+	e := &env{cfg: cfg, cfgData: data, cfgPath: cfg.File, cfgGiven: given, cfgRequired: a.g.config != "", stateDir: cfg.StateDir}
 	if a.g.stateDir != "" {
 		e.stateDir = config.ExpandHome(a.g.stateDir, homeDir())
 	}
-	switch {
-	case a.g.policy != "":
+	if a.g.policy != "" {
 		e.policyDir = config.ExpandHome(a.g.policy, homeDir())
-		if _, err := os.Stat(filepath.Join(e.policyDir, "talon.star")); err != nil {
-			return nil, fail(1, "policy %s has no talon.star: %v", e.policyDir, errors.Unwrap(err))
-		}
-	default:
-		if _, err := os.Stat(filepath.Join(cfg.PolicyDir, "talon.star")); err == nil {
-			e.policyDir = cfg.PolicyDir
-		}
 	}
 	return e, nil
 }
 
-// load loads the policy of e. For the daemon it reads config.toml again
-// first, so a config edit takes effect with the next swap; a bad config is
-// an error of this load and the last good policy keeps running.
+// daemonEnv is loadEnv for the daemon, which must run whatever config.toml
+// says: when it does not load (a typo, a truncated save, a file that is
+// gone), the env holds what can be read of it (leniently: the state
+// directory, the channels), else the defaults, and the error is returned
+// beside it for the log. The daemon's loader then falls back on the last
+// known good policy and reports the error everywhere.
+func (a *app) daemonEnv() (*env, error) {
+	e, err := a.loadEnv()
+	if err == nil {
+		return e, nil
+	}
+	path := a.g.config
+	if path == "" {
+		path = filepath.Join(homeDir(), ".config", "talon", "config.toml")
+	}
+	given := config.ExpandHome(path, homeDir())
+	canon := config.Canonical(given)
+	cfg := config.DefaultAt(canon)
+	if b, rerr := config.ReadFile(canon, nil); rerr == nil {
+		if c, lerr := config.Lenient(canon, b); lerr == nil {
+			cfg = c
+		} else if dir := scanStateDir(b); dir != "" {
+			// Not even TOML: the state directory (where the last good
+			// policy is) as the line that names it says.
+			cfg.StateDir = config.ExpandHome(dir, homeDir())
+			if !filepath.IsAbs(cfg.StateDir) {
+				cfg.StateDir = filepath.Join(filepath.Dir(canon), cfg.StateDir)
+			}
+		}
+		// What the daemon runs with when the config does not read is the
+		// config of its last good policy: the health endpoint is there.
+		if a.g.stateDir == "" && !cfg.Found {
+			if c := loader.LastGoodConfig(cfg.StateDir); c != nil {
+				cfg = c
+			}
+		}
+	}
+	e = &env{cfg: cfg, cfgPath: canon, cfgGiven: given, cfgRequired: a.g.config != "", stateDir: cfg.StateDir}
+	if a.g.stateDir != "" {
+		e.stateDir = config.ExpandHome(a.g.stateDir, homeDir())
+	}
+	if a.g.policy != "" {
+		e.policyDir = config.ExpandHome(a.g.policy, homeDir())
+	}
+	return e, err
+}
+
+// loaderOptions are the loader's options for this invocation.
+func (e *env) loaderOptions() loader.Options {
+	return loader.Options{ConfigFile: e.cfgGiven, ConfigRequired: e.cfgRequired, Config: e.cfg, ConfigData: e.cfgData,
+		PolicyDir: e.policyDir, Daemon: e.daemon, Warn: e.warn, Note: e.note}
+}
+
+// load loads the policy of e: through the daemon's loader, or once.
 func (e *env) load() *engine.LoadResult {
-	cfg := e.cfg
-	if e.reloadConfig {
-		c, err := config.Load(e.cfgPath)
-		if err != nil {
-			return &engine.LoadResult{Errors: []*engine.PosError{asPosError(err)}, Files: []string{e.cfgPath}}
-		}
-		e.restartOnly(c)
-		cfg = c
+	if e.ld != nil {
+		return e.ld.Load()
 	}
-	opts := builtins.Options{Config: cfg, GOOS: runtime.GOOS}
-	dir := e.policyDir
-	if dir == "" {
-		opts.FS = policies.Default
-		dir = "(embedded default)"
-	}
-	res := builtins.Load(dir, opts)
-	if !cfg.StrictModes {
-		// At every load: the daemon logs it, validate prints it.
-		msg := fmt.Sprintf("%s: strict_modes = false: files other users can change are loaded and run (with a warning each) instead of refused; fix their owners and modes and remove the setting", cfg.File)
-		if e.warn != nil {
-			e.warn(msg)
-		} else {
-			res.Warnings = append(res.Warnings, msg)
-		}
-	}
-	if e.reloadConfig && res.Err() == nil {
-		for _, f := range res.Files {
-			if _, err := os.Stat(f); err != nil && e.existed[f] {
-				res.Errors = append(res.Errors, &engine.PosError{File: f,
-					Message: "this file was part of the running policy and is gone; restore it, or remove it from the policy, to reload"})
-				res.Policy = nil
-			}
-		}
-		if res.Policy != nil {
-			e.existed = map[string]bool{}
-			for _, f := range res.Files {
-				if _, err := os.Stat(f); err == nil {
-					e.existed[f] = true
-				}
-			}
-		}
-	}
-	res.Files = append(res.Files, e.cfgPath)
-	// The config is part of what the policy sees (config.*), so it is part
-	// of the hash: a config edit is a new policy.
-	h := sha256.New()
-	io.WriteString(h, res.Hash+"\x00")
-	if b, err := os.ReadFile(e.cfgPath); err == nil {
-		h.Write(b)
-	}
-	res.Hash = hex.EncodeToString(h.Sum(nil))
-	if res.Policy != nil {
-		res.Policy.Hash = res.Hash
-		res.Policy.Interval = time.Duration(cfg.CheckIntervalSecs) * time.Second
-		res.Policy.Env = cfg.ChildEnv(os.Environ())
-	}
-	return res
+	return loader.New(e.loaderOptions()).Load()
 }
 
-// restartOnly warns about config changes that take effect only on restart
-// (the keys tagged restart:"true" in engine/config).
-func (e *env) restartOnly(c *config.Config) {
-	if e.warn == nil {
-		return
-	}
-	for _, key := range config.RestartNeeded(e.cfg, c) {
-		e.warn("config: this change takes effect after a restart", "key", key)
-	}
-}
-
-func (e *env) policyName() string {
-	if e.policyDir == "" {
-		return "(embedded default)"
-	}
-	return e.policyDir
-}
+func (e *env) policyName() string { return loader.PolicyName(e.cfg, e.policyDir) }
 
 func homeDir() string {
 	if h, err := os.UserHomeDir(); err == nil {
@@ -442,4 +418,21 @@ func (p *pipeWriter) Write(b []byte) (int, error) {
 		return n, errClosedPipe
 	}
 	return n, err
+}
+
+// stateDirLine is a top-level state_dir = "..." line.
+var stateDirLine = regexp.MustCompile(`^\s*state_dir\s*=\s*"([^"\\]+)"\s*(#.*)?$`)
+
+// scanStateDir finds state_dir in a config.toml that does not parse, line
+// by line, before the first table: "" when it is not there.
+func scanStateDir(doc []byte) string {
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "[") {
+			return ""
+		}
+		if m := stateDirLine.FindStringSubmatch(line); m != nil {
+			return m[1]
+		}
+	}
+	return ""
 }

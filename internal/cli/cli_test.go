@@ -192,7 +192,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, 2, `talon: unknown command "frobnicate"; see talon help` + "\n"},
 		{[]string{"check", "--bogus"}, 2, "talon: check: flag provided but not defined: -bogus; see talon help check\n"},
-		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: policy /nonexistent/talon-policy has no talon.star: no such file or directory\n"},
+		{[]string{"check", "--policy", "/nonexistent/talon-policy"}, 1, "talon: talon.star: no policy directory /nonexistent/talon-policy; create it with a talon.star, or point policy_dir elsewhere\n"},
 		{[]string{"check", "foo"}, 2, "talon: check takes no arguments, got \"foo\"; see talon help check\n"},
 		{[]string{"--worker-only"}, 2, "talon: --worker-only: [worker] command is not set in " + testdata(t, "good/config.toml") + "\n"},
 	}
@@ -287,5 +287,55 @@ func TestJournalCut(t *testing.T) {
 	_, errOut, code = talon(t, "journal", "cut", "--since", "yesterday", src)
 	if code != 2 || errOut != "talon: --since: \"yesterday\" is neither a duration (2h, 30m, 1d) nor a time (15:04, 2006-01-02 15:04, RFC 3339) (times without a zone are UTC)\n" {
 		t.Fatalf("bad --since: exit %d %q", code, errOut)
+	}
+}
+
+func TestScanStateDir(t *testing.T) {
+	t.Parallel()
+	for doc, want := range map[string]string{
+		"check_interval_secs = ]\nstate_dir = \"/var/lib/talon\"\n":        "/var/lib/talon",
+		"state_dir = \"~/state\" # mine\n[worker\n":                        "~/state",
+		"[health]\nstate_dir = \"/not/top-level\"\n":                       "",
+		"x = 1\n  state_dir   =   \"rel/dir\"\nbroken = \n":                "rel/dir",
+		"state_dir = 'literal strings are left to the parser'\nbroken =\n": "",
+	} {
+		if got := scanStateDir([]byte(doc)); got != want {
+			t.Errorf("%q: got %q, want %q", doc, got, want)
+		}
+	}
+}
+
+// TestRunExitsOnlyWhenTheStateDirIsUnusable: a broken config.toml does not
+// end talon run (it falls back and says so); a state directory it cannot
+// use does, with what to do.
+func TestRunExitsOnlyWhenTheStateDirIsUnusable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte("check_intervall_secs = 5\n"), 0o644)
+	notADir := filepath.Join(dir, "state")
+	os.WriteFile(notADir, []byte("x"), 0o600)
+	_, stderr, code := talon(t, "run", "--config", cfg, "--state-dir", notADir)
+	want := "talon: state dir: mkdir " + notADir + ": not a directory; talon cannot run without it: make it a directory talon's user can write (mode 0700), or choose another with state_dir or --state-dir\n"
+	if code != 1 || stderr != want {
+		t.Fatalf("exit %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+}
+
+// TestValidateTextShowsWhatFailuresLeadTo: on a terminal, validate lists
+// the probes under what their failure leads to.
+func TestValidateTextShowsWhatFailuresLeadTo(t *testing.T) {
+	out, _, err := talonText(t, "validate", "--config", testdata(t, "good/config.toml"), "--policy", testdata(t, "good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"  on failure, act and page (page): exec_ok http:worker\n",
+		"  on failure, act, never page (act): script_ok http_local func_ok\n",
+		"  on failure, only show (show): tcp_local script:always\n",
+		"  ladder: note → heal → sos\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -91,7 +91,7 @@ func daemonHolds(dir string) bool {
 // logged), takes its lock (one daemon per state dir) and opens the log.
 func claimStateDir(dir string, strict bool) (*log.Logger, func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, fail(1, "state dir: %v", err)
+		return nil, nil, fail(1, "state dir: %v; talon cannot run without it: make it a directory talon's user can write (mode 0700), or choose another with state_dir or --state-dir", err)
 	}
 	var relaxed []string
 	perms := fsperm.New(strict, func(e *fsperm.Error) { relaxed = append(relaxed, e.Warning()) })

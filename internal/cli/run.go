@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/talon-dev/talon/engine/journal"
 	"github.com/talon-dev/talon/engine/watch"
 	"github.com/talon-dev/talon/engine/worker"
+	"github.com/talon-dev/talon/internal/loader"
 )
 
 // run is the daemon.
@@ -31,10 +33,11 @@ func (a *app) run(args []string) error {
 	if workerOnly {
 		return a.workerOnly(nil)
 	}
-	e, err := a.loadEnv()
-	if err != nil {
-		return err
-	}
+	// A broken config.toml does not stop the daemon (under launchd's
+	// KeepAlive an exit is a crash loop that watches nothing): it runs the
+	// last known good policy and says so. Only what no fallback can fix,
+	// an unusable state directory, ends it.
+	e, cfgErr := a.daemonEnv()
 	if dryRun {
 		// Shadow mode keeps its own state and journal: its recorded "pages"
 		// and "heals" must never put the live daemon's cooldowns to sleep.
@@ -51,9 +54,34 @@ func (a *app) run(args []string) error {
 	}
 	defer j.Close()
 
-	e.reloadConfig = true
+	e.daemon = true
 	e.warn = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
+	e.note = func(msg string, kv ...any) { logger.Info(msg, kv...) }
+	lopts := e.loaderOptions()
+	lopts.Store = loader.NewStore(e.stateDir)
+	lopts.Log = func(msg string, kv ...any) { logger.Warn(msg, kv...) }
+	e.ld = loader.New(lopts)
 	logStartup(logger, e)
+	if cfgErr != nil {
+		logger.Error("config.toml does not load; what it says is in force only as far as it reads", "err", cfgErr)
+	}
+	// The first load decides which config the daemon runs with: the one
+	// the policy loaded with, or the one of its fallback.
+	first := e.ld.Load()
+	if c := e.ld.Config(); c != nil {
+		e.cfg = c
+	}
+	var firstMu sync.Mutex // a SIGHUP may come while the daemon starts
+	load := func() *engine.LoadResult {
+		firstMu.Lock()
+		r := first
+		first = nil
+		firstMu.Unlock()
+		if r != nil {
+			return r
+		}
+		return e.ld.Load()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -82,7 +110,7 @@ func (a *app) run(args []string) error {
 	hbs := &heartbeats{}
 	d = engine.New(engine.Options{
 		Worker:    workerStatus,
-		Load:      hbs.wrap(e.load),
+		Load:      hbs.wrap(load),
 		Interval:  time.Duration(e.cfg.CheckIntervalSecs) * time.Second,
 		StateFile: engine.StatePath(e.stateDir),
 		Env:       e.cfg.ChildEnv(os.Environ()),
@@ -165,14 +193,16 @@ func (a *app) run(args []string) error {
 		}()
 	}
 	{
-		dirs := watchDirs(e)
 		go func() {
 			select {
 			case <-d.Ready():
 			case <-ctx.Done():
 				return
 			}
-			w, err := watch.New(watch.Options{Files: d.Files, Dirs: dirs, Reload: d.Reload, Logger: logger})
+			// The files of the last load name every directory to watch: the
+			// config's, the policy directory (its talon.star is listed even
+			// when missing), wherever a services file or a link lives.
+			w, err := watch.New(watch.Options{Files: d.Files, Reload: d.Reload, Logger: logger})
 			if err != nil {
 				logger.Error("file watcher not started; use `talon reload` or SIGHUP", "err", err)
 				return
@@ -180,6 +210,15 @@ func (a *app) run(args []string) error {
 			w.Run(ctx)
 		}()
 	}
+	go func() {
+		select {
+		case <-d.Ready():
+		case <-ctx.Done():
+			return
+		}
+		host, _ := os.Hostname()
+		e.ld.PageFallback(ctx, actions, host, func(msg string, kv ...any) { logger.Info(msg, kv...) })
+	}()
 	if dryRun {
 		logger.Info("dry run: no heartbeat pings; the live daemon sends them")
 	} else {
@@ -188,13 +227,4 @@ func (a *app) run(args []string) error {
 	err = d.Run(ctx)
 	<-workerDone // never exit with the worker alive
 	return err
-}
-
-// watchDirs are the directories watched whatever the policy loaded.
-func watchDirs(e *env) []string {
-	dirs := []string{filepath.Dir(e.cfgPath)}
-	if e.policyDir != "" {
-		dirs = append(dirs, e.policyDir)
-	}
-	return dirs
 }

@@ -56,9 +56,11 @@ func (a *app) status(args []string) error {
 	if interval < 200*time.Millisecond {
 		return fail(2, "status --interval %s: want at least 200ms", interval)
 	}
-	e, err := a.loadEnv()
-	if err != nil {
-		return err
+	// A broken config.toml is what the daemon may be running around (on
+	// its last good policy): status must still find it and say so.
+	e, cfgErr := a.daemonEnv()
+	if cfgErr != nil {
+		fmt.Fprintf(a.stderr, "talon: %s (read leniently to find the daemon)\n", oneLine(cfgErr.Error()))
 	}
 	since := &probeTransitions{path: journal.Path(e.stateDir), at: map[string]time.Time{}}
 	defer since.close()
@@ -181,7 +183,16 @@ func (a *app) printStatus(e *env, rep *statusReport, asJSON, watch bool) error {
 	if s := rep.Health; s != nil {
 		fmt.Fprintf(&b, "state %s (daemon on %s, updated %s)\n", s.State, e.cfg.Health.Bind, time.Unix(s.UpdatedAtUnix, 0).Format(time.RFC3339))
 		fmt.Fprintf(&b, "policy %s, %d probes, %d failing %s\n", shortHash(s.PolicyHash), s.ProbeCount, s.FailedProbeCount, strings.Join(s.FailedProbes, " "))
-		if s.PolicyError != nil {
+		switch {
+		case s.Fallback != nil:
+			fmt.Fprintf(&b, "NOT THE POLICY ASKED FOR: %s\n", s.Fallback.Summary())
+			for _, line := range strings.Split(s.Fallback.Error, "\n") {
+				fmt.Fprintf(&b, "  %s\n", line)
+			}
+			if s.PolicyError != nil && *s.PolicyError != s.Fallback.Error {
+				fmt.Fprintf(&b, "last reload: %s\n", *s.PolicyError)
+			}
+		case s.PolicyError != nil:
 			fmt.Fprintf(&b, "policy error (last good policy still running): %s\n", *s.PolicyError)
 		}
 		if s.Incident != nil {
@@ -299,9 +310,9 @@ func (a *app) reload(args []string) error {
 	if err := a.flagsOnly("reload", args, nil); err != nil {
 		return err
 	}
-	e, err := a.loadEnv()
-	if err != nil {
-		return err
+	e, cfgErr := a.daemonEnv() // the reload reports a config error itself
+	if cfgErr != nil && !e.cfg.Found {
+		return cfgErr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

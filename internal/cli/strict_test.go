@@ -25,7 +25,8 @@ func newStrictTree(t *testing.T, configExtra string) *strictTree {
 	s.mkdir("policy", 0o755)
 	s.mkdir("policy/lib", 0o755)
 	s.mkdir("bin", 0o755)
-	s.write("policy/talon.star", "load(\"lib/x.star\", \"x\")\nprobe.exec(\"a\", [\"true\"])\nservices()\n", 0o644)
+	s.write("policy/talon.star", "load(\"lib/x.star\", \"x\")\nprobe.exec(\"a\", [\"true\"], critical = True)\nservices()\n"+
+		"ladder(rung(\"sos\", do = notify.webhook(\"http://127.0.0.1:9/\")))\n", 0o644)
 	s.write("policy/lib/x.star", "x = 1\n", 0o644)
 	s.write("services.toml", "[http.api]\nurl = \"http://127.0.0.1:1/\"\n", 0o644)
 	s.write("config.toml", s.expand("path = [\"$D/bin\", \"/usr/bin\", \"/bin\"]\nservices_file = \"$D/services.toml\"\n"+configExtra), 0o644)
@@ -205,7 +206,8 @@ func TestStrictModesRefuse(t *testing.T) {
 			setup: func(s *strictTree) {
 				s.write("token", "s3cr3t\n", 0o600)
 				fspermtest.Chown(t, s.path("token"), nobody)
-				s.write("policy/talon.star", s.expand("probe.exec(\"a\", [\"true\"])\nt = secret(\"tok\", file = \"$D/token\")\n"), 0o644)
+				s.write("policy/talon.star", s.expand("probe.exec(\"a\", [\"true\"], critical = True)\nt = secret(\"tok\", file = \"$D/token\")\n"+
+					"ladder(rung(\"sos\", do = notify.webhook(\"http://127.0.0.1:9/\")))\n"), 0o644)
 			},
 			want: "talon.star:2:11: secret tok: unsafe file $D/token (owner nobody, uid 65534, mode 0600): owned by a user other than root; fix: chown root $D/token",
 		},

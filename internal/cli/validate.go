@@ -11,22 +11,27 @@ import (
 
 // validateReport is the output of `talon validate`.
 type validateReport struct {
-	OK                bool               `json:"ok"`
-	ConfigPath        string             `json:"config_path"`
-	ConfigFound       bool               `json:"config_found"`
-	ServicesPath      string             `json:"services_path"`
-	PolicyDir         string             `json:"policy_dir"`
-	PolicyHash        string             `json:"policy_hash,omitempty"`
-	Files             []string           `json:"files,omitempty"`
-	CheckIntervalSecs int                `json:"check_interval_secs"`
-	ProbeCount        int                `json:"probe_count"`
-	ProbesByKind      map[string]int     `json:"probes_by_kind"`
-	HTTPProbeCount    int                `json:"http_probe_count"`
-	LaunchdProbeCount int                `json:"launchd_probe_count"`
-	ScriptProbeCount  int                `json:"script_probe_count"`
-	Rungs             []string           `json:"rungs"`
-	Errors            []*engine.PosError `json:"errors"`
-	Warnings          []string           `json:"warnings"`
+	OK                bool           `json:"ok"`
+	ConfigPath        string         `json:"config_path"`
+	ConfigFound       bool           `json:"config_found"`
+	ServicesPath      string         `json:"services_path"`
+	PolicyDir         string         `json:"policy_dir"`
+	PolicyHash        string         `json:"policy_hash,omitempty"`
+	Files             []string       `json:"files,omitempty"`
+	CheckIntervalSecs int            `json:"check_interval_secs"`
+	ProbeCount        int            `json:"probe_count"`
+	ProbesByKind      map[string]int `json:"probes_by_kind"`
+	HTTPProbeCount    int            `json:"http_probe_count"`
+	LaunchdProbeCount int            `json:"launchd_probe_count"`
+	ScriptProbeCount  int            `json:"script_probe_count"`
+	Rungs             []string       `json:"rungs"`
+	// OnFailure lists the probes by what their failure leads to: "page"
+	// (act, and page when critical), "act" (never page), "show" (never act).
+	OnFailure map[string][]string `json:"on_failure"`
+	// NoProbes is probe.none's reason, for a policy without probes.
+	NoProbes string             `json:"no_probes,omitempty"`
+	Errors   []*engine.PosError `json:"errors"`
+	Warnings []string           `json:"warnings"`
 }
 
 func (a *app) validate(args []string) error {
@@ -37,7 +42,8 @@ func (a *app) validate(args []string) error {
 	}); err != nil {
 		return err
 	}
-	rep := validateReport{ProbesByKind: map[string]int{}, Rungs: []string{}, Errors: []*engine.PosError{}, Warnings: []string{}}
+	rep := validateReport{ProbesByKind: map[string]int{}, Rungs: []string{}, Errors: []*engine.PosError{}, Warnings: []string{},
+		OnFailure: map[string][]string{engine.OnFailurePage: {}, engine.OnFailureAct: {}, engine.OnFailureShow: {}}}
 	e, err := a.loadEnv()
 	if err != nil {
 		rep.ConfigPath = a.g.config
@@ -51,9 +57,10 @@ func (a *app) validate(args []string) error {
 		rep.Errors = append(rep.Errors, res.Errors...)
 		rep.Warnings = append(rep.Warnings, res.Warnings...)
 		if pol := res.Policy; pol != nil {
-			rep.ProbeCount = len(pol.Probes)
+			rep.ProbeCount, rep.NoProbes = len(pol.Probes), pol.NoProbes
 			for _, p := range pol.Probes {
 				rep.ProbesByKind[p.Kind]++
+				rep.OnFailure[p.OnFailure()] = append(rep.OnFailure[p.OnFailure()], p.Name)
 				switch {
 				case strings.HasPrefix(p.Name, "http:") || p.Kind == "http":
 					rep.HTTPProbeCount++
@@ -95,7 +102,17 @@ func (a *app) validateText(r validateReport) error {
 		}
 		sort.Strings(kinds)
 		fmt.Fprintf(&b, "policy %s (%s)\n", r.PolicyDir, shortHash(r.PolicyHash))
-		fmt.Fprintf(&b, "  %d probes: %s\n", r.ProbeCount, strings.Join(kinds, ", "))
+		if r.NoProbes != "" {
+			fmt.Fprintf(&b, "  no probes, on purpose: %s\n", r.NoProbes)
+		} else {
+			fmt.Fprintf(&b, "  %d probes: %s\n", r.ProbeCount, strings.Join(kinds, ", "))
+		}
+		for _, m := range []struct{ key, what string }{
+			{engine.OnFailurePage, "act and page"}, {engine.OnFailureAct, "act, never page"}, {engine.OnFailureShow, "only show"}} {
+			if names := r.OnFailure[m.key]; len(names) > 0 {
+				fmt.Fprintf(&b, "  on failure, %s (%s): %s\n", m.what, m.key, strings.Join(names, " "))
+			}
+		}
 		fmt.Fprintf(&b, "  ladder: %s\n", strings.Join(r.Rungs, " → "))
 		fmt.Fprintf(&b, "  config %s%s, every %ds\n", r.ConfigPath, map[bool]string{false: " (not found: defaults)", true: ""}[r.ConfigFound], r.CheckIntervalSecs)
 	}

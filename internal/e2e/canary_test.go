@@ -69,6 +69,15 @@ ladder(rung("sos", do = notify.webhook(%q, headers = {"Authorization": "Bearer "
 	if _, ok := places["journal.jsonl"]; !ok {
 		t.Fatalf("no journal among %v", files)
 	}
+	// The last good policy is a private copy (0600) of the policy's own
+	// files, whose text holds the canary only because this test wrote it
+	// into the lease command; what it must not hold is anything more.
+	if lg, ok := places["last-good.json"]; !ok || strings.Count(lg, canary) != strings.Count(policy, canary) {
+		t.Errorf("last-good.json is not the policy's text: %q", lg)
+	} else if fi, err := os.Stat(filepath.Join(stateDir, "last-good.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("last-good.json: %v %v, want a private file", fi, err)
+	}
+	delete(places, "last-good.json")
 	for where, text := range places {
 		if strings.Contains(text, canary) {
 			t.Errorf("the secret is in the %s", where)

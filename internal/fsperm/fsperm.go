@@ -93,17 +93,82 @@ func (c *Checker) verdict(e *Error) error {
 // Open opens path for reading and checks the file it opened (see Check).
 // Errors from opening are returned as os.Open returns them, so
 // errors.Is(err, fs.ErrNotExist) still tells a missing file; a refusal is an
-// *Error.
+// *Error. The open never blocks, and a named pipe, a socket or a device is
+// refused with a *NotRegularError: a FIFO put in place of a policy or config
+// file must not hang whoever reads it. (A directory opens, for CheckPath's
+// sake; reading it fails.)
 func (c *Checker) Open(path string) (*os.File, error) {
-	f, err := os.Open(path)
+	f, err := openNonblock(path)
 	if err != nil {
 		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil {
+		f.Close()
+		return nil, err
+	} else if special(fi.Mode()) {
+		f.Close()
+		return nil, &NotRegularError{Path: path, Mode: fi.Mode()}
 	}
 	if err := c.Check(f, path); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// OpenRegular opens path for reading if it is a regular file, without
+// blocking on it; anything else is refused with a *NotRegularError.
+func OpenRegular(path string) (*os.File, error) {
+	f, err := openNonblock(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &NotRegularError{Path: path, Mode: fi.Mode()}
+	}
+	return f, nil
+}
+
+// openNonblock opens path read-only with O_NONBLOCK, which a regular file
+// ignores and which keeps the open of a named pipe without a writer from
+// blocking for good. A socket, which cannot be opened at all, is reported
+// as what it is.
+func openNonblock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ENXIO) {
+			if fi, serr := os.Stat(path); serr == nil && special(fi.Mode()) {
+				return nil, &NotRegularError{Path: path, Mode: fi.Mode()}
+			}
+		}
+		return nil, err
+	}
+	return f, nil
+}
+
+func special(m fs.FileMode) bool {
+	return m&(fs.ModeNamedPipe|fs.ModeSocket|fs.ModeDevice|fs.ModeCharDevice|fs.ModeIrregular) != 0
+}
+
+// NotRegularError is a path that names something other than a regular file
+// where Talon reads one.
+type NotRegularError struct {
+	Path string
+	Mode fs.FileMode
+}
+
+func (e *NotRegularError) Error() string { return e.Path + " " + e.Reason() }
+
+// Reason is the error without the path, for messages that name the file
+// already ("config.toml: is a named pipe, ...").
+func (e *NotRegularError) Reason() string {
+	return fmt.Sprintf("is %s, not a regular file; replace it with the file itself", kind(e.Mode))
 }
 
 // Check checks f, opened from path: the open file's owner and mode (fstat),

@@ -3,12 +3,14 @@ package fsperm
 import (
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/talon-dev/talon/internal/fsperm/fspermtest"
 )
@@ -288,5 +290,44 @@ func TestOpenErrors(t *testing.T) {
 	symlink(t, "loop1", d+"/loop2")
 	if err := New(true, nil).CheckPath(d + "/loop1"); !errors.Is(err, syscall.ELOOP) {
 		t.Errorf("link loop: %v, want ELOOP", err)
+	}
+}
+
+// TestOpenRefusesSpecialFiles: what is not a regular file is refused, and
+// a named pipe without a writer does not block the open.
+func TestOpenRefusesSpecialFiles(t *testing.T) {
+	t.Parallel()
+	d := t.TempDir()
+	fifo := filepath.Join(d, "talon.star")
+	fspermtest.Mkfifo(t, fifo)
+	sock := filepath.Join(d, "config.toml")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cases := []struct{ path, want string }{
+		{fifo, fifo + " is a named pipe, not a regular file; replace it with the file itself"},
+		{sock, sock + " is a socket, not a regular file; replace it with the file itself"},
+		{"/dev/null", "/dev/null is a device, not a regular file; replace it with the file itself"},
+		{d, d + " is a directory, not a regular file; replace it with the file itself"},
+	}
+	for _, c := range cases {
+		fspermtest.Within(t, 10*time.Second, "opening "+c.path, func() {
+			opens := []func(string) (*os.File, error){OpenRegular}
+			if c.path != d { // Checker.Open opens a directory for CheckPath
+				opens = append(opens, New(true, nil).Open)
+			}
+			for _, open := range opens {
+				f, err := open(c.path)
+				var nr *NotRegularError
+				if err == nil {
+					f.Close()
+				}
+				if !errors.As(err, &nr) || err.Error() != c.want {
+					t.Errorf("%s: got %v, want %s", c.path, err, c.want)
+				}
+			}
+		})
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Nobody is the uid tests give files to when they need "another user".
@@ -118,5 +120,34 @@ func Chmod(t testing.TB, path string, mode os.FileMode) {
 	t.Helper()
 	if err := os.Chmod(path, mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Mkfifo makes a named pipe at path (mode 0644) for tests that put one
+// where Talon expects a file: nothing ever opens its other end, so an open
+// that blocks on it blocks for good.
+func Mkfifo(t testing.TB, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	Chmod(t, path, 0o644)
+}
+
+// Within fails the test unless f returns within limit: a guard for code
+// that must not block (on a named pipe, say), so that a regression fails
+// with a message instead of hanging until the test binary's timeout. The
+// limit is generous on purpose; it is never what a test measures.
+func Within(t testing.TB, limit time.Duration, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		t.Fatalf("%s blocked for %s", what, limit)
 	}
 }

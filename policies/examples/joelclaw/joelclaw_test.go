@@ -43,7 +43,10 @@ local_command = "pi -p --no-session --model local"
 timeout_secs = 200
 `
 
-func load(t *testing.T, goos string) *engine.Policy {
+func load(t *testing.T, goos string) *engine.Policy { return loadWith(t, goos, "") }
+
+// loadWith loads the policy with services (a services.toml; "" for none).
+func loadWith(t *testing.T, goos, services string) *engine.Policy {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.toml")
@@ -55,6 +58,11 @@ func load(t *testing.T, goos string) *engine.Policy {
 		t.Fatal(err)
 	}
 	cfg.ServicesFile = filepath.Join(dir, "services.toml") // none: only the built-in probes
+	if services != "" {
+		if err := os.WriteFile(cfg.ServicesFile, []byte(services), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// A copy: strict modes refuse files others can change, and the
 	// checkout's modes and owner depend on how it was made.
 	res := builtins.Load(fspermtest.Copy(t, "."), builtins.Options{Config: cfg, GOOS: goos})
@@ -220,5 +228,85 @@ func TestSplitBrain(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: split_brain = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// servicesTOML has the services the predecessor's own file had, plus an
+// idle service that is only watched.
+const servicesTOML = `
+[launchd.gateway]
+label = "com.joel.gateway"
+critical = true
+
+[http.gateway_slack]
+url = "http://127.0.0.1:3018/health/slack"
+critical = true
+
+[launchd.voice_agent]
+label = "com.joel.voice-agent"
+critical = true
+
+[http.voice_agent]
+url = "http://127.0.0.1:8081/"
+
+[launchd.idle]
+label = "com.joel.idle"
+`
+
+// TestServiceHeal: the predecessor's service heal (PREDECESSOR.md §5.3) as a
+// rung: when only services.toml's services fail, the launchd job of each
+// failing one is restarted; a failing [http.NAME] restarts [launchd.NAME];
+// the voice agent's port is first cleared of its stale copies; a service
+// that is only watched is never restarted.
+func TestServiceHeal(t *testing.T) {
+	p := loadWith(t, "darwin", servicesTOML)
+	var rungs []string
+	for _, r := range p.Ladder {
+		rungs = append(rungs, r.Name)
+	}
+	if got := strings.Join(rungs, ","); got != "service-heal,bridge-heal,heal,agent,agent-local,sos" {
+		t.Fatalf("ladder %s", got)
+	}
+	heal := p.Ladder[0]
+	var do []string
+	for _, a := range heal.Do {
+		do = append(do, a.Describe())
+	}
+	want := []string{
+		"launchctl kickstart -k (its domain)/com.joel.gateway, if launchd:gateway fails",
+		"launchctl kickstart -k (its domain)/com.joel.voice-agent, after clearing port 8081 of stale copies, if launchd:voice_agent or http:voice_agent fails",
+	}
+	if strings.Join(do, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("service-heal does:\n%s\nwant:\n%s", strings.Join(do, "\n"), strings.Join(want, "\n"))
+	}
+	for name, on := range map[string]string{"launchd:gateway": "page", "http:gateway_slack": "page", "http:voice_agent": "show", "launchd:idle": "show"} {
+		if pr := p.Probe(name); pr == nil || pr.OnFailure() != on {
+			t.Errorf("%s: on_failure %v, want %s", name, pr, on)
+		}
+	}
+	view := func(failing ...string) *engine.IncidentView {
+		v := &engine.IncidentView{ID: "t", Started: time.Unix(0, 0), Now: time.Unix(60, 0)}
+		for _, f := range failing {
+			v.Failing = append(v.Failing, engine.Result{Name: f})
+		}
+		return v
+	}
+	for _, c := range []struct {
+		failing []string
+		want    bool
+	}{
+		{[]string{"launchd:gateway"}, true},
+		{[]string{"http:voice_agent", "launchd:voice_agent"}, true},
+		{[]string{"launchd:gateway", "redis"}, false}, // the cluster too: the heal script's job
+		{[]string{"http:worker"}, false},              // a built-in, not a service
+		{[]string{"http:gateway_slack", "colima"}, false},
+	} {
+		if got, err := heal.When(context.Background(), view(c.failing...)); err != nil || got != c.want {
+			t.Errorf("failing %v: services_only = %v, %v; want %v", c.failing, got, err, c.want)
+		}
+	}
+	// Without a services file there is nothing to restart, and no rung.
+	if p := load(t, "darwin"); p.Ladder[0].Name != "bridge-heal" {
+		t.Errorf("without services the ladder starts with %s", p.Ladder[0].Name)
 	}
 }
