@@ -3,6 +3,8 @@ package effect
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strconv"
@@ -100,18 +102,35 @@ func subtree(pid int) []int {
 }
 
 // marked reports whether pid carries the run marker in its environment.
-func marked(pid int, marker string) bool {
+// While a process is in the middle of an execve its environment may read as
+// empty: unsure is then true, and the caller looks again.
+func marked(pid int, marker string) (yes, unsure bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
-		return false
+		return false, !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ESRCH)
+	}
+	if len(b) == 0 {
+		// A kernel thread or a zombie has none; an execve in progress
+		// shows none for a moment.
+		return false, !zombie(pid)
 	}
 	want := []byte(MarkerVar + "=" + marker)
 	for _, kv := range bytes.Split(b, []byte{0}) {
 		if bytes.Equal(kv, want) {
-			return true
+			return true, false
 		}
 	}
-	return false
+	return false, false
+}
+
+// zombie reports whether pid has exited (or is gone).
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // killTree kills with SIGKILL everything a command started: its process
@@ -126,17 +145,28 @@ func killTree(pgid int, leaderAlive bool, marker string) {
 		if leaderAlive {
 			victims = subtree(pgid)
 		}
+		unsure := false
 		children.Lock()
 		for _, pid := range childrenOf(os.Getpid()) {
-			if !ownChild(pid) && marked(pid, marker) {
+			if ownChild(pid) {
+				continue
+			}
+			yes, maybe := marked(pid, marker)
+			if yes {
 				victims = append(victims, pid)
 				victims = append(victims, subtree(pid)...)
 			}
+			unsure = unsure || maybe
 		}
 		children.Unlock()
 		syscall.Kill(-pgid, syscall.SIGKILL)
 		if len(victims) == 0 {
-			break
+			if !unsure {
+				break
+			}
+			// An orphan in the middle of an execve: look again.
+			time.Sleep(time.Millisecond)
+			continue
 		}
 		for _, pid := range victims {
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -160,13 +190,6 @@ func waitDead(pid int, limit time.Duration) {
 	if err != unix.ENOSYS {
 		return // gone
 	}
-	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(time.Millisecond) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return
-		}
-		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-			return
-		}
+	for end := time.Now().Add(limit); time.Now().Before(end) && !zombie(pid); time.Sleep(time.Millisecond) {
 	}
 }
