@@ -507,7 +507,7 @@ func Delivered(s *State, pol *Policy, incidentID, rung, channel string, now time
 	rs := inc.rung(rung)
 	rs.Pending = without(rs.Pending, channel)
 	rs.Accepted = union(rs.Accepted, []string{channel})
-	inc.Paged = union(inc.Paged, []string{channel})
+	inc.Paged = sortStrings(union(inc.Paged, []string{channel}))
 	rs.LastOK, rs.LastSent, rs.Failures, rs.NextTry = true, now, 0, time.Time{}
 	for _, r := range pol.Ladder {
 		if r.Name == rung && r.State != "" {
@@ -573,7 +573,7 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 	if out.Pages {
 		rs.LastOK = len(out.Paged) > 0
 		if len(out.Paged) > 0 {
-			inc.Paged = union(inc.Paged, out.Paged)
+			inc.Paged = sortStrings(union(inc.Paged, out.Paged))
 			rs.Accepted = union(rs.Accepted, out.Paged)
 			if !recorded {
 				rs.LastSent = now
@@ -917,4 +917,5 @@ func (inc *Incident) Relocate(old, new []*Rung, renamed map[string]string) {
 	}
 }
 
-func sortStrings(s []string) { sort.Strings(s) }
+// sortStrings sorts s in place and returns it.
+func sortStrings(s []string) []string { sort.Strings(s); return s }

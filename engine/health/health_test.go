@@ -127,8 +127,11 @@ func TestIdleAndSlowClientsDoNotBlock(t *testing.T) {
 	slices.Sort(lat)
 	t.Logf("GET /health with an idle, a half-request and a body-less client connected: min %v, median %v, max %v (20 requests, new connection each)",
 		lat[0], lat[len(lat)/2], lat[len(lat)-1])
-	if lat[len(lat)-1] >= 100*time.Millisecond {
-		t.Fatalf("slowest GET /health took %v, want < 100ms", lat[len(lat)-1])
+	// A server that served one connection at a time would hold every
+	// request until the stuck clients' ReadHeaderTimeout: no request may
+	// come near it. (How fast it answers is for the benchmarks.)
+	if slowest := lat[len(lat)-1]; slowest >= ReadHeaderTimeout/2 {
+		t.Fatalf("slowest GET /health took %v: it waited on the stuck clients (ReadHeaderTimeout %v)", slowest, ReadHeaderTimeout)
 	}
 }
 
