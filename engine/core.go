@@ -231,6 +231,9 @@ type Core struct {
 	pagers map[string]Pager
 	// freshWake is when a rung waiting for fresh results stops waiting.
 	freshWake time.Time
+	// emptyNoted is the incident and policy for which the journal last
+	// said that the ladder is empty.
+	emptyNoted string
 }
 
 type launch struct {
@@ -406,6 +409,7 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 	default:
 		panic(fmt.Sprintf("engine: unknown fact %q", f.Kind))
 	}
+	c.noteEmptyLadder(&out, now)
 	c.reprobe(&out, now)
 	c.flushOutbox(&out, now)
 	out.Wake = c.nextWake()
@@ -413,6 +417,24 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 		out.Persist = true
 	}
 	return out
+}
+
+// noteEmptyLadder says, once per incident and policy, that an open
+// incident has no rung to act or page for it: a policy without a ladder,
+// or a reload that removed every rung. The incident stays open and
+// visible; nobody will be told of it by Talon.
+func (c *Core) noteEmptyLadder(out *Step, now time.Time) {
+	inc := c.st.Incident
+	if inc == nil || len(c.pol.Ladder) > 0 {
+		return
+	}
+	key := inc.ID + "\x00" + c.pol.Hash
+	if c.emptyNoted == key {
+		return
+	}
+	c.emptyNoted = key
+	c.emit(out, []Event{{Type: "ladder_empty", Incident: inc.ID, At: now,
+		Reason: "the policy in force has no rung: nothing will act or page for this incident"}})
 }
 
 // emit adds events to the step.

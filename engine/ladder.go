@@ -620,7 +620,8 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 	if s.Incident == nil || s.Incident.ID != incidentID {
 		return ev
 	}
-	if r := pol.Ladder[max(idx, 0)]; acted && r.Verify && r.Settle > 0 {
+	// idx is -1 for a rung a reload removed (the ladder may be empty now).
+	if r := rungAt(pol, idx); acted && r.Verify && r.Settle > 0 {
 		// Its effect may take a while to show (a VM restarting): the
 		// ladder waits, re-probing, before it moves on.
 		every := min(max(r.Settle/6, time.Second), 10*time.Second)
@@ -697,6 +698,14 @@ func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 		}
 	}
 	return ev
+}
+
+// rungAt is rung idx of pol's ladder, or nil when there is none.
+func rungAt(pol *Policy, idx int) *Rung {
+	if idx < 0 || idx >= len(pol.Ladder) {
+		return nil
+	}
+	return pol.Ladder[idx]
 }
 
 func outcomeText(o RungOutcome) string {

@@ -52,6 +52,8 @@ func (d *Daemon) record(e Event) {
 		}
 	case "page_failed":
 		d.log.Error("page not delivered", "rung", e.Rung, "reason", e.Reason)
+	case "ladder_empty":
+		d.log.Error("nothing can act for the incident: the policy has no rung", "incident", e.Incident)
 	}
 }
 

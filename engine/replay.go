@@ -103,7 +103,7 @@ type ReplayResult struct {
 // journal: a start, stop or reload), mode (replay's mode changed: Reason),
 // and the core's other decisions by their event type: pause, resume,
 // pause_expired, ack, ack_cleared, settle_start, settle_end, flap_start,
-// flap_stop, unreachable, rung_renamed.
+// flap_stop, unreachable, rung_renamed, ladder_empty.
 type ReplayStep struct {
 	At       time.Time       `json:"at"`
 	Kind     string          `json:"kind"`

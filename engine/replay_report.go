@@ -146,7 +146,7 @@ func (p *reporter) events(st Step) {
 		case "page_failed":
 			p.step(ReplayStep{At: e.At, Kind: "page_failed", Incident: e.Incident, Rung: e.Rung, Reason: e.Reason})
 		case "pause", "resume", "pause_expired", "ack", "ack_cleared", "settle_start", "settle_end",
-			"flap_start", "flap_stop", "unreachable", "rung_renamed":
+			"flap_start", "flap_stop", "unreachable", "rung_renamed", "ladder_empty":
 			p.step(ReplayStep{At: e.At, Kind: e.Type, Incident: e.Incident, Probe: e.Probe, Rung: e.Rung, Channels: e.Channels, Reason: e.Reason})
 		}
 	}

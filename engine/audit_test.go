@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Defects found by the audit (issues 8 and 11), one test each, against the
+// core; the daemon's are in audit_daemon_test.go.
+
+// A reload to a policy whose ladder is empty, while a heal runs: the
+// heal's end must not crash the core, the incident stays open, and the
+// journal says that nothing can act for it.
+func TestReloadToAnEmptyLadderWhileARungRuns(t *testing.T) {
+	t.Parallel()
+	probes := []*Probe{{Name: "api", Critical: true, After: 1}}
+	pol := testPolicy(probes, heal(), sos(time.Minute, time.Hour))
+	r := newCoreRun(t, pol)
+	if st := r.resultsAt(0, resAt("api", false, 0)); st.run() == nil || st.run().Rung.Name != "heal" {
+		t.Fatalf("no heal: %+v", st.Events)
+	}
+	empty := testPolicy(probes)
+	empty.Hash = "h2"
+	st := r.step(Fact{Kind: FactReload, At: at(time.Second), Policy: empty})
+	if len(events(st, "ladder_empty")) != 1 {
+		t.Fatalf("the reload did not say that nothing can act: %+v", st.Events)
+	}
+	st = r.end(2*time.Second, "heal", true, nil, resAt("api", false, 2*time.Second))
+	if r.c.State().Incident == nil || st.run() != nil {
+		t.Fatalf("incident %+v runs %+v", r.c.State().Incident, st.Runs)
+	}
+	// Cycles go on; nothing runs, nothing crashes; the incident is visible.
+	for m := 1; m <= 3; m++ {
+		if st := r.resultsAt(time.Duration(m)*time.Minute, resAt("api", false, time.Duration(m)*time.Minute)); st.run() != nil {
+			t.Fatalf("started %s with an empty ladder", st.run().Rung.Name)
+		}
+	}
+	if r.c.State().Incident == nil {
+		t.Fatal("the incident vanished")
+	}
+}
+
+// A restart under a policy with an empty ladder, with a rung recorded as
+// running in the state file: the start must not crash (it would at every
+// start: a crash loop).
+func TestStartWithAnEmptyLadderAndARungRecordedAsRunning(t *testing.T) {
+	t.Parallel()
+	probes := []*Probe{{Name: "api", Critical: true, After: 1}}
+	pol := testPolicy(probes, heal())
+	r := newCoreRun(t, pol)
+	r.resultsAt(0, resAt("api", false, 0))
+	if r.c.State().Incident.Running != "heal" {
+		t.Fatalf("heal not running: %+v", r.c.State().Incident)
+	}
+	st := r.c.State()
+	r2 := NewCore(CoreOptions{})
+	out := r2.Step(t.Context(), Fact{Kind: FactStart, At: at(time.Minute), Policy: testPolicy(probes), State: st})
+	if inc := r2.State().Incident; inc == nil || inc.Running != "" {
+		t.Fatalf("incident after the start: %+v", inc)
+	}
+	found := false
+	for _, e := range out.Events {
+		found = found || e.Type == "ladder_empty" && strings.Contains(e.Reason, "nothing")
+	}
+	if !found {
+		t.Fatalf("the start did not say that nothing can act: %+v", out.Events)
+	}
+}
+
+// A reload that removes the rung the incident is on (a heal, running)
+// leaves the page that remains page-able on time.
+func TestReloadRemovesTheRungTheIncidentIsOn(t *testing.T) {
+	t.Parallel()
+	probes := []*Probe{{Name: "api", Critical: true, After: 1}}
+	r := newCoreRun(t, testPolicy(probes, heal(), sos(time.Minute, time.Hour)))
+	r.resultsAt(0, resAt("api", false, 0))
+	next := testPolicy(probes, sos(time.Minute, time.Hour))
+	next.Hash = "h2"
+	r.step(Fact{Kind: FactReload, At: at(time.Second), Policy: next})
+	r.end(2*time.Second, "heal", true, nil, resAt("api", false, 2*time.Second))
+	st := r.wake(time.Minute)
+	if st.run() == nil || st.run().Rung.Name != "sos" {
+		t.Fatalf("no page at the page's after: %+v", st.Events)
+	}
+}
