@@ -17,13 +17,13 @@ func TestIncidentSeesOnlyFreshResults(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
 	res := func(name string, passed bool, start, end time.Duration) engine.Result {
-		return engine.Result{Name: name, Passed: passed, At: t0.Add(end), DurationMS: int64((end - start) / time.Millisecond)}
+		return engine.Result{Name: name, Passed: passed, At: t0.Add(start), DurationMS: int64((end - start) / time.Millisecond)}
 	}
 	view := &engine.IncidentView{ID: "i-1", Started: t0, Now: t0.Add(time.Minute), State: "failed",
-		Since: t0.Add(20 * time.Millisecond), // redis's failure was first seen then
+		Since: t0.Add(20 * time.Millisecond), // redis's first failing run started then
 		Failing: []engine.Result{
-			res("redis", false, 0, 20*time.Millisecond),         // the failure itself: evidence
-			res("docker", false, -time.Minute, -59*time.Second), // seen before the incident: stale
+			res("redis", false, 20*time.Millisecond, 40*time.Millisecond), // the failure itself: evidence
+			res("docker", false, -time.Minute, -59*time.Second),           // seen before the incident: stale
 		},
 		Passing: []engine.Result{
 			res("vm:redis", true, 0, 50*time.Millisecond),                     // started before the failure was seen: stale

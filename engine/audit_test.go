@@ -84,3 +84,38 @@ func TestReloadRemovesTheRungTheIncidentIsOn(t *testing.T) {
 		t.Fatalf("no page at the page's after: %+v", st.Events)
 	}
 }
+
+// Result.At is when the probe started (the runner sets it so): Fresh must
+// not take the run's duration off it again. A witness that started after
+// the failures began, and took 5 s, is fresh evidence; one that started
+// before is not, however short it was.
+func TestFreshReadsAtAsTheStart(t *testing.T) {
+	t.Parallel()
+	since := at(time.Minute)
+	slow := Result{Name: "w", Passed: true, At: since.Add(time.Second), DurationMS: 5000}
+	early := Result{Name: "w", Passed: true, At: since.Add(-time.Millisecond), DurationMS: 1}
+	if !Fresh(slow, since, time.Time{}) {
+		t.Error("a pass that started 1s after the failures began is not fresh")
+	}
+	if Fresh(early, since, time.Time{}) {
+		t.Error("a pass that started before the failures began is fresh")
+	}
+	// The same against quiet (the end of the last rung that acted).
+	if !Fresh(slow, time.Time{}, since) || Fresh(early, time.Time{}, since) {
+		t.Error("quiet: freshness not counted from the start")
+	}
+	// Through the core: the split-brain heal runs on the slow witness's
+	// pass at once instead of waiting out the fresh-evidence window.
+	pol := testPolicy([]*Probe{{Name: "redis", Critical: true, After: 1}, {Name: "vm:redis", Witness: true, Timeout: 10 * time.Second}},
+		&Rung{Name: "bridge-heal", When: splitBrain, Do: []Action{fakeAction{"bridge"}}}, heal())
+	pol.Interval = time.Minute
+	r := newCoreRun(t, pol)
+	r.resultsAt(0, resAt("redis", true, 0), resAt("vm:redis", true, 0))
+	r.resultsAt(time.Minute, resAt("redis", false, time.Minute))
+	w := resAt("vm:redis", true, time.Minute+time.Second)
+	w.DurationMS = 5000
+	st := r.resultsAt(time.Minute+6*time.Second, w)
+	if st.run() == nil || st.run().Rung.Name != "bridge-heal" {
+		t.Fatalf("the bridge heal did not run on a fresh witness: runs %v events %+v", r.runs, st.Events)
+	}
+}

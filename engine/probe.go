@@ -208,7 +208,9 @@ type Result struct {
 	Warning    bool              `json:"warning,omitempty"`
 	TimedOut   bool              `json:"timed_out,omitempty"`
 	Detail     map[string]string `json:"detail,omitempty"`
-	At         time.Time         `json:"at"`
+	// At is when the run started: evidence taken before a failure
+	// began is no evidence of it (see Fresh).
+	At time.Time `json:"at"`
 	// digest is the definition the result came from; a result of a
 	// definition that a reload replaced is not counted.
 	digest string

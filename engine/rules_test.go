@@ -13,7 +13,7 @@ import (
 
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
-// resAt is a result of a run that took 10 ms and ended at d.
+// resAt is a result of a run that started at d and took 10 ms.
 func resAt(name string, passed bool, d time.Duration) Result {
 	r := res(name, passed)
 	r.At, r.DurationMS = at(d), 10
@@ -171,9 +171,9 @@ func TestWhenSeesOnlyFreshResults(t *testing.T) {
 	if len(st.Runs) > 0 || !st.Wake.Equal(at(time.Minute+20*time.Millisecond+time.Minute+5*time.Second)) {
 		t.Fatalf("acted on a stale witness: runs %v wake %v", r.runs, st.Wake)
 	}
-	// The witness of that same cycle: launched with redis, at +1m, it
-	// passed while (or before) redis failed.
-	w := resAt("vm:redis", true, time.Minute+30*time.Millisecond)
+	// The witness of that same cycle: it started at +1m, before redis's
+	// failing run, and passed while (or before) redis failed.
+	w := resAt("vm:redis", true, time.Minute)
 	w.DurationMS = 30
 	st = r.resultsAt(time.Minute+30*time.Millisecond, w)
 	if len(st.Runs) > 0 {

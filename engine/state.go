@@ -503,21 +503,14 @@ func (s *State) View(pol *Policy, now time.Time) *IncidentView {
 }
 
 // Fresh reports whether r was taken after the failures began (since) and
-// after the last rung's disturbance ended (quiet). A pass must have started
-// after both: one that began before the first failure was seen may predate
-// the outage. A failure need only have been seen at or after since (the
-// failures that opened the incident are its evidence), but must have
-// started after quiet.
+// after the last rung's disturbance ended (quiet). r.At is when the run
+// started (the runner stamps it so). A pass must have started at or after
+// both: one that began before the first failure was seen may predate the
+// outage. A failure must have started after quiet; since is the start of
+// the first failing run, so every failure of the incident qualifies.
 func Fresh(r Result, since, quiet time.Time) bool {
-	start := r.At.Add(-time.Duration(r.DurationMS) * time.Millisecond)
-	if !quiet.IsZero() && start.Before(quiet) {
+	if !quiet.IsZero() && r.At.Before(quiet) {
 		return false
 	}
-	if since.IsZero() {
-		return true
-	}
-	if r.Passed {
-		return !start.Before(since)
-	}
-	return !r.At.Before(since)
+	return since.IsZero() || !r.At.Before(since)
 }
