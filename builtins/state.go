@@ -48,7 +48,8 @@ after: hold the rung until the incident is this old, e.g. "15m"; a rung that pag
     incident is this old whatever the rungs before it are doing
 timeout: deadline of the whole rung, e.g. "5m" (default 5m)
 cooldown: wait at least this long before running the rung again; a rung cooling down (from an earlier
-    incident, say) is passed over, and the ladder goes on to the next
+    incident, say) is passed over, and the ladder goes on to the next. A rung that only pages counts
+    only the pages of the open incident: a new incident's first page is never held by an earlier one
 repeat: pages only: re-send no more often than this while the incident is open
 state: state entered when the rung runs: "failed", "investigating", "critical" or "sos"
 verify: re-probe the failing probes after the rung ran; a green re-probe resolves the incident
@@ -65,7 +66,7 @@ const LadderRulesDoc = `How the ladder decides. One decision core takes every de
 
 **Settle.** Results recorded while a rung runs, and during its settle window after it (rung settle=, default 30s, for rungs that run something and verify), do not move the ladder on. The failing probes are re-probed during the window; when every probe of the incident passes a run taken after the rung ended, the incident resolves at once. Only when the window ends without that does the next rung get its turn.
 
-**Liveness.** A rung cooling down, paused, or whose when= is false is passed over, never waited for: it runs again later, when it is due. A rung that pages has its own slot: with after= it goes out when the incident is that old, whatever the rungs before it are doing (a heal still running, a settle window, an agent held by its own after); without after= it goes out once the rungs before it had their turn. So an incident with a critical probe down longer than the page's after pages, unless the page rung cools down from a page it sent less than its cooldown ago, the operator paused or acknowledged it, or its probes flap and it paged once already.
+**Liveness.** A rung cooling down, paused, or whose when= is false is passed over, never waited for: it runs again later, when it is due. A rung that pages has its own slot: with after= it goes out when the incident is that old, whatever the rungs before it are doing (a heal still running, a settle window, an agent held by its own after); without after= it goes out once the rungs before it had their turn. So an incident with a critical probe down longer than the page's after pages, unless the operator paused or acknowledged it, or its probes flap and it paged once already: a page sent for an earlier incident never holds a new incident's first page (flap detection, not a cooldown, quiets a service that goes down and up).
 
 **Flapping.** A probe that went down flap_start times (default 3) within flap_window (default 1h) is flapping, as Nagios's flap detection with a time window; it stops once at most flap_stop (default 1) of its downs are left in the window. It shows on /health and in pages. For an incident whose probes all flap, each rung's flapping= decides: by default a heal runs once while they flap, and one page goes out, saying so, once the flapping is older than the page's after.
 

@@ -119,3 +119,33 @@ func TestFreshReadsAtAsTheStart(t *testing.T) {
 		t.Fatalf("the bridge heal did not run on a fresh witness: runs %v events %+v", r.runs, st.Events)
 	}
 }
+
+// A relapse 3 s after an incident that paged: the new incident's first
+// page goes out at its after, not when the page rung's cooldown (from the
+// earlier incident's page) ends.
+func TestNewIncidentPagesDespiteACooldownFromTheLastOne(t *testing.T) {
+	t.Parallel()
+	page := &Rung{Name: "sos", Do: []Action{pager("tg")}, After: time.Minute, Cooldown: time.Hour, State: "sos"}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, page)
+	r := newCoreRun(t, pol)
+	r.resultsAt(0, resAt("api", false, 0))
+	st := r.wake(time.Minute)
+	if st.run() == nil {
+		t.Fatalf("the first incident did not page: %+v", st.Events)
+	}
+	r.step(Fact{Kind: FactDelivery, At: at(time.Minute), Answer: &Answer{Kind: "sos", Incident: r.incident(), Rung: "sos", Delivery: Delivery{Channel: "tg", OK: true}}})
+	r.end(time.Minute, "sos", true, []Delivery{{Channel: "tg", OK: true}})
+	r.resultsAt(2*time.Minute, resAt("api", true, 2*time.Minute))
+	if r.incident() != "" {
+		t.Fatal("the first incident did not resolve")
+	}
+	relapse := 2*time.Minute + 3*time.Second
+	st = r.resultsAt(relapse, resAt("api", false, relapse))
+	if r.incident() == "" || !st.Wake.Equal(at(relapse+time.Minute)) {
+		t.Fatalf("incident %q, wake %v; want a wake at the page's after", r.incident(), st.Wake)
+	}
+	st = r.wake(relapse + time.Minute)
+	if st.run() == nil || st.run().Rung.Name != "sos" {
+		t.Fatalf("the relapse's first page was held by the earlier incident's cooldown: %+v", st.Events)
+	}
+}

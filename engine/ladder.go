@@ -445,9 +445,16 @@ func (s *State) due(r *Rung, now time.Time, age time.Duration) bool {
 // cooldownFrom is when r's cooldown started: its last delivered page for a
 // rung that only pages (so a failed delivery is retried with backoff), its
 // last start for any rung that runs something (heal storms stay impossible).
+//
+// A page rung's cooldown counts only pages of the open incident: the first
+// page of a new incident (a relapse just after one that paged) is never
+// held by a page sent for an earlier one.
 func (s *State) cooldownFrom(r *Rung) (time.Time, bool) {
 	if r.Pages() && r.onlyPages() {
 		t, ok := s.LastSent[r.Name]
+		if inc := s.Incident; ok && inc != nil && t.Before(inc.Started) {
+			return t, false
+		}
 		return t, ok
 	}
 	t, ok := s.LastRun[r.Name]

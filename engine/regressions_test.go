@@ -88,8 +88,9 @@ func critPol(cooldown time.Duration, pager Action) *Policy {
 }
 
 // Regression (review finding 3), the defect this guards against: a page delivered for an incident that resolved while it was on the
-// way does not start the rung's cooldown (LastSent), so the next incident
-// pages again at once, inside the cooldown.
+// way is not recorded (LastSent), so flap detection's "paged once already"
+// does not know of it. (A cooldown from an earlier incident no longer holds
+// a new incident's first page: TestNewIncidentPagesDespiteACooldownFromTheLastOne.)
 func TestRegressionPageCooldownLostWhenIncidentResolvesMidSend(t *testing.T) {
 	pol := critPol(time.Hour, &recPager{})
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -115,8 +116,11 @@ func TestRegressionPageCooldownLostWhenIncidentResolvesMidSend(t *testing.T) {
 	// Flap: fails again two minutes later.
 	t2 := t0.Add(2 * time.Minute)
 	Observe(s, pol, []Result{{Name: "api", Critical: true, At: t2}}, t2)
-	if d := Decide(s, pol, t2, nil); d.Run == 0 {
-		t.Fatalf("page rung runs again 2m after a delivered page despite a 1h cooldown (LastSent=%v)", s.LastSent)
+	if got := s.LastSent["sos"]; !got.Equal(t1.Add(time.Second)) {
+		t.Fatalf("the page delivered after the incident resolved is not recorded: LastSent=%v", s.LastSent)
+	}
+	if d := Decide(s, pol, t2, nil); d.Run != 0 {
+		t.Fatalf("the next incident's first page is held by the earlier incident's page: %+v", d)
 	}
 }
 

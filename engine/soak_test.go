@@ -19,8 +19,8 @@ import (
 //
 //   - liveness: a critical probe down longer than a page rung's after (plus
 //     the time to detect it) makes that rung page, unless a pause or an
-//     acknowledgement covered the time, the probe flapped, or the rung
-//     delivered a page less than its cooldown before;
+//     acknowledgement covered the time, or the probe flapped (a page's
+//     cooldown from an earlier incident never holds a new one's page);
 //   - no acting rung starts twice inside its cooldown;
 //   - no page (the same channels) is delivered twice in an incident inside
 //     the rung's repeat, nor twice at all without one.
@@ -290,7 +290,6 @@ func soakRun(w *soakWorld, verbose bool) (msg string) {
 		incident string
 	}
 	delivered := map[string][]page{} // by the page's first channel
-	cooled := map[string][]time.Duration{}
 	var flapping [][2]time.Duration
 	flapFrom := map[string]time.Duration{}
 	var incidents [][2]time.Duration // [opened, resolved)
@@ -300,12 +299,6 @@ func soakRun(w *soakWorld, verbose bool) (msg string) {
 			starts[st.Rung] = append(starts[st.Rung], off(st.At))
 		case "page":
 			delivered[st.Channels[0]] = append(delivered[st.Channels[0]], page{off(st.At), st.Incident})
-		case "resent":
-			// Sim's channels accept at once: a page sent again after a
-			// restart is delivered then, and its cooldown starts.
-			if st.Rung != "" {
-				cooled[st.Channels[0]] = append(cooled[st.Channels[0]], off(st.At))
-			}
 		case "flap_start":
 			flapFrom[st.Probe] = off(st.At)
 		case "flap_stop":
@@ -449,18 +442,6 @@ func soakRun(w *soakWorld, verbose bool) (msg string) {
 			for _, win := range w.windows[p.Name] {
 				a := win[0]
 				due := a + after
-				// A page of this rung less than its cooldown before holds it.
-				sent := cooled[ch]
-				for _, d := range delivered[ch] {
-					sent = append(sent, d.at)
-				}
-				// (Sent before the deadline, for this incident or one
-				// that resolved while the page was on its way.)
-				for _, at := range sent {
-					if at <= due+slack && r.Cooldown > 0 && at+r.Cooldown > due-slack {
-						due = max(due, at+r.Cooldown)
-					}
-				}
 				deadline := due + slack
 				if win[1] <= deadline || deadline > w.horizon {
 					continue

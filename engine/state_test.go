@@ -453,13 +453,16 @@ func TestLoadStateStrict(t *testing.T) {
 	}
 }
 
-// An SOS cooldown spans incidents (the predecessor's sos_cooldown_secs): a
-// service flapping every few minutes pages once, not once per flap. A failed
-// delivery does not start the cooldown.
-func TestPageCooldownSpansIncidents(t *testing.T) {
+// A page rung's cooldown holds only pages of its own incident: a new
+// incident's first page goes out (an outage that comes back is news), and a
+// service going down and up every few minutes is quieted by flap detection,
+// not by a cooldown left from an earlier incident. A failed delivery is
+// retried with backoff.
+func TestPageCooldownHoldsOnlyItsIncident(t *testing.T) {
 	t.Parallel()
 	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}},
 		&Rung{Name: "sos", Do: []Action{fakePager{fakeAction{"tg"}}}, State: "sos", Cooldown: 4 * time.Hour, Repeat: 4 * time.Hour})
+	pol.Thresholds.FlapWindow, pol.Thresholds.FlapStart, pol.Thresholds.FlapStop = time.Hour, 3, 1
 	l := &ladderRun{t: t, s: NewState(t0), pol: pol}
 	var pages []string
 	deliver := false
@@ -477,9 +480,10 @@ func TestPageCooldownSpansIncidents(t *testing.T) {
 			pages = append(pages, now.Sub(t0).String())
 		}
 	}
-	// 0s: failed; retried with backoff at 30s → the next cycle, 1m: delivered.
-	// The later incidents (17m, 34m, ...) stay silent inside the 4h cooldown.
-	if strings.Join(pages, ",") != "0s,1m0s" {
+	// 0s: failed; retried with backoff at 30s → the next cycle, 1m:
+	// delivered. 17m: a new incident pages. 34m: the third down within the
+	// hour: flapping, and it pages once more (saying so); then quiet.
+	if strings.Join(pages, ",") != "0s,1m0s,17m0s,34m0s" {
 		t.Fatalf("pages at %v", pages)
 	}
 }
