@@ -198,6 +198,9 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 	if errs := c.checkPredicates(); len(errs) > 0 {
 		return nil, errs
 	}
+	if errs := c.checkChannels(); len(errs) > 0 {
+		return nil, errs
+	}
 	for _, r := range c.ladder {
 		for _, a := range r.Do {
 			if sa, ok := a.(*ServiceAction); ok {
@@ -285,6 +288,49 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		Env:        c.cfg.ChildEnv(opts.Environ),
 		Heartbeat:  c.heartbeat,
 	}, nil
+}
+
+// destined is a channel that says where it delivers: two pagers with one
+// channel identity must deliver to the same place.
+type destined interface{ Destination() string }
+
+// checkChannels refuses a ladder where one channel identity names two
+// destinations, or a rung that pages one channel twice: each channel's
+// answer is recorded under its identity (which channels accepted a page,
+// which are still owed one after a crash, who hears "resolved"), so an
+// identity must mean one destination. The same channel in several rungs is
+// fine.
+func (c *collector) checkChannels() []*engine.PosError {
+	type first struct {
+		rung *engine.Rung
+		dest string
+	}
+	seen := map[string]first{}
+	for _, r := range c.ladder {
+		inRung := map[string]bool{}
+		for _, a := range r.Do {
+			p, ok := a.(engine.Pager)
+			if !ok {
+				continue
+			}
+			ch := p.Channel()
+			if inRung[ch] {
+				return []*engine.PosError{errorAt(r.Pos, "rung %q pages channel %s twice; name each channel once in a rung", r.Name, ch)}
+			}
+			inRung[ch] = true
+			dest := fmt.Sprintf("%T %p", p, p)
+			if d, ok := p.(destined); ok {
+				dest = fmt.Sprintf("%T %s", p, d.Destination())
+			}
+			if f, ok := seen[ch]; ok && f.dest != dest {
+				return []*engine.PosError{errorAt(r.Pos, "rung %q pages channel %s, which rung %q (%s) names for another destination; use the same channel in both, or tell them apart with name=",
+					r.Name, ch, f.rung.Name, f.rung.Pos)}
+			} else if !ok {
+				seen[ch] = first{r, dest}
+			}
+		}
+	}
+	return nil
 }
 
 // checkPredicates finds a ladder naming an unknown probe. when= predicates

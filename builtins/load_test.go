@@ -179,6 +179,17 @@ func TestLoadErrors(t *testing.T) {
 			want:  []string{`talon.star:1:7: ladder: rung "a" appears twice (talon.star:2:9 and talon.star:3:9); rung names must be unique`},
 		},
 		{
+			name:  "one channel twice in a rung",
+			files: map[string]string{"talon.star": "probe.none(\"x\")\nladder(\n    rung(\"sos\", [notify.telegram(chat_id = 42, token = \"t\"), notify.telegram(chat_id = 42, token = \"u\")]),\n)\n"},
+			want:  []string{`talon.star:3:9: rung "sos" pages channel telegram:42 twice; name each channel once in a rung`},
+		},
+		{
+			name: "one channel identity for two destinations",
+			files: map[string]string{"talon.star": "probe.none(\"x\")\nladder(\n    rung(\"a\", notify.webhook(\"http://h.test/one\")),\n" +
+				"    rung(\"b\", notify.webhook(\"http://h.test/two\")),\n)\n"},
+			want: []string{`talon.star:4:9: rung "b" pages channel webhook:h.test, which rung "a" (talon.star:3:9) names for another destination; use the same channel in both, or tell them apart with name=`},
+		},
+		{
 			name:  "thresholds twice",
 			files: map[string]string{"talon.star": "state.thresholds(failed_after = 3)\nstate.thresholds(recover_after = 2)\n"},
 			want:  []string{`talon.star:2:17: state.thresholds: thresholds are already set at talon.star:1:17; call state.thresholds once`},
@@ -448,5 +459,32 @@ func TestProbeNone(t *testing.T) {
 	}
 	if p := res.Policy; len(p.Probes) != 0 || p.NoProbes != "this host only runs the worker" {
 		t.Fatalf("probes %d, reason %q", len(p.Probes), p.NoProbes)
+	}
+}
+
+// One channel in several rungs is fine; two destinations of one host are
+// told apart by name=, and each gets its own identity.
+func TestChannelIdentities(t *testing.T) {
+	t.Parallel()
+	files := map[string]string{"talon.star": "probe.none(\"x\")\nladder(\n" +
+		"    rung(\"a\", [notify.webhook(\"http://h.test/one\"), notify.log()]),\n" +
+		"    rung(\"b\", [notify.webhook(\"http://h.test/one\"), notify.webhook(\"http://h.test/two\", name = \"ops\")]),\n" +
+		"    rung(\"c\", [notify.command([\"ntfy\", \"a\"]), notify.command([\"ntfy\", \"b\"], name = \"ntfy-b\")]),\n)\n"}
+	res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(files), GOOS: "linux"})
+	if res.Policy == nil {
+		t.Fatalf("errors %v", res.Errors)
+	}
+	var got []string
+	for _, r := range res.Policy.Ladder {
+		got = append(got, r.Name+"="+strings.Join(r.Channels(), ","))
+	}
+	want := []string{"a=webhook:h.test,log", "b=webhook:h.test,webhook:ops", "c=command:ntfy,command:ntfy-b"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("channels %q, want %q", got, want)
+	}
+	bad := map[string]string{"talon.star": "probe.none(\"x\")\nladder(rung(\"a\", notify.webhook(\"http://h.test/\", name = \"a b\")))\n"}
+	res = builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(bad), GOOS: "linux"})
+	if len(res.Errors) != 1 || !strings.Contains(res.Errors[0].Error(), `talon.star:2:32: notify.webhook: name: "a b" is not a channel name`) {
+		t.Fatalf("errors %v", res.Errors)
 	}
 }

@@ -45,6 +45,9 @@ func (p *LogPager) Programs() []string { return nil }
 // Channel implements engine.Pager.
 func (p *LogPager) Channel() string { return "log" }
 
+// Destination is the log, with its prefix.
+func (p *LogPager) Destination() string { return "log\x00" + p.Prefix }
+
 // Run sends the rung's message, or the incident's summary when it has none.
 func (p *LogPager) Run(ctx context.Context, env *engine.ActionEnv) engine.ActionResult {
 	return engine.RunPager(ctx, p, env)

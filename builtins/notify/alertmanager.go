@@ -19,7 +19,7 @@ import (
 )
 
 func init() {
-	probe.Register(probe.Builtin{Name: "notify.alertmanager", Fn: alertmanagerBuiltin, Doc: `def alertmanager(url, *, labels=None, timeout="10s"):
+	probe.Register(probe.Builtin{Name: "notify.alertmanager", Fn: alertmanagerBuiltin, Doc: `def alertmanager(url, *, labels=None, timeout="10s", name=None):
 Pages through a Prometheus Alertmanager (POST URL/api/v2/alerts), which deduplicates, groups,
 silences and routes the pages of many Talons. The alert has the labels alertname="TalonSOS",
 instance (this host's name), incident and severity ("critical"; "info" for a drill), the
@@ -29,7 +29,8 @@ A firing alert carries no endsAt: Alertmanager keeps it for its resolve_timeout,
 a rung repeat= shorter than that, or a longer resolve_timeout, to keep it firing.
 url: base URL of Alertmanager, e.g. "http://alertmanager:9093"
 labels: dict of extra labels, added to (and overriding) the ones above
-timeout: deadline of the request, e.g. "10s"`})
+timeout: deadline of the request, e.g. "10s"
+name: the channel's identity, "alertmanager:NAME" (default "alertmanager:HOST")`})
 }
 
 // Alertmanager pages through Alertmanager's v2 API.
@@ -65,7 +66,7 @@ func NewAlertmanager(rawURL string, labels map[string]string, timeout time.Durat
 	if err := checkTimeout(timeout, "10s"); err != nil {
 		return nil, err
 	}
-	return &Alertmanager{value: value{"notify.alertmanager"}, url: strings.TrimRight(rawURL, "/"), host: u.Host,
+	return &Alertmanager{value: value{kind: "notify.alertmanager"}, url: strings.TrimRight(rawURL, "/"), host: u.Host,
 		Labels: labels, Timeout: timeout}, nil
 }
 
@@ -77,8 +78,11 @@ func (a *Alertmanager) GoString() string { return a.Describe() }
 // Describe names the host.
 func (a *Alertmanager) Describe() string { return "notify.alertmanager " + a.host }
 
-// Channel is "alertmanager:HOST".
-func (a *Alertmanager) Channel() string { return "alertmanager:" + a.host }
+// Channel is "alertmanager:HOST", or "alertmanager:NAME" with name=.
+func (a *Alertmanager) Channel() string { return a.channel("alertmanager:", a.host) }
+
+// Destination is the Alertmanager it posts to and the labels it sets.
+func (a *Alertmanager) Destination() string { return a.url + "\x00" + fmt.Sprint(a.Labels) }
 
 // Programs is empty: the request is in-process.
 func (a *Alertmanager) Programs() []string { return nil }
@@ -163,16 +167,21 @@ func alertmanagerBuiltin(thread *starlark.Thread, b *starlark.Builtin, args star
 		rawURL  string
 		labels  star.StringMap
 		timeout = star.Duration{D: 10 * time.Second}
+		name    string
 	)
 	if err := checkPositional(b, args, 1); err != nil {
 		return nil, err
 	}
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "url", &rawURL, "labels??", &labels, "timeout?", &timeout); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "url", &rawURL, "labels??", &labels, "timeout?", &timeout, "name??", &name); err != nil {
 		return nil, err
 	}
 	a, err := NewAlertmanager(rawURL, labels, timeout.D)
+	if err == nil {
+		err = checkName(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
+	a.name = name
 	return a, nil
 }

@@ -17,12 +17,13 @@ import (
 )
 
 func init() {
-	probe.Register(probe.Builtin{Name: "notify.command", Fn: commandBuiltin, Doc: `def command(argv, *, timeout="20s"):
+	probe.Register(probe.Builtin{Name: "notify.command", Fn: commandBuiltin, Doc: `def command(argv, *, timeout="20s", name=None):
 Pages by running a program with the message on its standard input (never in its arguments).
 The child also gets TALON_MESSAGE_KIND ("sos", "resolved", "drill") and TALON_INCIDENT.
 Exit status 0 is a delivery.
 argv: program and arguments, e.g. ["ntfy", "publish", "--title", "talon", "alerts"]
-timeout: deadline of the run, e.g. "20s"; the process group is killed when it passes`})
+timeout: deadline of the run, e.g. "20s"; the process group is killed when it passes
+name: the channel's identity, "command:NAME" (default "command:PROG"); two commands of one program need one`})
 }
 
 // commandGrace is how long a paging command gets between SIGTERM and SIGKILL.
@@ -48,7 +49,7 @@ func NewCommand(argv []string, timeout time.Duration) (*Command, error) {
 	if err := checkTimeout(timeout, "20s"); err != nil {
 		return nil, err
 	}
-	return &Command{value: value{"notify.command"}, Argv: append([]string(nil), argv...), Timeout: timeout}, nil
+	return &Command{value: value{kind: "notify.command"}, Argv: append([]string(nil), argv...), Timeout: timeout}, nil
 }
 
 func (c *Command) String() string { return c.Describe() }
@@ -61,8 +62,11 @@ func (c *Command) Describe() string {
 	return "notify.command " + text.Runes(strings.Join(c.Argv, " "), 120)
 }
 
-// Channel is "command:PROG".
-func (c *Command) Channel() string { return "command:" + progName(c.Argv[0]) }
+// Channel is "command:PROG", or "command:NAME" with name=.
+func (c *Command) Channel() string { return c.channel("command:", progName(c.Argv[0])) }
+
+// Destination is the whole command line.
+func (c *Command) Destination() string { return strings.Join(c.Argv, "\x00") }
 
 // Programs is argv[0].
 func (c *Command) Programs() []string { return []string{c.Argv[0]} }
@@ -101,16 +105,21 @@ func commandBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.
 	var (
 		argv    star.StringList
 		timeout = star.Duration{D: 20 * time.Second}
+		name    string
 	)
 	if err := checkPositional(b, args, 1); err != nil {
 		return nil, err
 	}
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "argv", &argv, "timeout?", &timeout); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "argv", &argv, "timeout?", &timeout, "name??", &name); err != nil {
 		return nil, err
 	}
 	c, err := NewCommand(argv, timeout.D)
+	if err == nil {
+		err = checkName(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
+	c.name = name
 	return c, nil
 }

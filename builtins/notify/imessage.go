@@ -65,7 +65,7 @@ func NewIMessage(recipient string, timeout time.Duration) (*IMessage, error) {
 	if err := checkTimeout(timeout, "20s"); err != nil {
 		return nil, err
 	}
-	return &IMessage{value: value{"notify.imessage"}, Recipient: recipient, Timeout: timeout}, nil
+	return &IMessage{value: value{kind: "notify.imessage"}, Recipient: recipient, Timeout: timeout}, nil
 }
 
 func (m *IMessage) String() string { return m.Describe() }
@@ -78,6 +78,9 @@ func (m *IMessage) Describe() string { return "notify.imessage " + m.Recipient }
 
 // Channel is "imessage:RECIPIENT".
 func (m *IMessage) Channel() string { return "imessage:" + m.Recipient }
+
+// Destination is the recipient.
+func (m *IMessage) Destination() string { return m.Recipient }
 
 // Programs are imsg and its fallback osascript.
 func (m *IMessage) Programs() []string { return []string{"imsg", "osascript"} }

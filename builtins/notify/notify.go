@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -27,8 +28,28 @@ import (
 )
 
 // value gives the channel types the parts of starlark.Value they share;
-// each type adds its own String.
-type value struct{ kind string }
+// each type adds its own String. name, when set (name=), is the channel's
+// identity in place of its host or program.
+type value struct{ kind, name string }
+
+// channel is the channel's identity: prefix and its name=, or prefix and
+// what it is told apart by by default.
+func (v value) channel(prefix, def string) string {
+	if v.name != "" {
+		return prefix + v.name
+	}
+	return prefix + def
+}
+
+var channelNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// checkName validates a channel's name=.
+func checkName(name string) error {
+	if name != "" && !channelNameRE.MatchString(name) {
+		return fmt.Errorf("name: %q is not a channel name (letters, digits, '.', '_' and '-', at most 64)", name)
+	}
+	return nil
+}
 
 func (v value) Type() string          { return v.kind }
 func (v value) Freeze()               {}

@@ -91,7 +91,7 @@ func NewTelegram(chatID string, token *secret.Secret, baseURL string, timeout ti
 	if err := checkTimeout(timeout, "15s"); err != nil {
 		return nil, err
 	}
-	return &Telegram{value: value{"notify.telegram"}, ChatID: chatID, Token: token,
+	return &Telegram{value: value{kind: "notify.telegram"}, ChatID: chatID, Token: token,
 		BaseURL: strings.TrimRight(baseURL, "/"), Timeout: timeout, Silent: silent}, nil
 }
 
@@ -107,6 +107,11 @@ func (t *Telegram) Describe() string {
 
 // Channel is "telegram:CHATID".
 func (t *Telegram) Channel() string { return "telegram:" + t.ChatID }
+
+// Destination is the API, the chat and where the bot's token comes from.
+func (t *Telegram) Destination() string {
+	return t.BaseURL + "\x00" + t.ChatID + "\x00" + t.Token.Name() + "\x00" + t.Token.Origin()
+}
 
 // Programs are the token's lease command, if any; the request itself is in-process.
 func (t *Telegram) Programs() []string { return t.Token.Programs() }

@@ -18,13 +18,14 @@ import (
 )
 
 func init() {
-	probe.Register(probe.Builtin{Name: "notify.webhook", Fn: webhookBuiltin, Doc: `def webhook(url, *, headers=None, timeout="10s"):
+	probe.Register(probe.Builtin{Name: "notify.webhook", Fn: webhookBuiltin, Doc: `def webhook(url, *, headers=None, timeout="10s", name=None):
 Pages by POSTing JSON to a URL: {"kind", "text", "incident", "state", "failing": [...], "time"}.
 kind is "sos", "resolved" or "drill"; time is RFC 3339 UTC. Any 2xx answer is a delivery.
 Only the host is ever shown (the path of a chat webhook is often a credential).
 url: http:// or https:// URL
 headers: dict of extra request headers; values may be secrets, e.g. {"Authorization": "Bearer " + secret("hook")}
-timeout: deadline of the request, e.g. "10s"`})
+timeout: deadline of the request, e.g. "10s"
+name: the channel's identity, "webhook:NAME" (default "webhook:HOST"); two webhooks on one host need one`})
 }
 
 // Webhook pages by POSTing JSON to a URL.
@@ -66,7 +67,7 @@ func NewWebhook(rawURL string, headers map[string]*secret.Secret, timeout time.D
 	if err := checkTimeout(timeout, "10s"); err != nil {
 		return nil, err
 	}
-	return &Webhook{value: value{"notify.webhook"}, url: rawURL, host: u.Host, Headers: headers, Timeout: timeout}, nil
+	return &Webhook{value: value{kind: "notify.webhook"}, url: rawURL, host: u.Host, Headers: headers, Timeout: timeout}, nil
 }
 
 func (w *Webhook) String() string { return w.Describe() }
@@ -77,8 +78,11 @@ func (w *Webhook) GoString() string { return w.Describe() }
 // Describe names the host only.
 func (w *Webhook) Describe() string { return "notify.webhook POST " + w.host }
 
-// Channel is "webhook:HOST".
-func (w *Webhook) Channel() string { return "webhook:" + w.host }
+// Channel is "webhook:HOST", or "webhook:NAME" with name=.
+func (w *Webhook) Channel() string { return w.channel("webhook:", w.host) }
+
+// Destination is where it posts (never shown: the path may be a credential).
+func (w *Webhook) Destination() string { return w.url }
 
 // Programs are the lease commands of secret header values.
 // Secrets lists the secrets a page needs (header values), for talon validate.
@@ -205,16 +209,21 @@ func webhookBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.
 		rawURL  string
 		headers SecretMap
 		timeout = star.Duration{D: 10 * time.Second}
+		name    string
 	)
 	if err := checkPositional(b, args, 1); err != nil {
 		return nil, err
 	}
-	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "url", &rawURL, "headers??", &headers, "timeout?", &timeout); err != nil {
+	if err := starlark.UnpackArgs(b.Name(), args, kwargs, "url", &rawURL, "headers??", &headers, "timeout?", &timeout, "name??", &name); err != nil {
 		return nil, err
 	}
 	w, err := NewWebhook(rawURL, headers, timeout.D)
+	if err == nil {
+		err = checkName(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
+	w.name = name
 	return w, nil
 }
