@@ -23,7 +23,7 @@ id: incident id
 state: state-machine position ("failed", "investigating", "critical", "sos")
 started: when it opened, unix seconds
 age: seconds since it opened
-summary: one text for prompts and pages: failing probes and their output, flapping probes, pauses
+summary: one text for prompts and pages: the probes failing since the incident began and their output (a probe whose last result is older is only named), flapping probes, pauses
 critical: whether a critical probe is failing
 failing_probes: list of struct(name, passed, output, duration_ms, critical) of the fresh failing results
 passing_probes: the same for the fresh passing results

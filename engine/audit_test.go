@@ -149,3 +149,28 @@ func TestNewIncidentPagesDespiteACooldownFromTheLastOne(t *testing.T) {
 		t.Fatalf("the relapse's first page was held by the earlier incident's cooldown: %+v", st.Events)
 	}
 }
+
+// The page names and quotes only results taken since the incident's
+// failures began: a probe whose last failure is older (it runs hourly, say)
+// is not reported as failing in this incident, only said to have no result
+// since.
+func TestPageIsBuiltFromFreshResults(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}, {Name: "backup", After: 5}},
+		&Rung{Name: "sos", Do: []Action{pager("tg")}, State: "sos"})
+	r := newCoreRun(t, pol)
+	old := resAt("backup", false, 0)
+	old.Output = "backup check: disk full (an hour ago)"
+	r.resultsAt(0, old)
+	st := r.resultsAt(10*time.Minute, resAt("api", false, 10*time.Minute))
+	if st.run() == nil {
+		t.Fatalf("no page: %+v", st.Events)
+	}
+	text := st.run().Message.Text
+	if strings.Contains(text, "disk full") || !strings.Contains(text, "failing: api\n") || !strings.Contains(text, "no result since the incident began: backup") {
+		t.Fatalf("page text:\n%s", text)
+	}
+	if got := st.run().View.FailingNames(); len(got) != 1 || got[0] != "api" {
+		t.Fatalf("failing names %v", got)
+	}
+}

@@ -88,24 +88,42 @@ type RungRecord struct {
 // Age is how long the incident has been open.
 func (v *IncidentView) Age() time.Duration { return v.Now.Sub(v.Started) }
 
-// FailingNames lists the failing probes, sorted.
+// FailingNames lists, sorted, the probes failing since the incident's
+// failures began (see fresh).
 func (v *IncidentView) FailingNames() []string {
-	names := make([]string, len(v.Failing))
-	for i, r := range v.Failing {
-		names[i] = r.Name
+	var names []string
+	for _, r := range v.Failing {
+		if v.current(r) {
+			names = append(names, r.Name)
+		}
 	}
 	sort.Strings(names)
 	return names
 }
 
-// Summary is a short text for prompts and pages.
+// current reports whether r was taken since the incident's failures began:
+// only those describe this incident in a page (a probe that failed an hour
+// earlier and has not run since may be fine by now).
+func (v *IncidentView) current(r Result) bool { return Fresh(r, v.Since, time.Time{}) }
+
+// Summary is a short text for prompts and pages, built only from results
+// taken since the incident's failures began.
 func (v *IncidentView) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "incident %s open for %s, state %s; failing: %s",
 		v.ID, v.Age().Round(time.Second), v.State, strings.Join(v.FailingNames(), ", "))
+	var stale []string
 	for _, r := range v.Failing {
+		if !v.current(r) {
+			stale = append(stale, r.Name)
+			continue
+		}
 		out := text.Cap(r.Output, 300)
 		fmt.Fprintf(&b, "\n- %s: %s", r.Name, strings.ReplaceAll(out, "\n", " "))
+	}
+	if len(stale) > 0 {
+		sort.Strings(stale)
+		fmt.Fprintf(&b, "\nno result since the incident began: %s", strings.Join(stale, ", "))
 	}
 	if len(v.Flapping) > 0 {
 		fmt.Fprintf(&b, "\nflapping (down and up repeatedly): %s", strings.Join(v.Flapping, ", "))
