@@ -174,3 +174,28 @@ func TestPageIsBuiltFromFreshResults(t *testing.T) {
 		t.Fatalf("failing names %v", got)
 	}
 }
+
+// The same, when the earlier incident's page is delivered only after the
+// new incident opened: it is still not this incident's page.
+func TestAPageDeliveredLateForAnEarlierIncidentHoldsNothing(t *testing.T) {
+	t.Parallel()
+	page := &Rung{Name: "sos", Do: []Action{pager("tg")}, After: time.Minute, Cooldown: time.Hour, State: "sos"}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, page)
+	r := newCoreRun(t, pol)
+	r.resultsAt(0, resAt("api", false, 0))
+	first := r.incident()
+	if st := r.wake(time.Minute); st.run() == nil {
+		t.Fatal("no page")
+	}
+	r.resultsAt(2*time.Minute, resAt("api", true, 2*time.Minute))
+	r.resultsAt(3*time.Minute, resAt("api", false, 3*time.Minute))
+	if r.incident() == "" || r.incident() == first {
+		t.Fatal("no new incident")
+	}
+	// The first incident's page is accepted now, 4 minutes in.
+	r.step(Fact{Kind: FactDelivery, At: at(4 * time.Minute), Answer: &Answer{Kind: "sos", Incident: first, Rung: "sos", Delivery: Delivery{Channel: "tg", OK: true}}})
+	st := r.step(Fact{Kind: FactRungEnd, At: at(4 * time.Minute), End: &RungEnd{Incident: first, Rung: "sos", OK: true, Deliveries: []Delivery{{Channel: "tg", OK: true}}}})
+	if st.run() == nil || st.run().Incident != r.incident() {
+		t.Fatalf("the new incident's page was held by the old incident's late delivery: %+v", st.Events)
+	}
+}

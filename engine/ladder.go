@@ -451,10 +451,15 @@ func (s *State) due(r *Rung, now time.Time, age time.Duration) bool {
 // held by a page sent for an earlier one.
 func (s *State) cooldownFrom(r *Rung) (time.Time, bool) {
 	if r.Pages() && r.onlyPages() {
-		t, ok := s.LastSent[r.Name]
-		if inc := s.Incident; ok && inc != nil && t.Before(inc.Started) {
-			return t, false
+		if inc := s.Incident; inc != nil {
+			// Its pages for this incident only (one for an earlier
+			// incident may be delivered after this one opened).
+			if rs := inc.Rungs[r.Name]; rs != nil && !rs.LastSent.IsZero() {
+				return rs.LastSent, true
+			}
+			return time.Time{}, false
 		}
+		t, ok := s.LastSent[r.Name]
 		return t, ok
 	}
 	t, ok := s.LastRun[r.Name]
