@@ -608,10 +608,16 @@ func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Ti
 		}
 	}
 	sortStrings(o.Paged)
-	if end.Cut && len(o.Paged) == 0 && len(r.accepted) == 0 {
+	switch {
+	case end.Cut && len(o.Paged) == 0 && len(r.accepted) == 0:
 		// Cut short by a shutdown before anyone was paged: an attempt
 		// that failed, retried after the restart.
 		o = RungOutcome{Output: "interrupted by a shutdown", Pages: c.rungPages(r.name)}
+	case end.Cut:
+		// Some channels accepted the page; those the shutdown cut short
+		// have not answered and are still owed it (sent again at the
+		// next start).
+		o.Interrupted = true
 	}
 	stillOpen := c.st.Incident != nil && c.st.Incident.ID == end.Incident
 	c.emit(out, FinishRung(c.st, c.pol, end.Incident, r.name, o, now))

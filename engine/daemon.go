@@ -86,6 +86,11 @@ type Daemon struct {
 	nextDue   map[string]time.Time
 	wake      time.Time // when the core wants a wake fact; zero: never
 	rungStops map[string]context.CancelFunc
+	// delivering is the context messages are delivered under, and
+	// cutPages ends it: a stop cancels a rung's actions at once, but a
+	// message on its way gets until the stop deadline (see stop).
+	delivering context.Context
+	cutPages   context.CancelFunc
 
 	ready chan struct{}
 	sem   chan struct{} // Options.Parallel across all probe runs
@@ -130,7 +135,8 @@ func New(opts Options) *Daemon {
 	if opts.Parallel > 0 {
 		sem = make(chan struct{}, opts.Parallel)
 	}
-	return &Daemon{opts: opts, log: opts.Logger, clock: opts.Clock, sem: sem,
+	delivering, cutPages := context.WithCancel(context.Background())
+	return &Daemon{opts: opts, log: opts.Logger, clock: opts.Clock, sem: sem, delivering: delivering, cutPages: cutPages,
 		core:    NewCore(CoreOptions{WhenBudget: opts.WhenBudget}),
 		nextDue: map[string]time.Time{}, rungRuns: map[string]int{}, rungStops: map[string]context.CancelFunc{},
 		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4),
@@ -495,18 +501,31 @@ func (d *Daemon) Reload(ctx context.Context) (string, error) {
 	return res.Hash, nil
 }
 
-// stop cancels a running rung, records its outcome (or its interruption),
-// journals the stop and saves.
+// stop cancels a running rung's actions, lets the messages on their way
+// finish until the stop deadline (ShutdownGrace) and cuts the rest (a
+// channel cut short stays owed the message: the next start sends it
+// again), records the rungs' outcomes (or their interruption), journals
+// the stop and saves.
 func (d *Daemon) stop() {
 	d.mu.Lock()
 	for _, stop := range d.rungStops {
 		stop()
 	}
 	d.mu.Unlock()
-	if !d.waitBackground(d.opts.ShutdownGrace + 2*time.Second) {
-		d.log.Warn("in-flight work did not stop in time")
+	if !d.waitBackground(d.opts.ShutdownGrace) {
+		d.mu.Lock()
+		d.cutPages()
+		d.mu.Unlock()
+		if !d.waitBackground(2 * time.Second) {
+			d.log.Warn("in-flight work did not stop in time")
+		}
 	}
 	d.mu.Lock()
+	// Messages queued from here on (a "resolved" for an incident that a
+	// rung's verification just closed) get the grace period of their own.
+	d.cutPages()
+	d.delivering, d.cutPages = context.WithCancel(context.Background())
+	defer func() { d.mu.Lock(); d.cutPages(); d.mu.Unlock() }()
 	ctx := context.Background()
 	// A rung that finished while we were stopping keeps its real outcome
 	// (a delivered page must not be re-sent after the restart).

@@ -15,7 +15,7 @@ import (
 func (d *Daemon) startRung(ctx context.Context, run *RungRun) {
 	rctx, cancel := context.WithCancel(ctx)
 	d.rungStops[run.Rung.Name] = cancel
-	runner, childEnv := d.runner(), d.env()
+	runner, childEnv, pages := d.runner(), d.env(), d.delivering
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
@@ -27,7 +27,7 @@ func (d *Daemon) startRung(ctx context.Context, run *RungRun) {
 					end = RungEnd{Output: fmt.Sprintf("internal error in rung %s: %v", run.Rung.Name, v)}
 				}
 			}()
-			end = d.runRung(rctx, runner, childEnv, run)
+			end = d.runRung(rctx, pages, runner, childEnv, run)
 		}()
 		end.Incident, end.Rung = run.Incident, run.Rung.Name
 		end.Cut = rctx.Err() != nil
@@ -35,11 +35,14 @@ func (d *Daemon) startRung(ctx context.Context, run *RungRun) {
 	}()
 }
 
-// runRung performs the rung: its actions in order, stopping at the first
-// failure; its page on every channel at once, whatever the actions did;
-// then, under the daemon's context rather than the rung's timeout (a heal
-// that used its whole budget still gets checked), the verification.
-func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string, run *RungRun) RungEnd {
+// runRung performs the rung: its page on every channel at once, beside
+// its actions (a page never waits for a five-minute heal); its actions in
+// order, stopping at the first failure; then, under the daemon's context
+// rather than the rung's timeout (a heal that used its whole budget still
+// gets checked), the verification. The page is delivered under pages, not
+// ctx: a stop cuts the actions at once but lets the page finish until the
+// stop deadline.
+func (d *Daemon) runRung(ctx, pages context.Context, runner *Runner, childEnv []string, run *RungRun) RungEnd {
 	r := run.Rung
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, run.Timeout)
@@ -49,6 +52,15 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 	env := &ActionEnv{Effects: d.opts.Actions, Env: childEnv, Incident: run.View, Rung: r.Name, Message: msg,
 		Log: func(m string, kv ...any) { d.log.Info(m, append([]any{"rung", r.Name}, kv...)...) }}
 	end := RungEnd{OK: true}
+	var deliveries chan []Delivery
+	if len(run.Pagers) > 0 {
+		deliveries = make(chan []Delivery, 1)
+		go func() {
+			pctx, cancel := context.WithTimeout(pages, run.Timeout)
+			defer cancel()
+			deliveries <- d.deliver(pctx, pages, env, run.Pagers, msg, run.Incident, r.Name)
+		}()
+	}
 	var outputs []string
 	for _, a := range run.Actions {
 		res := a.Run(ctx, env)
@@ -62,8 +74,8 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 			break
 		}
 	}
-	if len(run.Pagers) > 0 {
-		end.Deliveries = d.deliver(ctx, env, run.Pagers, msg, run.Incident, r.Name)
+	if deliveries != nil {
+		end.Deliveries = <-deliveries
 		end.OK = end.OK && len(Accepted(end.Deliveries)) > 0
 	}
 	end.Output = strings.Join(outputs, "\n")
@@ -78,10 +90,21 @@ func (d *Daemon) runRung(ctx context.Context, runner *Runner, childEnv []string,
 
 // deliver sends msg through the delivery primitive, journaling and logging
 // each channel's fate as it is known, and feeding it to the core at once
-// (a FactDelivery, saved before the next channel's answer is taken).
-func (d *Daemon) deliver(ctx context.Context, env *ActionEnv, pagers []Pager, msg Message, incident, rung string) []Delivery {
+// (a FactDelivery, saved before the next channel's answer is taken). A
+// channel cut short because the daemon stops (pages ended) has not
+// answered: nothing is fed, and it stays owed the message (the next start
+// sends it again).
+func (d *Daemon) deliver(ctx, pages context.Context, env *ActionEnv, pagers []Pager, msg Message, incident, rung string) []Delivery {
 	return Deliver(ctx, env, pagers, msg, func(dl Delivery) {
 		ok := dl.OK
+		if !ok && pages.Err() != nil {
+			d.log.Warn("page cut short by the shutdown; it goes again at the next start", "rung", env.Rung, "channel", dl.Channel, "kind", msg.Kind)
+			d.mu.Lock()
+			d.journal(Record{Type: "action", Rung: env.Rung, Action: "page " + msg.Kind + " via " + dl.Channel, OK: &ok,
+				Output: "cut short by the shutdown before the channel answered; sent again at the next start"})
+			d.mu.Unlock()
+			return
+		}
 		rec := Record{Type: "action", Rung: env.Rung, Action: "page " + msg.Kind + " via " + dl.Channel, OK: &ok, Output: dl.Error}
 		if ok {
 			d.pages.Add(1)
@@ -126,11 +149,12 @@ func (d *Daemon) notify(n Notice) {
 	if n.Attempt > 1 {
 		d.log.Info("sending again", "kind", n.Kind, "incident", n.Incident, "attempt", n.Attempt, "channels", n.Channels)
 	}
+	pages := d.delivering
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(pages, time.Minute)
 		defer cancel()
-		d.deliver(ctx, env, n.Pagers, msg, n.Incident, n.Rung)
+		d.deliver(ctx, pages, env, n.Pagers, msg, n.Incident, n.Rung)
 	}()
 }
