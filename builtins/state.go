@@ -48,8 +48,9 @@ after: hold the rung until the incident is this old, e.g. "15m"; a rung that pag
     incident is this old whatever the rungs before it are doing
 timeout: deadline of the whole rung, e.g. "5m" (default 5m)
 cooldown: wait at least this long before running the rung again; a rung cooling down (from an earlier
-    incident, say) is passed over, and the ladder goes on to the next. A rung that only pages counts
-    only the pages of the open incident: a new incident's first page is never held by an earlier one
+    incident, say) is passed over, and the ladder goes on to the next. For a rung's page, only the pages
+    of the open incident count: a new incident's first page is never held by an earlier one, nor by the
+    rung's own actions cooling down (its page then goes out alone)
 repeat: pages only: re-send no more often than this while the incident is open
 state: state entered when the rung runs: "failed", "investigating", "critical" or "sos"
 verify: re-probe the failing probes after the rung ran; a green re-probe resolves the incident

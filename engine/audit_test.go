@@ -199,3 +199,30 @@ func TestAPageDeliveredLateForAnEarlierIncidentHoldsNothing(t *testing.T) {
 		t.Fatalf("the new incident's page was held by the old incident's late delivery: %+v", st.Events)
 	}
 }
+
+// A rung that heals and pages, after it ran in an earlier incident: the new
+// incident's page is not held by the heal's cooldown; it goes out alone
+// (the heal, cooling down, does not run again), and it does not restart
+// the heal's cooldown.
+func TestMixedRungPageIsNotHeldByItsActionsCooldown(t *testing.T) {
+	t.Parallel()
+	mixed := &Rung{Name: "heal-page", Do: []Action{fakeAction{"heal"}, pager("tg")}, After: time.Minute, Cooldown: time.Hour, State: "sos"}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, mixed)
+	r := newCoreRun(t, pol)
+	r.resultsAt(0, resAt("api", false, 0))
+	st := r.wake(time.Minute)
+	if st.run() == nil || len(st.run().Actions) != 1 || len(st.run().Pagers) != 1 {
+		t.Fatalf("first incident: %+v", st.run())
+	}
+	r.step(Fact{Kind: FactDelivery, At: at(time.Minute), Answer: &Answer{Kind: "sos", Incident: r.incident(), Rung: "heal-page", Delivery: Delivery{Channel: "tg", OK: true}}})
+	r.end(time.Minute+time.Second, "heal-page", true, []Delivery{{Channel: "tg", OK: true}})
+	r.resultsAt(2*time.Minute, resAt("api", true, 2*time.Minute))
+	r.resultsAt(3*time.Minute, resAt("api", false, 3*time.Minute))
+	st = r.wake(4 * time.Minute)
+	if st.run() == nil || len(st.run().Actions) != 0 || len(st.run().Pagers) != 1 {
+		t.Fatalf("the new incident's page: %+v (events %+v)", st.run(), st.Events)
+	}
+	if got := r.c.State().LastRun["heal-page"]; !got.Equal(at(time.Minute)) {
+		t.Fatalf("a page-only run restarted the heal's cooldown: last run %v", got)
+	}
+}

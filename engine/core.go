@@ -249,6 +249,8 @@ type running struct {
 	since      time.Time
 	// accepted are the channels that accepted its page so far.
 	accepted []string
+	// pageOnly: a rung that acts and pages runs only its page.
+	pageOnly bool
 }
 
 // NewCore builds a core with an empty policy and a fresh state; the first
@@ -600,7 +602,7 @@ func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Ti
 	if r == nil {
 		return // not a rung this core started: nothing to apply
 	}
-	o := RungOutcome{OK: end.OK, Output: end.Output, Verify: end.Verify}
+	o := RungOutcome{OK: end.OK, Output: end.Output, Verify: end.Verify, PageOnly: r.pageOnly}
 	for _, d := range end.Deliveries {
 		o.Pages = true
 		if d.OK {
@@ -612,7 +614,7 @@ func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Ti
 	case end.Cut && len(o.Paged) == 0 && len(r.accepted) == 0:
 		// Cut short by a shutdown before anyone was paged: an attempt
 		// that failed, retried after the restart.
-		o = RungOutcome{Output: "interrupted by a shutdown", Pages: c.rungPages(r.name)}
+		o = RungOutcome{Output: "interrupted by a shutdown", Pages: c.rungPages(r.name), PageOnly: r.pageOnly}
 	case end.Cut:
 		// Some channels accepted the page; those the shutdown cut short
 		// have not answered and are still owed it (sent again at the
@@ -777,10 +779,14 @@ func (c *Core) start(out *Step, idx int, now time.Time) {
 	if run.Timeout <= 0 {
 		run.Timeout = DefaultRungTimeout
 	}
+	// A rung that acts and pages pages on its own clock: while its actions
+	// cool down (they ran in an earlier incident, say), its page goes out
+	// alone.
+	acts := !r.Pages() || !c.st.actionsCooling(r, now)
 	for _, a := range r.Do {
 		if p, ok := a.(Pager); ok {
 			run.Pagers = append(run.Pagers, p)
-		} else {
+		} else if acts {
 			run.Actions = append(run.Actions, a)
 		}
 	}
@@ -789,10 +795,10 @@ func (c *Core) start(out *Step, idx int, now time.Time) {
 	if r.Verify && len(run.Actions) > 0 {
 		run.Verify = c.failingProbes()
 	}
-	c.emit(out, BeginRung(c.st, c.pol, idx, now))
+	c.emit(out, beginRung(c.st, c.pol, idx, now, acts))
 	run.View = c.st.View(c.pol, now)
 	run.Message = Message{Kind: "sos", Incident: incID, Text: run.View.Summary()}
-	rn := &running{incident: incID, rung: r.Name, name: r.Name, since: now}
+	rn := &running{incident: incID, rung: r.Name, name: r.Name, since: now, pageOnly: !acts && !r.onlyPages()}
 	if r.Pages() {
 		c.paging = append(c.paging, rn)
 	} else {
@@ -873,6 +879,9 @@ func (c *Core) nextWake() time.Time {
 		if rs := inc.Rungs[r.Name]; rs != nil {
 			consider(rs.NextTry)
 			consider(rs.WhenRetry)
+			if r.Pages() && r.Cooldown > 0 && !rs.LastSent.IsZero() {
+				consider(rs.LastSent.Add(r.Cooldown))
+			}
 			if r.Repeat > 0 && rs.LastOK {
 				consider(rs.LastSent.Add(r.Repeat))
 			}

@@ -355,7 +355,7 @@ func (s *State) pageDue(r *Rung, now time.Time) bool {
 	if rs != nil && (now.Before(rs.NextTry) || now.Before(rs.WhenRetry)) {
 		return false
 	}
-	if last, ok := s.cooldownFrom(r); ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
+	if last, ok := s.pageCooldownFrom(r); ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown {
 		return false
 	}
 	switch {
@@ -442,6 +442,26 @@ func (s *State) due(r *Rung, now time.Time, age time.Duration) bool {
 	return true
 }
 
+// pageCooldownFrom is when the cooldown of r's page started: its last page
+// delivered in the open incident. A rung that also acts pages on its own
+// clock: its page is never held by its actions' cooldown (see start, which
+// leaves the actions out while they cool down).
+func (s *State) pageCooldownFrom(r *Rung) (time.Time, bool) {
+	if inc := s.Incident; inc != nil {
+		if rs := inc.Rungs[r.Name]; rs != nil && !rs.LastSent.IsZero() {
+			return rs.LastSent, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// actionsCooling reports whether the actions of r, a rung that runs
+// something, are inside their cooldown.
+func (s *State) actionsCooling(r *Rung, now time.Time) bool {
+	last, ok := s.LastRun[r.Name]
+	return !r.onlyPages() && ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown
+}
+
 // cooldownFrom is when r's cooldown started: its last delivered page for a
 // rung that only pages (so a failed delivery is retried with backoff), its
 // last start for any rung that runs something (heal storms stay impossible).
@@ -469,11 +489,20 @@ func (s *State) cooldownFrom(r *Rung) (time.Time, bool) {
 // BeginRung records that rung idx starts now. The caller persists the state
 // before running it, so a crash mid-rung is remembered as an attempt.
 func BeginRung(s *State, pol *Policy, idx int, now time.Time) []Event {
+	return beginRung(s, pol, idx, now, true)
+}
+
+// beginRung is BeginRung; acts says whether the rung's actions run (a rung
+// that acts and pages may page alone while its actions cool down: that
+// does not restart their cooldown).
+func beginRung(s *State, pol *Policy, idx int, now time.Time, acts bool) []Event {
 	inc, r := s.Incident, pol.Ladder[idx]
 	rs := inc.rung(r.Name)
 	rs.Attempts++
 	rs.LastRun = now
-	s.LastRun[r.Name] = now
+	if acts || r.onlyPages() {
+		s.LastRun[r.Name] = now
+	}
 	if r.Pages() {
 		inc.Paging = append(inc.Paging, r.Name)
 		rs.Pending, rs.Accepted = r.Channels(), nil
@@ -500,6 +529,9 @@ type RungOutcome struct {
 	// Interrupted: the process stopped under the rung; the channels of its
 	// page that had not answered are still pending (re-sent after a restart).
 	Interrupted bool
+	// PageOnly: a rung that acts and pages ran its page alone (its actions
+	// were cooling down): nothing ran that could disturb the probes.
+	PageOnly bool
 }
 
 // Delivered records that channel accepted rung's page at now: the page
@@ -606,7 +638,7 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 	if idx >= 0 && inc.Position == idx {
 		inc.Position = idx + 1
 	}
-	acted := idx >= 0 && !pol.Ladder[idx].onlyPages() && !out.Interrupted
+	acted := idx >= 0 && !pol.Ladder[idx].onlyPages() && !out.Interrupted && !out.PageOnly
 	if acted {
 		// What the probes reported while it ran is disturbed by it.
 		inc.RungEnded = now

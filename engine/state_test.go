@@ -337,29 +337,36 @@ func TestReconcileKeepsADownProbeDown(t *testing.T) {
 	}
 }
 
-// A mixed rung (an action and a page) respects its cooldown once the ladder
-// is exhausted: while its page fails it retries no faster than the cooldown,
-// and once delivered it is not re-run (no repeat).
+// A mixed rung (an action and a page): its heal runs no faster than its
+// cooldown, while its page keeps its own clock: a failed page is retried
+// with backoff (alone while the heal cools down), and once delivered it is
+// not re-sent (no repeat).
 func TestMixedRungRespectsCooldown(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		paged []string
-		want  string
-	}{{nil, "0s,10m0s,20m0s"}, {[]string{"tg"}, "0s"}} {
+		delivered    bool
+		heals, pages string
+	}{{false, "0s,16m0s", "0s,1m0s,2m0s,4m0s,8m0s,16m0s"}, {true, "0s", "0s"}} {
 		pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}},
 			&Rung{Name: "heal+page", Do: []Action{fakeAction{"heal"}, fakePager{fakeAction{"tg"}}}, Cooldown: 10 * time.Minute})
-		l := &ladderRun{t: t, s: NewState(t0), pol: pol}
-		var ran []string
+		r := newCoreRun(t, pol)
+		var heals, pages []string
 		for i := 0; i <= 25; i++ {
-			now := t0.Add(time.Duration(i) * time.Minute)
-			if r, _ := l.step(now, []Result{res("api", false)}, func(*Rung) RungOutcome {
-				return RungOutcome{OK: false, Pages: true, Paged: tc.paged, Output: "heal failed"}
-			}); r != "" {
-				ran = append(ran, now.Sub(t0).String())
+			d := time.Duration(i) * time.Minute
+			for st := r.resultsAt(d, resAt("api", false, d)); st.run() != nil; {
+				run := st.run()
+				if len(run.Actions) > 0 {
+					heals = append(heals, d.String())
+				}
+				pages = append(pages, d.String())
+				if tc.delivered {
+					r.step(Fact{Kind: FactDelivery, At: at(d), Answer: &Answer{Kind: "sos", Incident: run.Incident, Rung: run.Rung.Name, Delivery: Delivery{Channel: "tg", OK: true}}})
+				}
+				st = r.end(d, run.Rung.Name, false, []Delivery{{Channel: "tg", OK: tc.delivered}})
 			}
 		}
-		if strings.Join(ran, ",") != tc.want {
-			t.Fatalf("paged %v: mixed rung ran at %v, want %s", tc.paged, ran, tc.want)
+		if strings.Join(heals, ",") != tc.heals || strings.Join(pages, ",") != tc.pages {
+			t.Fatalf("delivered %v: heals at %v (want %s), pages at %v (want %s)", tc.delivered, heals, tc.heals, pages, tc.pages)
 		}
 	}
 }
