@@ -249,8 +249,9 @@ type running struct {
 	since      time.Time
 	// accepted are the channels that accepted its page so far.
 	accepted []string
-	// pageOnly: a rung that acts and pages runs only its page.
-	pageOnly bool
+	// pageOnly: a rung that acts and pages runs only its page; pages:
+	// the run pages.
+	pageOnly, pages bool
 }
 
 // NewCore builds a core with an empty policy and a fresh state; the first
@@ -614,7 +615,7 @@ func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Ti
 	case end.Cut && len(o.Paged) == 0 && len(r.accepted) == 0:
 		// Cut short by a shutdown before anyone was paged: an attempt
 		// that failed, retried after the restart.
-		o = RungOutcome{Output: "interrupted by a shutdown", Pages: c.rungPages(r.name), PageOnly: r.pageOnly}
+		o = RungOutcome{Output: "interrupted by a shutdown", Pages: r.pages, PageOnly: r.pageOnly}
 	case end.Cut:
 		// Some channels accepted the page; those the shutdown cut short
 		// have not answered and are still owed it (sent again at the
@@ -638,15 +639,6 @@ func (c *Core) rungEnd(ctx context.Context, out *Step, end *RungEnd, now time.Ti
 	if !end.Stopping {
 		c.decide(ctx, out, now)
 	}
-}
-
-func (c *Core) rungPages(name string) bool {
-	for _, r := range c.pol.Ladder {
-		if r.Name == name {
-			return r.Pages()
-		}
-	}
-	return false
 }
 
 // hold says why the ladder may not act now, or "", and when a wait for a
@@ -730,7 +722,7 @@ func (c *Core) decide(ctx context.Context, out *Step, now time.Time) {
 		if dec.Run < 0 || c.st.Incident == nil {
 			return
 		}
-		c.start(out, dec.Run, now)
+		c.start(out, dec.Run, dec.Pages, now)
 		view = c.st.View(c.pol, now)
 	}
 }
@@ -771,8 +763,8 @@ func (c *Core) staleReads(view *IncidentView, now time.Time) *FreshWait {
 	return fw
 }
 
-// start starts rung idx of the ladder.
-func (c *Core) start(out *Step, idx int, now time.Time) {
+// start starts rung idx of the ladder; pages says whether with its pages.
+func (c *Core) start(out *Step, idx int, pages bool, now time.Time) {
 	r := c.pol.Ladder[idx]
 	incID := c.st.Incident.ID
 	run := &RungRun{At: now, Incident: incID, Rung: r, Timeout: r.Timeout}
@@ -785,7 +777,9 @@ func (c *Core) start(out *Step, idx int, now time.Time) {
 	acts := !r.Pages() || !c.st.actionsCooling(r, now)
 	for _, a := range r.Do {
 		if p, ok := a.(Pager); ok {
-			run.Pagers = append(run.Pagers, p)
+			if pages {
+				run.Pagers = append(run.Pagers, p)
+			}
 		} else if acts {
 			run.Actions = append(run.Actions, a)
 		}
@@ -795,10 +789,10 @@ func (c *Core) start(out *Step, idx int, now time.Time) {
 	if r.Verify && len(run.Actions) > 0 {
 		run.Verify = c.failingProbes()
 	}
-	c.emit(out, beginRung(c.st, c.pol, idx, now, acts))
+	c.emit(out, beginRung(c.st, c.pol, idx, now, acts, pages))
 	run.View = c.st.View(c.pol, now)
 	run.Message = Message{Kind: "sos", Incident: incID, Text: run.View.Summary()}
-	rn := &running{incident: incID, rung: r.Name, name: r.Name, since: now, pageOnly: !acts && !r.onlyPages()}
+	rn := &running{incident: incID, rung: r.Name, name: r.Name, since: now, pageOnly: !acts && !r.onlyPages(), pages: len(run.Pagers) > 0}
 	if r.Pages() {
 		c.paging = append(c.paging, rn)
 	} else {

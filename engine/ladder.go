@@ -44,7 +44,11 @@ func (w *FreshWait) Error() string {
 
 // Decision is what the ladder wants next.
 type Decision struct {
-	Run    int    // index of the rung to run, -1 for none
+	Run int // index of the rung to run, -1 for none
+	// Pages says the run includes the rung's pages: always for a rung
+	// the page slot chose; never for a rung that acts and pages chosen
+	// to run its actions again once they are due (its page is not).
+	Pages  bool
 	Wait   string // why nothing runs now, when something is pending
 	Events []Event
 	// WakeAt is the earliest time a rung waiting for fresh results stops
@@ -120,7 +124,7 @@ func DecideBusy(s *State, pol *Policy, now time.Time, when WhenFunc, acting stri
 	l.flapDetected, l.flapFirst, l.flapping = s.flapping(names)
 	act := l.walk()
 	if page := l.pages(); page >= 0 {
-		d.Run = page
+		d.Run, d.Pages = page, true
 		return d
 	}
 	d.Run = act
@@ -288,7 +292,10 @@ func (l *walker) walk() int {
 		l.d.Events = append(l.d.Events, l.s.setPhase(l.pol, l.now)...)
 	}
 	for i, r := range l.pol.Ladder {
-		if r.Pages() || l.s.pausedRung(r) != nil || !l.s.due(r, l.now, l.age(r)) || l.flapSkip(r) != "" {
+		// A rung that acts and pages runs its actions again when they
+		// are due, whatever its page is doing (its page is the page
+		// slot's).
+		if r.onlyPages() || contains(l.paging, r.Name) || l.s.pausedRung(r) != nil || !l.s.due(r, l.now, l.age(r)) || l.flapSkip(r) != "" {
 			continue
 		}
 		if l.eval(r) {
@@ -489,13 +496,14 @@ func (s *State) cooldownFrom(r *Rung) (time.Time, bool) {
 // BeginRung records that rung idx starts now. The caller persists the state
 // before running it, so a crash mid-rung is remembered as an attempt.
 func BeginRung(s *State, pol *Policy, idx int, now time.Time) []Event {
-	return beginRung(s, pol, idx, now, true)
+	return beginRung(s, pol, idx, now, true, true)
 }
 
-// beginRung is BeginRung; acts says whether the rung's actions run (a rung
-// that acts and pages may page alone while its actions cool down: that
-// does not restart their cooldown).
-func beginRung(s *State, pol *Policy, idx int, now time.Time, acts bool) []Event {
+// beginRung is BeginRung; acts and pages say whether the rung's actions
+// and its pages run (a rung that acts and pages may page alone while its
+// actions cool down, which does not restart their cooldown, or run its
+// actions alone once they are due again, which does not re-send its page).
+func beginRung(s *State, pol *Policy, idx int, now time.Time, acts, pages bool) []Event {
 	inc, r := s.Incident, pol.Ladder[idx]
 	rs := inc.rung(r.Name)
 	rs.Attempts++
@@ -505,7 +513,9 @@ func beginRung(s *State, pol *Policy, idx int, now time.Time, acts bool) []Event
 	}
 	if r.Pages() {
 		inc.Paging = append(inc.Paging, r.Name)
-		rs.Pending, rs.Accepted = r.Channels(), nil
+		if pages {
+			rs.Pending, rs.Accepted = r.Channels(), nil
+		}
 	} else {
 		inc.Running, inc.RunningSince = r.Name, now
 	}
@@ -610,7 +620,12 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 		inc.Running, inc.RunningSince = "", time.Time{}
 	}
 	rs := inc.rung(rung)
-	rs.LastOK, rs.LastOutput = out.OK, text.Cap(out.Output, 4096)
+	rs.LastOutput = text.Cap(out.Output, 4096)
+	if r := rungAt(pol, idx); r == nil || !r.Pages() || out.Pages {
+		// (A rung that pages ran its actions alone: LastOK stays its
+		// page's.)
+		rs.LastOK = out.OK
+	}
 	if !out.Interrupted {
 		rs.Pending = nil
 	}
