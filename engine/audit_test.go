@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +225,53 @@ func TestMixedRungPageIsNotHeldByItsActionsCooldown(t *testing.T) {
 	}
 	if got := r.c.State().LastRun["heal-page"]; !got.Equal(at(time.Minute)) {
 		t.Fatalf("a page-only run restarted the heal's cooldown: last run %v", got)
+	}
+}
+
+// A checkpoint restores a fresh core to where a running one was: fed the
+// same facts from there, both decide the same (a heal running across the
+// checkpoint, a probe in flight, the process start's gate).
+func TestCheckpointRestoresTheCore(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}, {Name: "db", Critical: true, After: 1}},
+		heal(), sos(5*time.Minute, time.Hour))
+	var facts []Fact
+	facts = append(facts, Fact{Kind: FactLaunch, At: at(0), Probes: []string{"api", "db"}},
+		Fact{Kind: FactResults, At: at(time.Second), Results: []Result{resAt("api", false, 0), resAt("db", true, 0)}},
+		Fact{Kind: FactLaunch, At: at(time.Minute), Probes: []string{"api", "db"}})
+	later := []Fact{
+		{Kind: FactResults, At: at(time.Minute + time.Second), Results: []Result{resAt("api", false, time.Minute)}},
+		{Kind: FactRungEnd, At: at(2 * time.Minute), End: &RungEnd{Rung: "heal", OK: true, Verify: []Result{resAt("api", false, 2*time.Minute)}}},
+		{Kind: FactWake, At: at(5*time.Minute + 2*time.Second)},
+		{Kind: FactResults, At: at(6 * time.Minute), Results: []Result{resAt("api", true, 6*time.Minute), resAt("db", true, 6*time.Minute)}},
+	}
+	a := newCoreRun(t, pol)
+	for _, f := range facts {
+		a.step(f)
+	}
+	if a.c.State().Incident == nil || a.c.State().Incident.Running != "heal" {
+		t.Fatalf("setup: %+v", a.c.State().Incident)
+	}
+	ck := FactRecord(a.c.Checkpoint(at(time.Minute)))
+	ck.Policy = pol.Hash
+	f, ok := RecordFact(ck)
+	if !ok || f.Kind != FactCheckpoint || len(f.Probes) != 2 {
+		t.Fatalf("checkpoint record %+v", ck)
+	}
+	f.Policy = pol
+	b := &coreRun{t: t, c: NewCore(CoreOptions{})}
+	b.step(f)
+	id := a.c.State().Incident.ID
+	for _, f := range later {
+		if f.End != nil {
+			f.End.Incident = id
+		}
+		ea, eb := a.step(f).Events, b.step(f).Events
+		if !reflect.DeepEqual(ea, eb) {
+			t.Fatalf("after %s at %v:\n running: %+v\nrestored: %+v", f.Kind, f.At, ea, eb)
+		}
+	}
+	if len(a.runs) == 0 || !reflect.DeepEqual(a.runs[len(a.runs)-len(b.runs):], b.runs) || len(b.runs) == 0 {
+		t.Fatalf("runs: running %v restored %v", a.runs, b.runs)
 	}
 }

@@ -70,6 +70,13 @@ const (
 	// answers and persists the state at once (Step.Persist), so that a
 	// crash re-sends only to the channels without a recorded answer.
 	FactDelivery FactKind = "delivery"
+	// FactCheckpoint: the core's state at this point of a running process
+	// (State, the probes in flight in Probes, the process start in
+	// Started), journaled where a journal file begins after a rotation, so
+	// that a journal whose earlier files were rotated away replays from
+	// the right state. It restores a core that has not started; a core
+	// that has ignores it.
+	FactCheckpoint FactKind = "checkpoint"
 )
 
 // Fact is one thing that happened, at At. Kind says which fields are set.
@@ -94,6 +101,8 @@ type Fact struct {
 	Control *Control
 	// Answer is a channel's answer to a message (FactDelivery).
 	Answer *Answer
+	// Started is when the process started (FactCheckpoint).
+	Started time.Time
 }
 
 // Answer is what one channel said to one message: a rung's page (Kind
@@ -409,6 +418,10 @@ func (c *Core) Step(ctx context.Context, f Fact) Step {
 	case FactDelivery:
 		c.delivery(&out, f.Answer, now)
 		out.Persist = true
+	case FactCheckpoint:
+		if c.started.IsZero() && f.State != nil {
+			c.restore(f)
+		}
 	default:
 		panic(fmt.Sprintf("engine: unknown fact %q", f.Kind))
 	}
@@ -438,6 +451,49 @@ func (c *Core) noteEmptyLadder(out *Step, now time.Time) {
 	c.emptyNoted = key
 	c.emit(out, []Event{{Type: "ladder_empty", Incident: inc.ID, At: now,
 		Reason: "the policy in force has no rung: nothing will act or page for this incident"}})
+}
+
+// Checkpoint is the fact that restores this core's state as of at in a
+// core that has not started (see FactCheckpoint). The state is a copy.
+func (c *Core) Checkpoint(at time.Time) Fact {
+	f := Fact{Kind: FactCheckpoint, At: at, Policy: c.pol, State: cloneState(c.st), Started: c.started}
+	for name := range c.inflight {
+		f.Probes = append(f.Probes, name)
+	}
+	sortStrings(f.Probes)
+	return f
+}
+
+// restore takes the state of a checkpoint: the process goes on where it
+// was, its rungs still running (their ends follow in the journal).
+func (c *Core) restore(f Fact) {
+	c.st, c.started = f.State, f.Started
+	if f.Policy != nil {
+		c.pol = f.Policy
+	}
+	c.remember(c.pol)
+	c.inflight = map[string]launch{}
+	for _, name := range f.Probes {
+		l := launch{at: f.At}
+		if p := c.pol.Probe(name); p != nil {
+			l.digest = p.Digest
+		}
+		c.inflight[name] = l
+	}
+	c.acting, c.paging = nil, nil
+	if inc := c.st.Incident; inc != nil {
+		if inc.Running != "" {
+			c.acting = &running{incident: inc.ID, rung: inc.Running, name: inc.Running, since: inc.RunningSince}
+		}
+		for _, name := range inc.Paging {
+			rn := &running{incident: inc.ID, rung: name, name: name, pages: true}
+			if rs := inc.Rungs[name]; rs != nil {
+				rn.since, rn.accepted = rs.LastRun, append([]string(nil), rs.Accepted...)
+				rn.pages = len(rs.Pending)+len(rs.Accepted) > 0
+			}
+			c.paging = append(c.paging, rn)
+		}
+	}
 }
 
 // emit adds events to the step.

@@ -91,6 +91,9 @@ type Daemon struct {
 	// message on its way gets until the stop deadline (see stop).
 	delivering context.Context
 	cutPages   context.CancelFunc
+	// checkpointOwed says the journal rotated: the next fact is preceded
+	// by a checkpoint (the new file replays on its own).
+	checkpointOwed atomic.Bool
 
 	ready chan struct{}
 	sem   chan struct{} // Options.Parallel across all probe runs
@@ -136,11 +139,17 @@ func New(opts Options) *Daemon {
 		sem = make(chan struct{}, opts.Parallel)
 	}
 	delivering, cutPages := context.WithCancel(context.Background())
-	return &Daemon{opts: opts, log: opts.Logger, clock: opts.Clock, sem: sem, delivering: delivering, cutPages: cutPages,
+	d := &Daemon{opts: opts, log: opts.Logger, clock: opts.Clock, sem: sem, delivering: delivering, cutPages: cutPages,
 		core:    NewCore(CoreOptions{WhenBudget: opts.WhenBudget}),
 		nextDue: map[string]time.Time{}, rungRuns: map[string]int{}, rungStops: map[string]context.CancelFunc{},
 		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4),
 		rungDone: make(chan RungEnd, 16), poke: make(chan struct{}, 1)}
+	if j, ok := opts.Journal.(interface {
+		OnRotate(func(Record) []Record)
+	}); ok {
+		j.OnRotate(d.checkpoint)
+	}
+	return d
 }
 
 func (d *Daemon) now() time.Time { return d.clock.Now() }
@@ -157,6 +166,9 @@ func (d *Daemon) state() *State { return d.core.State() }
 // launches the re-probes. The fact is journaled first, so that replay reads
 // every fact before the decisions it caused. Callers hold d.mu.
 func (d *Daemon) feed(ctx context.Context, f Fact) Step {
+	if d.checkpointOwed.Swap(false) && f.Kind != FactStart { // a start record carries the state itself
+		d.journal(d.checkpointRecord(f.At))
+	}
 	rec := FactRecord(f)
 	switch f.Kind {
 	case FactReload:
@@ -188,6 +200,32 @@ func (d *Daemon) feed(ctx context.Context, f Fact) Step {
 		d.launch(ctx, f.At, st.Reprobe)
 	}
 	return st
+}
+
+// checkpoint is called by the journal when it rotated, with the record
+// about to open the new file (the journal's lock held, and d.mu: every
+// record is journaled under it): the new file begins with the core's
+// state, before a fact, so that it replays on its own. Before a fact the
+// checkpoint goes now (the fact is journaled before the core takes it);
+// before a decision or an action it waits for the next fact (the state
+// now already includes the fact those belong to).
+func (d *Daemon) checkpoint(next Record) []Record {
+	if f, ok := RecordFact(next); ok {
+		d.checkpointOwed.Store(false)
+		if f.Kind == FactStart {
+			return nil // a start record carries the state itself
+		}
+		return []Record{d.checkpointRecord(next.Time)}
+	}
+	d.checkpointOwed.Store(true)
+	return nil
+}
+
+// checkpointRecord is the core's checkpoint at, as a journal record.
+func (d *Daemon) checkpointRecord(at time.Time) Record {
+	rec := FactRecord(d.core.Checkpoint(at))
+	rec.Policy = d.policy().Hash
+	return rec
 }
 
 // answer feeds a channel's answer to a message the moment it is known,

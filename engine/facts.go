@@ -31,6 +31,11 @@ func FactRecord(f Fact) Record {
 		r.Type, r.Control = string(f.Kind), f.Control
 	case FactDelivery:
 		r.Type, r.Answer = "delivery", f.Answer
+	case FactCheckpoint:
+		r.Type, r.V, r.State, r.Probes, r.Started = "checkpoint", JournalVersion, f.State, f.Probes, f.Started
+		if f.State != nil {
+			r.Phase = f.State.Phase
+		}
 	}
 	return r
 }
@@ -38,7 +43,7 @@ func FactRecord(f Fact) Record {
 // RecordFact is the fact a journal record states, if it states one: "start",
 // "launch", "cycle" (without a rung: a version 1 verification re-probe is
 // not a fact of its own), "rung_end", "wake", "reload", "stop", "pause",
-// "resume", "ack" and "delivery". The
+// "resume", "ack", "delivery" and "checkpoint". The
 // policy of a start or reload is the caller's to supply, as is a start's
 // state (records of version 1 carry none).
 func RecordFact(r Record) (Fact, bool) {
@@ -77,6 +82,11 @@ func RecordFact(r Record) (Fact, bool) {
 			return f, false
 		}
 		f.Kind, f.Answer = FactDelivery, r.Answer
+	case "checkpoint":
+		if r.State == nil {
+			return f, false
+		}
+		f.Kind, f.State, f.Probes, f.Started = FactCheckpoint, r.State, r.Probes, r.Started
 	default:
 		return f, false
 	}

@@ -312,7 +312,7 @@ func (r *Replayer) flush() {
 			r.lastDur[f.End.Rung] = rec.Time.Sub(t)
 		}
 	}
-	if !r.started && !r.whatIf && f.Kind != FactStart {
+	if !r.started && !r.whatIf && f.Kind != FactStart && f.Kind != FactCheckpoint {
 		r.toWhatIf(rec.Time, "the journal does not begin at a process start")
 	}
 	r.segment(rec, &f)
@@ -409,6 +409,25 @@ func (r *Replayer) segment(rec Record, f *Fact) {
 			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
 		}
 		f.Kind = ""
+	case FactCheckpoint:
+		// Where a journal file begins after a rotation: a replay that
+		// starts here starts from the state it records; one already
+		// under way has its own.
+		switch {
+		case r.started:
+			f.Kind = ""
+		case rec.V < checkpointSince || rec.State == nil || r.whatIf:
+			f.Kind = ""
+		case rec.Policy != r.pol.Hash:
+			r.toWhatIf(rec.Time, fmt.Sprintf("the journal was written by policy %s", hashPrefix(rec.Policy)))
+			f.Kind = ""
+		default:
+			r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: "checkpoint: the journal goes on from here with the state of a running process"})
+			r.faithful = true
+			r.rep.step(ReplayStep{At: rec.Time, Kind: "mode", Reason: "faithful from here: a checkpoint of a process running this policy"})
+			f.State, f.Policy = cloneState(rec.State), r.pol
+		}
+		return
 	case FactStop:
 		r.rep.step(ReplayStep{At: rec.Time, Kind: "journal", Reason: journalNote(rec)})
 		r.sims = nil
@@ -446,6 +465,9 @@ func (r *Replayer) switchTo(p *Policy, at time.Time, why string) {
 	r.pol = p
 	r.note(p)
 }
+
+// checkpointSince is the first journal version with checkpoint records.
+const checkpointSince = 3
 
 // toWhatIf ends a faithful segment.
 func (r *Replayer) toWhatIf(at time.Time, why string) {

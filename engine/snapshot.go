@@ -113,4 +113,7 @@ type Record struct {
 	Control *Control `json:"control,omitempty"`
 	// Answer is a channel's answer to a message, on "delivery" records.
 	Answer *Answer `json:"answer,omitempty"`
+	// Started is when the process started, on "checkpoint" records (which
+	// also carry V, State, Phase and, in Probes, the probes in flight).
+	Started time.Time `json:"started,omitzero"`
 }

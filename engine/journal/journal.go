@@ -83,6 +83,19 @@ type Journal struct {
 	f        *os.File
 	size     int64
 	repaired int64
+	// onRotate is called once a rotation started a new file (OnRotate).
+	onRotate func(next engine.Record) []engine.Record
+}
+
+// OnRotate sets f, called from the Append that rotated the journal once
+// the new file is open, with the record about to be written: the records
+// f returns are written first. The daemon puts a checkpoint there, so that
+// the file replays on its own once the earlier ones are rotated away. f
+// must not call the journal.
+func (j *Journal) OnRotate(f func(next engine.Record) []engine.Record) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.onRotate = f
 }
 
 // Open opens the journal at path for appending, creating it (and its
@@ -180,6 +193,13 @@ func (j *Journal) Append(r engine.Record) error {
 		if err := j.rotate(); err != nil {
 			return err
 		}
+		if j.onRotate != nil {
+			for _, x := range j.onRotate(r) {
+				if err := j.write(x, int64(len(line))); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	n, err := j.f.Write(line)
 	if err == nil && n != len(line) {
@@ -187,6 +207,30 @@ func (j *Journal) Append(r engine.Record) error {
 	}
 	if err != nil {
 		// Leave no fragment behind for the next line to run into.
+		if terr := j.f.Truncate(j.size); terr != nil {
+			err = errors.Join(err, fmt.Errorf("cut partial line: %w", terr))
+		}
+		return fmt.Errorf("journal append: %w", err)
+	}
+	j.size += int64(n)
+	return nil
+}
+
+// write appends r at the start of a new file, leaving room for reserve
+// more bytes; a record that does not fit is left out.
+func (j *Journal) write(r engine.Record, reserve int64) error {
+	line, err := Marshal(r)
+	if err != nil {
+		return err
+	}
+	if j.size+int64(len(line))+reserve > j.opts.MaxBytes {
+		return nil
+	}
+	n, err := j.f.Write(line)
+	if err == nil && n != len(line) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
 		if terr := j.f.Truncate(j.size); terr != nil {
 			err = errors.Join(err, fmt.Errorf("cut partial line: %w", terr))
 		}
