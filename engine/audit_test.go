@@ -275,3 +275,56 @@ func TestCheckpointRestoresTheCore(t *testing.T) {
 		t.Fatalf("runs: running %v restored %v", a.runs, b.runs)
 	}
 }
+
+// An excerpt of a journal (talon journal cut) that begins with replay's
+// checkpoint replays faithfully on its own, and decides what the whole
+// journal's replay decides from there.
+func TestExcerptWithACheckpointReplaysFaithfully(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, heal(), sos(5*time.Minute, time.Hour))
+	down := func(i int) []Result { return []Result{res("api", i < 3 || i > 14)} }
+	facts := []Fact{{Kind: FactStart, At: t0, Policy: pol, State: NewState(t0)}}
+	facts = append(facts, cycleFacts(0, 20, down)...)
+	recs := daemonJournal(facts)
+	from := t0.Add(6 * time.Minute) // mid-incident, a heal and a page behind it
+	r := NewReplayer(pol, ReplayOptions{})
+	var excerpt []Record
+	for _, rec := range recs {
+		if rec.Time.Before(from) {
+			r.Feed(rec, "")
+			continue
+		}
+		if _, fact := RecordFact(rec); fact && excerpt == nil {
+			ck, ok := r.Checkpoint(rec.Time)
+			if !ok {
+				t.Fatal("no checkpoint from a faithful replay")
+			}
+			excerpt = append(excerpt, ck)
+		}
+		if excerpt != nil {
+			excerpt = append(excerpt, rec)
+		}
+	}
+	whole, part := Replay(pol, recs, ReplayOptions{}), Replay(pol, excerpt, ReplayOptions{})
+	if part.Mode != ModeFaithful || len(part.Divergences) > 0 {
+		t.Fatalf("excerpt: %s (%s) %+v", part.Mode, part.ModeReason, part.Divergences)
+	}
+	var w, p []string
+	for _, st := range whole.Timeline {
+		if !st.At.Before(from) && st.Kind != "journal" && st.Kind != "mode" {
+			w = append(w, st.At.Sub(t0).String()+" "+st.Kind+" "+st.Rung+" "+st.Probe)
+		}
+	}
+	for _, st := range part.Timeline {
+		if st.Kind != "journal" && st.Kind != "mode" {
+			p = append(p, st.At.Sub(t0).String()+" "+st.Kind+" "+st.Rung+" "+st.Probe)
+		}
+	}
+	if len(w) == 0 || !reflect.DeepEqual(w, p) {
+		t.Fatalf("from +6m:\nwhole   %q\nexcerpt %q", w, p)
+	}
+	// Without the checkpoint, the excerpt is what-if from a blank state.
+	if r := Replay(pol, excerpt[1:], ReplayOptions{}); r.Mode != ModeWhatIf {
+		t.Fatalf("without the checkpoint: %s", r.Mode)
+	}
+}

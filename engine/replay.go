@@ -466,6 +466,21 @@ func (r *Replayer) switchTo(p *Policy, at time.Time, why string) {
 	r.note(p)
 }
 
+// Checkpoint is a checkpoint record of the state replay has reached, for an
+// excerpt of the journal that begins at, before the next fact (`talon
+// journal cut`): the excerpt then replays faithfully on its own. There is
+// none (ok false) unless everything so far replayed faithfully: only then
+// is replay's state the daemon's.
+func (r *Replayer) Checkpoint(at time.Time) (rec Record, ok bool) {
+	r.flush()
+	if !r.started || !r.faithful || r.whatIf {
+		return Record{}, false
+	}
+	rec = FactRecord(r.core.Checkpoint(at))
+	rec.Policy = r.pol.Hash
+	return rec, true
+}
+
 // checkpointSince is the first journal version with checkpoint records.
 const checkpointSince = 3
 

@@ -18,7 +18,7 @@ import (
 
 // RecordTypes are the values of Record.Type that Read accepts.
 var RecordTypes = []string{"start", "stop", "launch", "cycle", "rung_end", "wake", "event", "intent", "action", "reload",
-	"pause", "resume", "ack", "delivery"}
+	"pause", "resume", "ack", "delivery", "checkpoint"}
 
 // Warning is something Read tolerated: a partial last line of the newest
 // file, left by a crash in the middle of a write.

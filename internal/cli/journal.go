@@ -11,7 +11,10 @@ import (
 
 // journalCmd is `talon journal cut`: the records of a time window, as
 // journal lines, to stdout. A real incident becomes a fixture that `talon
-// test` (testing.replay) and `talon replay` load.
+// test` (testing.replay) and `talon replay` load. When the journal before
+// the window replays faithfully through the policy (the one that wrote
+// it), the excerpt begins with a checkpoint of that state, before its
+// first fact, so that it too replays faithfully.
 func (a *app) journalCmd(args []string) error {
 	var since, until string
 	rest, err := a.flags("journal", args, func(fs *flag.FlagSet) {
@@ -37,25 +40,53 @@ func (a *app) journalCmd(args []string) error {
 		return err
 	}
 	var path string
+	e, envErr := a.loadEnv()
 	if len(rest) == 1 {
 		path = journalPath(rest[0])
 	} else {
-		e, err := a.loadEnv()
-		if err != nil {
-			return err
+		if envErr != nil {
+			return envErr
 		}
 		path = filepath.Join(e.stateDir, journal.FileName)
 	}
-	var werr error
-	_, err = readJournal("journal cut", path, to, func(r engine.Record, _ string) {
-		if werr != nil || (!from.IsZero() && r.Time.Before(from)) {
-			return
+	// The replay that gives the checkpoint: only with a policy that loads.
+	var rep *engine.Replayer
+	if envErr == nil && !from.IsZero() {
+		if res := e.load(); res.Err() == nil {
+			rep = engine.NewReplayer(res.Policy, engine.ReplayOptions{})
 		}
+	}
+	var werr error
+	write := func(r engine.Record) {
 		line, err := journal.Marshal(r)
 		if err == nil {
 			_, err = a.stdout.Write(line)
 		}
 		werr = err
+	}
+	_, err = readJournal("journal cut", path, to, func(r engine.Record, where string) {
+		if werr != nil {
+			return
+		}
+		if !from.IsZero() && r.Time.Before(from) {
+			if rep != nil {
+				rep.Feed(r, where)
+			}
+			return
+		}
+		if rep != nil {
+			if _, fact := engine.RecordFact(r); fact {
+				if r.Type != "start" && r.Type != "checkpoint" {
+					if ck, ok := rep.Checkpoint(r.Time); ok {
+						write(ck)
+					}
+				}
+				rep = nil
+			}
+		}
+		if werr == nil {
+			write(r)
+		}
 	})
 	if err != nil {
 		return err
