@@ -328,3 +328,28 @@ func TestExcerptWithACheckpointReplaysFaithfully(t *testing.T) {
 		t.Fatalf("without the checkpoint: %s", r.Mode)
 	}
 }
+
+// A checkpoint taken while a rung that heals and pages runs its page alone
+// (its heal cooling down): the restored core knows the run was page-only,
+// and its end opens no settle window.
+func TestCheckpointKeepsAPageOnlyRun(t *testing.T) {
+	t.Parallel()
+	mixed := &Rung{Name: "heal-page", Do: []Action{fakeAction{"heal"}, pager("tg")}, Cooldown: time.Hour, Verify: true, Settle: time.Minute}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, mixed)
+	a := newCoreRun(t, pol)
+	a.resultsAt(0, resAt("api", false, 0))
+	a.end(time.Second, "heal-page", false, []Delivery{{Channel: "tg", OK: false}})
+	st := a.resultsAt(time.Minute, resAt("api", false, time.Minute)) // the page's retry: the heal cools down
+	if st.run() == nil || len(st.run().Actions) != 0 || len(st.run().Pagers) != 1 {
+		t.Fatalf("retry: %+v", st.run())
+	}
+	ck := a.c.Checkpoint(at(time.Minute))
+	ck.Policy = pol
+	b := &coreRun{t: t, c: NewCore(CoreOptions{})}
+	b.step(ck)
+	end := Fact{Kind: FactRungEnd, At: at(time.Minute + time.Second), End: &RungEnd{Incident: a.incident(), Rung: "heal-page", OK: true, Deliveries: []Delivery{{Channel: "tg", OK: true}}}}
+	ea, eb := a.step(end).Events, b.step(end).Events
+	if !reflect.DeepEqual(ea, eb) || len(events(Step{Events: ea}, "settle_start")) != 0 {
+		t.Fatalf("running: %+v\nrestored: %+v", ea, eb)
+	}
+}

@@ -489,11 +489,28 @@ func (c *Core) restore(f Fact) {
 			rn := &running{incident: inc.ID, rung: name, name: name, pages: true}
 			if rs := inc.Rungs[name]; rs != nil {
 				rn.since, rn.accepted = rs.LastRun, append([]string(nil), rs.Accepted...)
-				rn.pages = len(rs.Pending)+len(rs.Accepted) > 0
+				// What this run does, as beginRung left it: a run that
+				// pages set the pending channels (those that accepted
+				// since it began are no longer pending); one whose actions
+				// ran restarted their cooldown (LastRun).
+				rn.pages = len(rs.Pending) > 0 || (len(rs.Accepted) > 0 && !rs.LastSent.Before(rs.LastRun))
+				if r := rungAt(c.pol, c.pol.rungIndex(name)); r != nil && !r.onlyPages() {
+					rn.pageOnly = !c.st.LastRun[name].Equal(rs.LastRun)
+				}
 			}
 			c.paging = append(c.paging, rn)
 		}
 	}
+}
+
+// rungIndex is the index of rung name in the ladder, or -1.
+func (p *Policy) rungIndex(name string) int {
+	for i, r := range p.Ladder {
+		if r.Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // emit adds events to the step.
