@@ -61,11 +61,12 @@ func Get(ctx context.Context, bind string) (engine.Snapshot, error) {
 }
 
 // PostReload asks the running daemon to reload its policy and returns the
-// hash now in force. A policy the daemon refused is a *ReloadError.
-func PostReload(ctx context.Context, bind string) (string, error) {
+// hash now in force; token and the identity check are as for PostControl.
+// A policy the daemon refused is a *ReloadError.
+func PostReload(ctx context.Context, bind, token string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, ReloadWait)
 	defer cancel()
-	resp, err := do(ctx, http.MethodPost, bind, "/reload")
+	resp, err := command(ctx, bind, token, "/reload", nil)
 	if err != nil {
 		return "", err
 	}
@@ -117,12 +118,16 @@ func doBody(ctx context.Context, method, bind, path string, body []byte) (*http.
 	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (nothing listens on %s)", ErrNotRunning, addr)
-		}
-		return nil, fmt.Errorf("health endpoint %s: %w", addr, err)
+		return nil, clientError(addr, err)
 	}
 	return resp, nil
+}
+
+func clientError(addr string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w (nothing listens on %s)", ErrNotRunning, addr)
+	}
+	return fmt.Errorf("health endpoint %s: %w", addr, err)
 }
 
 // dialAddr turns a bind address into one to connect to: an unspecified host

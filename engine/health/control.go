@@ -1,16 +1,26 @@
 package health
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Controller carries out the operator's commands of POST /pause, /resume
@@ -47,14 +57,59 @@ type ControlAnswer struct {
 // maxControlBody bounds a control request's body.
 const maxControlBody = 16 << 10
 
-// control serves POST /pause, /resume and /ack: loopback only, whatever
-// the bind and allowed_hosts (a pause silences pages: only someone on this
-// machine may ask for it).
-func (s *Server) control(w http.ResponseWriter, r *http.Request) {
+// guard admits a request to a control route (POST /pause, /resume, /ack,
+// /reload) only from this machine, by a loopback name, whatever the bind
+// and allowed_hosts, and only with the token the daemon wrote in its state
+// directory: a pause silences pages, so only the daemon's user (who can
+// read that 0600 file) may ask for it, not any local user or program that
+// can reach the port.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) || !loopbackRemote(r.RemoteAddr) {
+			writeJSON(w, http.StatusForbidden, errorBody("control_needs_loopback"))
+			return
+		}
+		if s.opts.Token == "" {
+			writeJSON(w, http.StatusForbidden, errorBody("control_needs_token: this daemon has no control token (it could not write "+TokenFile+" in its state directory; see its log)"))
+			return
+		}
+		if got := r.Header.Get(TokenHeader); subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) != 1 {
+			writeJSON(w, http.StatusForbidden, errorBody("control_needs_token: send the "+TokenHeader+" header with the token in the daemon's state directory ("+TokenFile+"), as talon pause, resume, ack and reload do"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// identity serves GET /identity: the proof that this server holds the
+// token of its state directory, HMAC-SHA256 of the client's challenge
+// under the token, so that a client never sends the token to a program
+// that took the daemon's port (see PostControl). The token itself never
+// leaves the server.
+func (s *Server) identity(w http.ResponseWriter, r *http.Request) {
 	if !loopbackHost(r.Host) || !loopbackRemote(r.RemoteAddr) {
 		writeJSON(w, http.StatusForbidden, errorBody("control_needs_loopback"))
 		return
 	}
+	if s.opts.Token == "" {
+		writeJSON(w, http.StatusNotImplemented, errorBody("identity is not available: this daemon has no control token"))
+		return
+	}
+	ch := r.Header.Get(ChallengeHeader)
+	if len(ch) < 16 || len(ch) > 128 {
+		writeJSON(w, http.StatusBadRequest, errorBody("identity: send a "+ChallengeHeader+" header of 16 to 128 characters"))
+		return
+	}
+	writeJSON(w, http.StatusOK, identityBody{OK: true, Proof: Proof(s.opts.Token, ch)})
+}
+
+type identityBody struct {
+	OK    bool   `json:"ok"`
+	Proof string `json:"proof"`
+}
+
+// control serves POST /pause, /resume and /ack, behind guard.
+func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Control == nil {
 		writeJSON(w, http.StatusNotImplemented, errorBody(r.URL.Path[1:]+" is not available"))
 		return
@@ -143,9 +198,11 @@ func loopbackRemote(addr string) bool {
 }
 
 // PostControl sends an operator's command to the running daemon: path is
-// "/pause", "/resume" or "/ack". A command the daemon refused is a
-// *ControlError.
-func PostControl(ctx context.Context, bind, path string, req ControlRequest) (ControlAnswer, error) {
+// "/pause", "/resume" or "/ack", token the one in the daemon's state
+// directory (ReadToken). The server must first prove it holds that token;
+// one that cannot is not our daemon (ErrNotOurDaemon) and gets nothing
+// else. A command the daemon refused is a *ControlError.
+func PostControl(ctx context.Context, bind, token, path string, req ControlRequest) (ControlAnswer, error) {
 	var ans ControlAnswer
 	ctx, cancel := context.WithTimeout(ctx, ReloadWait)
 	defer cancel()
@@ -153,7 +210,7 @@ func PostControl(ctx context.Context, bind, path string, req ControlRequest) (Co
 	if err != nil {
 		return ans, err
 	}
-	resp, err := doBody(ctx, http.MethodPost, bind, path, body)
+	resp, err := command(ctx, bind, token, path, body)
 	if err != nil {
 		return ans, err
 	}
@@ -178,3 +235,141 @@ type ControlError struct {
 }
 
 func (e *ControlError) Error() string { return e.Message }
+
+// The control token: TokenFile in the daemon's state directory (0700, its
+// user's), written 0600 at every start. Whoever can read it is the
+// daemon's user (or root) and may command it.
+const (
+	TokenFile       = "control.token"
+	TokenHeader     = "Talon-Token"
+	ChallengeHeader = "Talon-Challenge"
+	tokenBytes      = 32
+)
+
+// ErrNotOurDaemon is a server on the health address that cannot prove it
+// holds the token of the state directory: another program took the port,
+// or a daemon of another state directory listens there.
+var ErrNotOurDaemon = errors.New("not this state directory's talon daemon")
+
+// ControlFile is what the daemon writes, 0600, to TokenFile in its state
+// directory once its endpoint listens: the token its control routes want,
+// the address it actually bound and its pid. The CLI finds the daemon
+// through it, so that pause, ack and reload need nothing from config.toml
+// but the state directory.
+type ControlFile struct {
+	Token string `json:"token"`
+	Addr  string `json:"addr"`
+	PID   int    `json:"pid"`
+}
+
+// NewToken is a fresh random control token.
+func NewToken() (string, error) {
+	b := make([]byte, tokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("control token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// WriteControlFile writes cf to TokenFile in stateDir, 0600 and atomically
+// (a reader sees the old file or the new one). It returns the function
+// that removes it.
+func WriteControlFile(stateDir string, cf ControlFile) (func(), error) {
+	b, err := json.Marshal(cf)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(stateDir, TokenFile)
+	if err := engine.WriteFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("control file: %w", err)
+	}
+	return func() { os.Remove(path) }, nil
+}
+
+// ReadControlFile reads the file the daemon of stateDir wrote, never
+// through a symbolic link.
+func ReadControlFile(stateDir string) (ControlFile, error) {
+	var cf ControlFile
+	path := filepath.Join(stateDir, TokenFile)
+	b, err := fsperm.ReadPrivate(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return cf, fmt.Errorf("no control token in %s: %w", stateDir, err)
+	case errors.Is(err, os.ErrPermission):
+		return cf, fmt.Errorf("control token %s: %w; run this as the daemon's user", path, err)
+	case err != nil:
+		return cf, fmt.Errorf("control token: %w", err)
+	}
+	if json.Unmarshal(b, &cf) != nil || len(cf.Token) != 2*tokenBytes {
+		return cf, fmt.Errorf("%s is not a control token; restart the daemon to write a new one", path)
+	}
+	if _, err := hex.DecodeString(cf.Token); err != nil {
+		return cf, fmt.Errorf("%s is not a control token; restart the daemon to write a new one", path)
+	}
+	return cf, nil
+}
+
+// Proof is the server's answer to a challenge: HMAC-SHA256 under the token.
+func Proof(token, challenge string) string {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte("talon-identity\x00" + challenge))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// command sends one command to the daemon at bind: GET /identity with a
+// fresh challenge, then, only if the proof matches the token and on that
+// same connection, the POST with the token. The connection is dialled once
+// and never again, so the server that proved itself is the one that gets
+// the token.
+func command(ctx context.Context, bind, token, path string, body []byte) (*http.Response, error) {
+	addr, err := dialAddr(bind)
+	if err != nil {
+		return nil, err
+	}
+	var dialed atomic.Bool
+	var d net.Dialer
+	tr := &http.Transport{Proxy: nil, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			if dialed.Swap(true) {
+				return nil, errors.New("the connection to the daemon closed between its identity check and the command; try again")
+			}
+			return d.DialContext(ctx, network, a)
+		}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	ch := make([]byte, 24)
+	if _, err := rand.Read(ch); err != nil {
+		return nil, err
+	}
+	challenge := hex.EncodeToString(ch)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/identity", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(ChallengeHeader, challenge)
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, clientError(addr, err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	var id identityBody
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &id) != nil ||
+		!hmac.Equal([]byte(id.Proof), []byte(Proof(token, challenge))) {
+		return nil, fmt.Errorf("%w: the server on %s cannot prove it holds the state directory's %s (%s: %s); another program may have taken the port, or a daemon of another state directory listens there",
+			ErrNotOurDaemon, addr, TokenFile, resp.Status, oneLine(b))
+	}
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set(TokenHeader, token)
+	resp, err = c.Do(req)
+	if err != nil {
+		return nil, clientError(addr, err)
+	}
+	return resp, nil
+}

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +48,7 @@ func post(t *testing.T, url, body string, hdr ...string) (int, string) {
 		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	withToken(req, hdr)
 	resp, err := client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -111,13 +115,13 @@ func TestControlRoutes(t *testing.T) {
 	// helper returns it as a *ControlError.
 	ctl.err = errors.New("no incident is open")
 	bind := strings.TrimPrefix(base, "http://")
-	_, err := PostControl(context.Background(), bind, "/ack", ControlRequest{})
+	_, err := PostControl(context.Background(), bind, testToken, "/ack", ControlRequest{})
 	var ce *ControlError
 	if !errors.As(err, &ce) || ce.Status != 409 || ce.Message != "no incident is open" {
 		t.Fatalf("PostControl on a refusal: %#v", err)
 	}
 	ctl.err = nil
-	ans, err := PostControl(context.Background(), bind, "/pause", ControlRequest{Tag: "k8s", For: "1h"})
+	ans, err := PostControl(context.Background(), bind, testToken, "/pause", ControlRequest{Tag: "k8s", For: "1h"})
 	if err != nil || ans.Pause == nil || ans.Pause.ID != "p1" || ctl.calls[len(ctl.calls)-1] != "pause tag k8s 1h0m0s " {
 		t.Fatalf("PostControl pause: %+v %v %v", ans, err, ctl.calls)
 	}
@@ -136,9 +140,10 @@ func TestControlRefusesRemotePeers(t *testing.T) {
 		t.Fatal("loopbackRemote")
 	}
 	ctl := &fakeControl{}
-	s := New(Options{Bind: "0.0.0.0:0", Snapshot: sampleSnapshot, Control: ctl})
+	s := New(Options{Bind: "0.0.0.0:0", Snapshot: sampleSnapshot, Control: ctl, Token: testToken})
 	req, _ := http.NewRequest(http.MethodPost, "http://198.51.100.1:9999/pause", strings.NewReader(`{}`))
-	req.Host = "127.0.0.1:9999" // a Host header lies easily
+	req.Host = "127.0.0.1:9999"            // a Host header lies easily
+	req.Header.Set(TokenHeader, testToken) // even with the token
 	req.RemoteAddr = net.JoinHostPort("198.51.100.20", "5555")
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, req)
@@ -166,5 +171,123 @@ func TestMetricsShowPausesAcksAndFlapping(t *testing.T) {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("/metrics lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// Anyone who can reach the port must not pause, resume, acknowledge or
+// reload: every control route wants the token the daemon wrote in its
+// state directory, and answers 403 with a one-line reason without it.
+func TestControlNeedsTheToken(t *testing.T) {
+	t.Parallel()
+	ctl := &fakeControl{}
+	reloads := 0
+	const token = "4f1c0e7a9b2d3c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6"
+	_, base := start(t, Options{Control: ctl, Token: token, Reload: func(context.Context) (string, error) { reloads++; return "h", nil }})
+	for _, path := range []string{"/pause", "/resume", "/ack", "/reload"} {
+		for _, hdr := range [][]string{{TokenHeader, "-"}, {TokenHeader, ""}, {TokenHeader, strings.Repeat("0", 64)}, {TokenHeader, token[:63]}} {
+			code, body := post(t, base+path, `{}`, hdr...)
+			if code != 403 || strings.Count(body, "\n") != 1 || !strings.Contains(body, "control.token") {
+				t.Errorf("POST %s with %q: %d %s", path, hdr, code, body)
+			}
+		}
+	}
+	if len(ctl.calls) != 0 || reloads != 0 {
+		t.Fatalf("a request without the token reached the daemon: %v, %d reloads", ctl.calls, reloads)
+	}
+	for _, path := range []string{"/pause", "/resume", "/ack", "/reload"} {
+		if code, body := post(t, base+path, `{}`, TokenHeader, token); code != 200 {
+			t.Errorf("POST %s with the token: %d %s", path, code, body)
+		}
+	}
+	if len(ctl.calls) != 3 || reloads != 1 {
+		t.Fatalf("the token's requests: %v, %d reloads", ctl.calls, reloads)
+	}
+	// A daemon without a token (it could not write one) takes no command.
+	req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:9999/pause", strings.NewReader(`{}`))
+	req.RemoteAddr = "127.0.0.1:5555"
+	rec := httptest.NewRecorder()
+	New(Options{Snapshot: sampleSnapshot, Control: ctl}).Handler().ServeHTTP(rec, req)
+	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "no control token") || len(ctl.calls) != 3 {
+		t.Errorf("a daemon without a token: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// The token is written 0600 in the state directory with the address the
+// daemon bound, fresh at every start, and read back by the CLI; a link
+// there is not followed.
+func TestControlFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a, err := NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewToken()
+	if a == b || len(a) != 64 {
+		t.Fatalf("tokens %q and %q", a, b)
+	}
+	remove, err := WriteControlFile(dir, ControlFile{Token: a, Addr: "127.0.0.1:9999", PID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, TokenFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control file: %v %v", fi, err)
+	}
+	if cf, err := ReadControlFile(dir); err != nil || cf != (ControlFile{Token: a, Addr: "127.0.0.1:9999", PID: 42}) {
+		t.Fatalf("ReadControlFile = %+v, %v", cf, err)
+	}
+	linked := t.TempDir()
+	os.Symlink(filepath.Join(dir, TokenFile), filepath.Join(linked, TokenFile))
+	if _, err := ReadControlFile(linked); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("ReadControlFile through a link: %v", err)
+	}
+	remove()
+	if _, err := ReadControlFile(dir); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "no control token in "+dir) {
+		t.Fatalf("ReadControlFile without a daemon: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, TokenFile), []byte(`{"token":"short"}`), 0o600)
+	if _, err := ReadControlFile(dir); err == nil || !strings.Contains(err.Error(), "is not a control token") {
+		t.Fatalf("ReadControlFile of garbage: %v", err)
+	}
+}
+
+// A squatter (another program bound the daemon's port) must never see the
+// token: the client asks the server to prove it holds the token first, and
+// sends the command only on that same connection.
+func TestClientRefusesASquatter(t *testing.T) {
+	t.Parallel()
+	const token = "4f1c0e7a9b2d3c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6"
+	var seen []string
+	squatter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.Header.Get(TokenHeader))
+		// It answers whatever it is asked, as a talon daemon would.
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true,"proof":"`+strings.Repeat("ab", 32)+`","policy_hash":"h","pause":{"id":"p1"}}`)
+	}))
+	defer squatter.Close()
+	bind := strings.TrimPrefix(squatter.URL, "http://")
+	_, err := PostControl(context.Background(), bind, token, "/pause", ControlRequest{})
+	if !errors.Is(err, ErrNotOurDaemon) || !strings.Contains(err.Error(), bind) {
+		t.Fatalf("PostControl to a squatter: %v", err)
+	}
+	if _, err := PostReload(context.Background(), bind, token); !errors.Is(err, ErrNotOurDaemon) {
+		t.Fatalf("PostReload to a squatter: %v", err)
+	}
+	for _, s := range seen {
+		if strings.Contains(s, token) || !strings.HasPrefix(s, "GET /identity") {
+			t.Fatalf("the squatter got %q", s)
+		}
+	}
+	// The real daemon proves itself, and takes the command.
+	ctl := &fakeControl{}
+	_, base := start(t, Options{Control: ctl, Token: token})
+	ours := strings.TrimPrefix(base, "http://")
+	if _, err := PostControl(context.Background(), ours, token, "/pause", ControlRequest{}); err != nil || len(ctl.calls) != 1 {
+		t.Fatalf("PostControl to the daemon: %v %v", err, ctl.calls)
+	}
+	// The daemon of another state directory (another token) is not ours.
+	if _, err := PostControl(context.Background(), ours, strings.Repeat("1", 64), "/pause", ControlRequest{}); !errors.Is(err, ErrNotOurDaemon) || len(ctl.calls) != 1 {
+		t.Fatalf("PostControl with another token: %v %v", err, ctl.calls)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -113,29 +115,58 @@ func oneScope(req health.ControlRequest) error {
 }
 
 // control sends a command to the running daemon through its health
-// endpoint, found through --config like `talon reload`.
+// endpoint, found through its state directory (reachDaemon).
 func (a *app) control(name, path string, req health.ControlRequest) (health.ControlAnswer, error) {
-	e, err := a.loadEnv()
+	e, cf, err := a.reachDaemon(name)
 	if err != nil {
 		return health.ControlAnswer{}, err
 	}
-	if !e.cfg.Health.Enabled {
-		return health.ControlAnswer{}, fail(1, "%s needs the daemon's health endpoint, and %s turns it off ([health] enabled = false)", name, e.cfgPath)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ans, err := health.PostControl(ctx, e.cfg.Health.Bind, path, req)
+	ans, err := health.PostControl(ctx, cf.Addr, cf.Token, path, req)
 	var refused *health.ControlError
 	switch {
 	case errors.As(err, &refused):
 		return ans, fail(1, "%s refused: %s", name, oneLine(refused.Message))
-	case errors.Is(err, health.ErrNotRunning) && daemonHolds(e.stateDir):
-		return ans, fail(1, "%s: the daemon holding %s does not answer on %s: %s", name, e.stateDir, e.cfg.Health.Bind, oneLine(err.Error()))
+	case errors.Is(err, health.ErrNotRunning):
+		return ans, fail(1, "%s: the daemon holding %s does not answer on %s: %s", name, e.stateDir, cf.Addr, oneLine(err.Error()))
 	case err != nil:
 		return ans, fail(1, "%s: %s", name, oneLine(err.Error()))
 	}
 	if path == "/pause" && ans.Pause == nil {
-		return ans, fail(1, "pause: the daemon on %s answered without the pause", e.cfg.Health.Bind)
+		return ans, fail(1, "pause: the daemon on %s answered without the pause", cf.Addr)
 	}
 	return ans, nil
+}
+
+// reachDaemon finds the running daemon for an operator's command: the
+// control file in its state directory names the address it bound and the
+// token its control routes want. Only the state directory is needed, so a
+// broken config.toml or policy (the time one pauses) does not stand in the
+// way: the config is read leniently for it, and the error shown. A control
+// file is believed only while a daemon holds the state directory's lock,
+// and the client still makes the server prove it holds the token before
+// sending it (health.PostControl).
+func (a *app) reachDaemon(name string) (*env, health.ControlFile, error) {
+	var cf health.ControlFile
+	e, cfgErr := a.daemonEnv()
+	if cfgErr != nil {
+		if _, err := os.Stat(e.cfgPath); e.cfgRequired && errors.Is(err, fs.ErrNotExist) {
+			return nil, cf, cfgErr // --config names no file: a typo
+		}
+		fmt.Fprintf(a.stderr, "talon: %s (read leniently: %s finds the daemon through the state directory %s)\n", oneLine(cfgErr.Error()), name, e.stateDir)
+	}
+	if !e.cfg.Health.Enabled {
+		return nil, cf, fail(1, "%s needs the daemon's health endpoint, and %s turns it off ([health] enabled = false)", name, e.cfgPath)
+	}
+	if !daemonHolds(e.stateDir) {
+		return nil, cf, fail(1, "%s: talon is not running: no daemon holds the state directory %s (choose it with --config or --state-dir)", name, e.stateDir)
+	}
+	cf, err := health.ReadControlFile(e.stateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, cf, fail(1, "%s: the daemon holding %s wrote no control file: its health endpoint is not listening (see its log)", name, e.stateDir)
+	} else if err != nil {
+		return nil, cf, fail(1, "%s: %s", name, oneLine(err.Error()))
+	}
+	return e, cf, nil
 }

@@ -134,13 +134,26 @@ func (a *app) run(args []string) error {
 		return fail(2, "--bind: %v", err)
 	}
 	if e.cfg.Health.Enabled && bind != "" {
+		// The control routes (pause, resume, ack, reload) want a token only
+		// the daemon's user can read: the control file in the state dir.
+		token, err := health.NewToken()
+		if err != nil {
+			logger.Error("no control token: talon pause, resume, ack and reload cannot reach this daemon", "err", err)
+		}
 		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger,
-			AllowedHosts: e.cfg.Health.AllowedHosts, Control: d})
+			AllowedHosts: e.cfg.Health.AllowedHosts, Control: d, Token: token})
 		// The server logs where it listens: the startup line of the address.
-		if _, err := srv.Start(); err != nil {
+		if addr, err := srv.Start(); err != nil {
 			// The watchdog keeps watching without its endpoint, loudly.
 			logger.Error("health endpoint not started", "bind", bind, "err", err)
 		} else {
+			if token != "" {
+				if remove, err := health.WriteControlFile(e.stateDir, health.ControlFile{Token: token, Addr: addr, PID: os.Getpid()}); err != nil {
+					logger.Error("control file not written: talon pause, resume, ack and reload cannot reach this daemon", "err", err)
+				} else {
+					defer remove()
+				}
+			}
 			defer func() {
 				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()

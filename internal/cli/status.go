@@ -316,13 +316,21 @@ func (a *app) reload(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	hash, err := health.PostReload(ctx, e.cfg.Health.Bind)
+	// The daemon's control file names its address and token; without one
+	// (no endpoint: [health] enabled = false, or it could not bind) a
+	// signal is the way to it.
+	var hash string
+	cf, err := health.ReadControlFile(e.stateDir)
+	noEndpoint := err != nil
+	if err == nil {
+		hash, err = health.PostReload(ctx, cf.Addr, cf.Token)
+	}
 	var refused *health.ReloadError
 	if errors.As(err, &refused) {
 		return fail(1, "reload refused; the last good policy keeps running: %s", oneLine(refused.Message))
 	}
 	// Only when nothing answers on /health is a signal the way to the daemon.
-	if err != nil && errors.Is(err, health.ErrNotRunning) {
+	if err != nil && (noEndpoint || errors.Is(err, health.ErrNotRunning)) {
 		if sent, serr := signalDaemon(e.stateDir); sent {
 			_, werr := fmt.Fprintf(a.stdout, "sent SIGHUP to the daemon (its /health did not answer: %v)\n", oneLine(err.Error()))
 			return werr
