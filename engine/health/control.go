@@ -26,7 +26,8 @@ import (
 // Controller carries out the operator's commands of POST /pause, /resume
 // and /ack: the daemon (engine.Daemon).
 type Controller interface {
-	// Pause pauses what c covers for d (0: until resumed).
+	// Pause pauses what c covers for d (0: engine.DefaultPause; at most
+	// engine.MaxPause).
 	Pause(ctx context.Context, c engine.Control, d time.Duration) (engine.Pause, error)
 	Resume(ctx context.Context, c engine.Control) ([]engine.Pause, error)
 	Ack(ctx context.Context, c engine.Control) (string, error)
@@ -34,8 +35,9 @@ type Controller interface {
 
 // ControlRequest is the JSON body of POST /pause, /resume and /ack. At most
 // one of Probe, Tag and Rung names what a pause or resume is about; For is
-// a pause's length ("30m"; empty: until resumed); Incident is the incident
-// an ack is for (empty: the open one).
+// a pause's length ("30m"; empty: engine.DefaultPause; at most
+// engine.MaxPause); Incident is the incident an ack is for (empty: the open
+// one); By is who asked, as the CLI knows it ("joel (uid 501)").
 type ControlRequest struct {
 	Probe    string `json:"probe,omitempty"`
 	Tag      string `json:"tag,omitempty"`
@@ -43,6 +45,7 @@ type ControlRequest struct {
 	For      string `json:"for,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 	Incident string `json:"incident,omitempty"`
+	By       string `json:"by,omitempty"`
 }
 
 // ControlAnswer is the JSON answer of the control routes.
@@ -144,13 +147,16 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, errorBody(err.Error()))
 		return
 	}
-	s.log.Info("operator command", "route", r.URL.Path, "scope", c.Scope, "name", c.Name, "reason", c.Reason)
+	s.log.Info("operator command", "route", r.URL.Path, "scope", c.Scope, "name", c.Name, "reason", c.Reason, "by", c.By)
 	writeJSON(w, http.StatusOK, ans)
 }
 
 // control turns a request into the command for path.
 func (q ControlRequest) control(path string) (engine.Control, time.Duration, error) {
-	c := engine.Control{Reason: q.Reason}
+	if len(q.By) > 200 {
+		return engine.Control{}, 0, errors.New("by: at most 200 characters")
+	}
+	c := engine.Control{Reason: q.Reason, By: q.By}
 	var dur time.Duration
 	if path == "/ack" {
 		if q.Probe != "" || q.Tag != "" || q.Rung != "" || q.For != "" {
@@ -178,6 +184,9 @@ func (q ControlRequest) control(path string) (engine.Control, time.Duration, err
 		d, err := time.ParseDuration(q.For)
 		if err != nil || d <= 0 {
 			return c, 0, fmt.Errorf("for %q: want a positive duration such as 30m", q.For)
+		}
+		if d > engine.MaxPause {
+			return c, 0, fmt.Errorf("for %q: a pause lasts at most %s; pause again when it ends", q.For, engine.MaxPause)
 		}
 		dur = d
 	}

@@ -21,10 +21,12 @@ import (
 type fakeControl struct {
 	calls []string
 	err   error
+	by    string // the last command's By
 }
 
 func (f *fakeControl) Pause(_ context.Context, c engine.Control, d time.Duration) (engine.Pause, error) {
 	f.calls = append(f.calls, "pause "+c.Scope+" "+c.Name+" "+d.String()+" "+c.Reason)
+	f.by = c.By
 	return engine.Pause{ID: "p1", Scope: c.Scope, Name: c.Name, Reason: c.Reason}, f.err
 }
 
@@ -35,6 +37,7 @@ func (f *fakeControl) Resume(_ context.Context, c engine.Control) ([]engine.Paus
 
 func (f *fakeControl) Ack(_ context.Context, c engine.Control) (string, error) {
 	f.calls = append(f.calls, "ack "+c.Incident+" "+c.Reason)
+	f.by = c.By
 	return "inc-1", f.err
 }
 
@@ -75,6 +78,8 @@ func TestControlRoutes(t *testing.T) {
 		{"/ack", `{"incident":"inc-1","reason":"on it"}`, 200, `{"ok":true,"incident":"inc-1"}`, "ack inc-1 on it"},
 		{"/pause", `{"probe":"a","tag":"b"}`, 400, `{"ok":false,"error":"name at most one of probe, tag and rung"}`, ""},
 		{"/pause", `{"for":"soon"}`, 400, `{"ok":false,"error":"for \"soon\": want a positive duration such as 30m"}`, ""},
+		{"/pause", `{"for":"24h1m"}`, 400, `{"ok":false,"error":"for \"24h1m\": a pause lasts at most 24h0m0s; pause again when it ends"}`, ""},
+		{"/pause", `{"by":"` + strings.Repeat("x", 201) + `"}`, 400, `{"ok":false,"error":"by: at most 200 characters"}`, ""},
 		{"/pause", `{"for":"-5m"}`, 400, `{"ok":false,"error":"for \"-5m\": want a positive duration such as 30m"}`, ""},
 		{"/pause", `{"incident":"x"}`, 400, `{"ok":false,"error":"pause takes no incident"}`, ""},
 		{"/resume", `{"for":"5m"}`, 400, `{"ok":false,"error":"resume takes no duration"}`, ""},
@@ -91,6 +96,10 @@ func TestControlRoutes(t *testing.T) {
 		if got := strings.Join(ctl.calls, "|"); got != tc.call {
 			t.Errorf("POST %s %s: calls %q, want %q", tc.path, tc.body, got, tc.call)
 		}
+	}
+	// Who asked reaches the daemon.
+	if code, _ := post(t, base+"/ack", `{"by":"joel (uid 501)"}`); code != 200 || ctl.by != "joel (uid 501)" {
+		t.Errorf("ack by: %d %q", code, ctl.by)
 	}
 	// Only from this machine, by a loopback name: not through an allowed
 	// host, and not from a browser page on another origin.

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/health"
 )
 
@@ -19,7 +22,7 @@ func (a *app) pause(args []string) error {
 	var dur time.Duration
 	if err := a.flagsOnly("pause", args, func(fs *flag.FlagSet) {
 		scopeFlags(fs, &req)
-		fs.DurationVar(&dur, "for", 0, "how long the pause lasts (default: until talon resume)")
+		fs.DurationVar(&dur, "for", 0, "how long the pause lasts (default 1h, at most 24h)")
 		fs.StringVar(&req.Reason, "reason", "", "why, for the journal, /health and the pages")
 	}); err != nil {
 		return err
@@ -30,9 +33,13 @@ func (a *app) pause(args []string) error {
 	if dur < 0 {
 		return fail(2, "pause --for %s: want a positive duration such as 30m", dur)
 	}
+	if dur > engine.MaxPause {
+		return fail(2, "pause --for %s: a pause lasts at most 24h; pause again when it ends", dur)
+	}
 	if dur > 0 {
 		req.For = dur.String()
 	}
+	req.By = whoAsks()
 	ans, err := a.control("pause", "/pause", req)
 	if err != nil {
 		return err
@@ -40,8 +47,27 @@ func (a *app) pause(args []string) error {
 	if a.wantJSON(false) {
 		return a.json(ans)
 	}
-	_, err = fmt.Fprintf(a.stdout, "paused %s; probes keep running and recording\n", ans.Pause.Describe())
+	how := ""
+	if dur == 0 {
+		how = fmt.Sprintf(" (for %s, the default: --for sets it, up to 24h)", strings.TrimSuffix(engine.DefaultPause.String(), "0m0s"))
+	}
+	_, err = fmt.Fprintf(a.stdout, "paused %s%s; probes keep running and recording\n", ans.Pause.Describe(), how)
 	return err
+}
+
+// whoAsks is the user running the command, for the journal and /health:
+// "joel (uid 501)", and who ran sudo when it did.
+func whoAsks() string {
+	uid := os.Getuid()
+	name := strconv.Itoa(uid)
+	if u, err := user.LookupId(name); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	s := fmt.Sprintf("%s (uid %d)", name, uid)
+	if su := os.Getenv("SUDO_USER"); su != "" && uid == 0 {
+		s += " via sudo from " + su
+	}
+	return s
 }
 
 // resume is `talon resume`: lifts pauses.
@@ -84,6 +110,7 @@ func (a *app) ack(args []string) error {
 	default:
 		return fail(2, "ack takes at most one incident, got %q; see talon help ack", rest)
 	}
+	req.By = whoAsks()
 	ans, err := a.control("ack", "/ack", req)
 	if err != nil {
 		return err

@@ -40,6 +40,7 @@ func TestControlCommandErrors(t *testing.T) {
 	}{
 		{[]string{"pause", "--probe", "a", "--tag", "b"}, 2, "talon: name at most one of --probe, --tag and --rung\n"},
 		{[]string{"resume", "--rung", "a", "--probe", "b"}, 2, "talon: name at most one of --probe, --tag and --rung\n"},
+		{[]string{"pause", "--for", "25h"}, 2, "talon: pause --for 25h0m0s: a pause lasts at most 24h; pause again when it ends\n"},
 		{[]string{"pause", "--for", "-5m"}, 2, "talon: pause --for -5m0s: want a positive duration such as 30m\n"},
 		{[]string{"pause", "--for", "soon"}, 2, "talon: pause: invalid value \"soon\" for flag -for: parse error; see talon help pause\n"},
 		{[]string{"pause", "redis"}, 2, "talon: pause takes no arguments, got \"redis\"; see talon help pause\n"},
@@ -59,13 +60,16 @@ func TestControlCommandErrors(t *testing.T) {
 type recorder struct {
 	mu    sync.Mutex
 	calls []string
+	by    string
 }
 
 func (r *recorder) Pause(_ context.Context, c engine.Control, d time.Duration) (engine.Pause, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, fmt.Sprintf("pause %s %s %s", c.Scope, d, c.Reason))
-	return engine.Pause{ID: "p1", Scope: c.Scope, Name: c.Name, Reason: c.Reason}, nil
+	r.by = c.By
+	now := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	return engine.Pause{ID: "p1", Scope: c.Scope, Name: c.Name, Reason: c.Reason, By: c.By, Since: now, Until: now.Add(d)}, nil
 }
 
 func (r *recorder) Resume(context.Context, engine.Control) ([]engine.Pause, error) { return nil, nil }
@@ -124,7 +128,7 @@ func TestControlWithABrokenConfig(t *testing.T) {
 		return out.String(), errb.String(), code
 	}
 	stdout, stderr, code := run("pause", "--for", "20m", "--reason", "fixing the config", "--config", cfg, "--format", "table")
-	if code != 0 || !strings.HasPrefix(stdout, "paused everything until resumed (fixing the config)") {
+	if code != 0 || stdout != "paused everything until 2026-12-02T06:20:00Z (fixing the config; by "+whoAsks()+"); probes keep running and recording\n" {
 		t.Fatalf("pause with a broken config: exit %d %q %q", code, stdout, stderr)
 	}
 	if !strings.HasPrefix(stderr, "talon: "+cfg) || !strings.HasSuffix(stderr, "(read leniently: pause finds the daemon through the state directory "+stateDir+")\n") || strings.Count(stderr, "\n") != 1 {
@@ -133,7 +137,13 @@ func TestControlWithABrokenConfig(t *testing.T) {
 	if _, stderr, code := run("ack", "--reason", "on it", "--config", cfg); code != 0 {
 		t.Fatalf("ack with a broken config: exit %d %q", code, stderr)
 	}
-	if got := strings.Join(ctl.calls, "|"); got != "pause  20m0s fixing the config|ack on it" {
+	if stdout, _, code := run("pause", "--config", cfg, "--format", "table"); code != 0 || !strings.HasSuffix(stdout, "(for 1h, the default: --for sets it, up to 24h); probes keep running and recording\n") {
+		t.Fatalf("pause without --for: %q", stdout)
+	}
+	if u := whoAsks(); ctl.by != u || !strings.Contains(u, fmt.Sprintf("(uid %d)", os.Getuid())) {
+		t.Fatalf("by %q, want %q", ctl.by, u)
+	}
+	if got := strings.Join(ctl.calls, "|"); got != "pause  20m0s fixing the config|ack on it|pause  0s " {
 		t.Fatalf("the daemon got %q", got)
 	}
 	// reload finds it the same way.

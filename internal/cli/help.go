@@ -59,8 +59,11 @@ endpoint, else SIGHUP through the pid file) and prints the new policy hash,
 or the error that kept the last good policy running.`},
 	{"pause", "[--for 30m] [--probe NAME|--tag T|--rung R] [--reason TEXT]", "stop the ladder for a while: no rungs, no pages",
 		`Pauses the running daemon's ladder (POST /pause on the loopback health
-endpoint, found through --config like "talon reload"): for everything, one
-probe, the probes of a tag, or one rung; for --for, or until "talon resume".
+endpoint, found through the state directory's control.token, with --config
+or --state-dir; a broken config.toml is read leniently): for everything, one
+probe, the probes of a tag, or one rung; for --for (1h when not given, at
+most 24h: every pause ends), or until "talon resume". A pause of everything
+makes /health not ok. Who asked (user and uid) is recorded with it.
 Probes keep running and recording. What is paused does not drive the ladder:
 a paused rung is passed over, paused probes do not escalate, and a pause of
 everything holds every rung and every page. Pages of what still escalates

@@ -262,6 +262,9 @@ func printAck(b *strings.Builder, a *engine.Ack) {
 		return
 	}
 	fmt.Fprintf(b, "acknowledged at %s", a.At.Format(time.RFC3339))
+	if a.By != "" {
+		fmt.Fprintf(b, " by %s", a.By)
+	}
 	if a.Reason != "" {
 		fmt.Fprintf(b, ": %s", a.Reason)
 	}

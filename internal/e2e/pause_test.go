@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -87,12 +88,14 @@ ladder(
 
 	// The operator pauses everything for 8 s, then the outage begins.
 	out := runTalon(t, "pause", "--for", "8s", "--reason", "maintenance", "--config", cfg, "--format", "table")
-	if !strings.HasPrefix(out, "paused everything until ") || !strings.Contains(out, "(maintenance); probes keep running and recording") {
+	if !strings.HasPrefix(out, "paused everything until ") || !strings.Contains(out, "(maintenance; by ") || !strings.HasSuffix(out, "); probes keep running and recording\n") {
 		t.Fatalf("talon pause: %q", out)
 	}
 	s := d.waitFor("the pause on /health", 5*time.Second, func(s engine.Snapshot) bool { return len(s.Paused) == 1 })
 	until := s.Paused[0].Until
-	if s.Paused[0].Reason != "maintenance" || until.IsZero() || !strings.Contains(s.Paused[0].Text, "everything until") {
+	// Who asked is recorded, and a daemon that watches nothing is not ok.
+	if s.Paused[0].Reason != "maintenance" || until.IsZero() || !strings.Contains(s.Paused[0].Text, "everything until") ||
+		!strings.Contains(s.Paused[0].By, fmt.Sprintf("(uid %d)", os.Getuid())) || s.OK {
 		t.Fatalf("/health paused: %+v", s.Paused)
 	}
 	healthy.Store(false)
