@@ -367,7 +367,7 @@ func TestPauseOfEverythingIsNotHealthy(t *testing.T) {
 		statePath := filepath.Join(t.TempDir(), "state.json")
 		newDaemon := func() *Daemon {
 			return New(Options{Load: func() *LoadResult { return &LoadResult{Policy: pol, Hash: pol.Hash} },
-				Interval: 200 * time.Millisecond, StateFile: statePath, Probes: effect.NewLive(), Actions: effect.NewLive(),
+				Interval: 10 * time.Minute, StateFile: statePath, Probes: effect.NewLive(), Actions: effect.NewLive(),
 				Journal: &memJournal{}, Logger: log.New(io.Discard)})
 		}
 		ctx := context.Background()
