@@ -382,3 +382,41 @@ func command(ctx context.Context, bind, token, path string, body []byte) (*http.
 	}
 	return resp, nil
 }
+
+// MaxBindBackoff is the longest wait between two attempts to listen.
+const MaxBindBackoff = time.Minute
+
+// Listen makes the server listen, and while it cannot (the port is taken:
+// another program, or the previous daemon not gone yet) tries again after
+// 1 s, 2 s, 4 s … up to MaxBindBackoff, logging every failure with the
+// next attempt, until it listens or ctx ends. The daemon watches on
+// meanwhile, and says so: it never runs without its endpoint silently.
+// onListen gets the address bound. after is the clock (nil: time.After).
+// It returns once the server listens or ctx ends; whether it listens is
+// Shutdown's business.
+func (s *Server) Listen(ctx context.Context, after func(time.Duration) <-chan time.Time, onListen func(addr string)) {
+	if after == nil {
+		after = time.After
+	}
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		addr, err := s.Start()
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("health endpoint listening after all", "bind", addr, "attempts", attempt)
+			}
+			if onListen != nil {
+				onListen(addr)
+			}
+			return
+		}
+		s.log.Error("health endpoint not listening; probes and the ladder run on, but /health, talon status, pause, ack and reload cannot reach this daemon until it does",
+			"bind", s.opts.Bind, "err", err, "attempt", attempt, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-after(wait):
+		}
+		wait = min(2*wait, MaxBindBackoff)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,8 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/charmbracelet/log"
 
 	"github.com/talon-dev/talon/engine"
 )
@@ -299,4 +303,74 @@ func TestClientRefusesASquatter(t *testing.T) {
 	if _, err := PostControl(context.Background(), ours, strings.Repeat("1", 64), "/pause", ControlRequest{}); !errors.Is(err, ErrNotOurDaemon) || len(ctl.calls) != 1 {
 		t.Fatalf("PostControl with another token: %v %v", err, ctl.calls)
 	}
+}
+
+// A port someone else holds at start: the server tries again with backoff,
+// says so on the log each time, and listens once the port is free. The
+// clock is the test's: no sleeping.
+func TestListenRetriesABusyPort(t *testing.T) {
+	t.Parallel()
+	squatter, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := squatter.Addr().String()
+	var logs syncBuffer
+	s := New(Options{Bind: bind, Snapshot: sampleSnapshot, Logger: log.New(&logs)})
+	defer s.Shutdown(context.Background())
+	waits, tick := make(chan time.Duration), make(chan time.Time)
+	after := func(d time.Duration) <-chan time.Time { waits <- d; return tick }
+	listening := make(chan string, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Listen(context.Background(), after, func(addr string) { listening <- addr }) }()
+	var got []time.Duration
+	for range 8 {
+		got = append(got, <-waits)
+		tick <- time.Time{}
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", got, want)
+	}
+	<-waits // the ninth failure is logged too
+	if n := strings.Count(logs.String(), "health endpoint not listening"); n != 9 || !strings.Contains(logs.String(), "address already in use") {
+		t.Fatalf("%d failures logged:\n%s", n, logs.String())
+	}
+	squatter.Close()
+	tick <- time.Time{}
+	<-done
+	if addr := <-listening; addr != bind {
+		t.Fatalf("listening on %s, want %s", addr, bind)
+	}
+	if _, err := Get(context.Background(), bind); err != nil {
+		t.Fatalf("GET /health after the port came free: %v", err)
+	}
+	if !strings.Contains(logs.String(), "health endpoint listening after all") {
+		t.Fatalf("log:\n%s", logs.String())
+	}
+	// Given up when the daemon stops.
+	ctx, cancel := context.WithCancel(context.Background())
+	s2 := New(Options{Bind: bind, Snapshot: sampleSnapshot})
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); s2.Listen(ctx, after, nil) }()
+	<-waits
+	cancel()
+	<-stopped
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -143,23 +143,39 @@ func (a *app) run(args []string) error {
 		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger,
 			AllowedHosts: e.cfg.Health.AllowedHosts, Control: d, Token: token})
 		// The server logs where it listens: the startup line of the address.
-		if addr, err := srv.Start(); err != nil {
-			// The watchdog keeps watching without its endpoint, loudly.
-			logger.Error("health endpoint not started", "bind", bind, "err", err)
-		} else {
-			if token != "" {
-				if remove, err := health.WriteControlFile(e.stateDir, health.ControlFile{Token: token, Addr: addr, PID: os.Getpid()}); err != nil {
-					logger.Error("control file not written: talon pause, resume, ack and reload cannot reach this daemon", "err", err)
-				} else {
-					defer remove()
+		// A port that is taken (another program, the previous daemon not
+		// gone yet) is tried again with backoff, loudly; the watchdog
+		// watches on meanwhile.
+		// A control file left by a daemon killed with -9 names its token
+		// and address: gone until this one listens.
+		os.Remove(filepath.Join(e.stateDir, health.TokenFile))
+		hctx, hcancel := context.WithCancel(context.Background())
+		listened := make(chan struct{})
+		var removeControl func()
+		go func() {
+			defer close(listened)
+			srv.Listen(hctx, nil, func(addr string) {
+				if token == "" {
+					return
 				}
+				remove, err := health.WriteControlFile(e.stateDir, health.ControlFile{Token: token, Addr: addr, PID: os.Getpid()})
+				if err != nil {
+					logger.Error("control file not written: talon pause, resume, ack and reload cannot reach this daemon", "err", err)
+					return
+				}
+				removeControl = remove
+			})
+		}()
+		defer func() {
+			hcancel()
+			<-listened
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+			if removeControl != nil {
+				removeControl()
 			}
-			defer func() {
-				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				srv.Shutdown(sctx)
-			}()
-		}
+		}()
 	} else if !e.cfg.Health.Enabled {
 		logger.Info("health endpoint", "bind", "none", "note", "[health] enabled = false")
 	}

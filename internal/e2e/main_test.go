@@ -98,6 +98,14 @@ func startDaemon(t *testing.T, cfgPath, policyDir, bind, stateDir string, env ..
 // 'ulimit ...; exec "$@"' may come first; it must exec the daemon).
 func startDaemonArgv(t *testing.T, argv []string, bind, stateDir string, env ...string) *daemon {
 	t.Helper()
+	d := launchDaemon(t, argv, bind, stateDir, env...)
+	d.waitFor("the health endpoint", 10*time.Second, func(s engine.Snapshot) bool { return true })
+	return d
+}
+
+// launchDaemon starts the daemon without waiting for its endpoint.
+func launchDaemon(t *testing.T, argv []string, bind, stateDir string, env ...string) *daemon {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	d := &daemon{t: t, cmd: cmd, bind: bind, stateDir: stateDir, stderr: &lockedBuf{}, done: make(chan error, 1)}
@@ -115,7 +123,6 @@ func startDaemonArgv(t *testing.T, argv []string, bind, stateDir string, env ...
 			t.Logf("daemon output:\n%s", d.stderr.String())
 		}
 	})
-	d.waitFor("the health endpoint", 10*time.Second, func(s engine.Snapshot) bool { return true })
 	return d
 }
 
