@@ -322,7 +322,10 @@ func TestListenRetriesABusyPort(t *testing.T) {
 	after := func(d time.Duration) <-chan time.Time { waits <- d; return tick }
 	listening := make(chan string, 1)
 	done := make(chan struct{})
-	go func() { defer close(done); s.Listen(context.Background(), after, func(addr string) { listening <- addr }) }()
+	go func() {
+		defer close(done)
+		s.Listen(context.Background(), after, func(addr string) { listening <- addr })
+	}()
 	var got []time.Duration
 	for range 8 {
 		got = append(got, <-waits)
