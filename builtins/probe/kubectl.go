@@ -14,7 +14,8 @@ import (
 	"github.com/talon-dev/talon/engine"
 )
 
-const kubectlTargetDoc = `kubeconfig: kubeconfig file ("~" allowed); default: kubectl's own (KUBECONFIG, ~/.kube/config)
+const kubectlTargetDoc = `kubeconfig: kubeconfig file ("~" allowed); default: kubectl's own (KUBECONFIG, ~/.kube/config);
+  for a probe, it must be a file no other user can write (strict modes): it can run commands
 context: kubeconfig context to use
 `
 
@@ -75,6 +76,26 @@ func (k *kubectlTarget) params(withNamespace bool) []any {
 	}
 	return p
 }
+
+// reads is the kubeconfig kubectl reads when one is named. (Without one,
+// kubectl reads $KUBECONFIG or ~/.kube/config, which the collector checks.)
+func (k *kubectlTarget) reads() []string {
+	if k.kubeconfig == "" {
+		return []string{DefaultKubeconfig}
+	}
+	return []string{k.kubeconfig}
+}
+
+// DefaultKubeconfig stands in Probe.Reads for what kubectl reads without
+// --kubeconfig: each file of $KUBECONFIG in the child environment, else
+// ~/.kube/config.
+const DefaultKubeconfig = "$KUBECONFIG"
+
+// UserPath expands a leading "~/" with HOME of the child environment env.
+func UserPath(p string, env []string) string { return userPath(p, env) }
+
+// ChildEnvValue is the value of key in env ("" when unset).
+func ChildEnvValue(env []string, key string) string { return childEnvValue(env, key) }
 
 func (k *kubectlTarget) key() []string { return []string{k.kubeconfig, k.context, k.namespace} }
 
@@ -156,6 +177,7 @@ func kubectlProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		return nil, err
 	}
 	p.Programs = []string{"kubectl"}
+	p.Reads = k.reads()
 	return Declare(thread, b, p)
 }
 
@@ -306,6 +328,7 @@ func nodeHelper(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		return nil, err
 	}
 	p.Programs = []string{"kubectl"}
+	p.Reads = k.reads()
 	return Declare(thread, b, p)
 }
 
@@ -429,6 +452,7 @@ func namespacedHelper(thread *starlark.Thread, b *starlark.Builtin, args starlar
 		return nil, err
 	}
 	p.Programs = []string{"kubectl"}
+	p.Reads = k.reads()
 	return Declare(thread, b, p)
 }
 
