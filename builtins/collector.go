@@ -267,6 +267,20 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		}
 		if err := c.perms.CheckPath(resolved); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			unsafe = append(unsafe, errorAt(pos, "%s runs %s: %v", who, prog, err))
+			return
+		}
+		// A directory searched before the one it was found in, that
+		// another user can write, lets them put their own program first.
+		if !strings.Contains(prog, "/") {
+			for _, dir := range filepath.SplitList(path) {
+				if dir == "" || dir == filepath.Dir(resolved) {
+					break
+				}
+				if err := c.perms.CheckPath(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					unsafe = append(unsafe, errorAt(pos, "%s runs %s, found on the child PATH after %s: %v", who, prog, dir, err))
+					return
+				}
+			}
 		}
 	}
 	reads := func(pos, who, file string) {

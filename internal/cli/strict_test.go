@@ -230,6 +230,15 @@ func TestStrictModesRefuse(t *testing.T) {
 			want: "talon.star:2:12: rung \"heal\" runs healer: unsafe file $D/bin/healer (owner nobody, uid 65534, mode 0755): owned by a user other than root; fix: chown root $D/bin/healer",
 		},
 		{
+			name: "a PATH directory searched before the program's, writable by others",
+			setup: func(s *strictTree) {
+				s.mkdir("open", os.ModeSticky|0o777)
+				s.write("config.toml", s.expand("path = [\"$D/open\", \"$D/bin\", \"/usr/bin\", \"/bin\"]\nservices_file = \"$D/services.toml\"\n"), 0o644)
+				s.policy("probe.exec(\"t\", [\"true\"])\n")
+			},
+			want: "talon.star:2:11: probe \"a\" runs true, found on the child PATH after $D/open: unsafe directory $D/open (owner root, uid 0, mode 1777): writable by group and others; fix: chmod go-w $D/open",
+		},
+		{
 			name: "a program a policy function runs, in a directory writable by others",
 			setup: func(s *strictTree) {
 				s.mkdir("open", 0o777)
