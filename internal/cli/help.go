@@ -55,8 +55,10 @@ incident; --follow keeps printing as the daemon writes. JSON lines when
 piped or with --json.`},
 	{"reload", "", "ask the running daemon to reload its policy now",
 		`Asks the running daemon to reload its policy (POST /reload on the health
-endpoint, else SIGHUP through the pid file) and prints the new policy hash,
-or the error that kept the last good policy running.`},
+endpoint named by the state directory's control.token, with its token, once
+the server there proved it holds it; else SIGHUP through the pid file) and
+prints the new policy hash, or the error that kept the last good policy
+running.`},
 	{"pause", "[--for 30m] [--probe NAME|--tag T|--rung R] [--reason TEXT]", "stop the ladder for a while: no rungs, no pages",
 		`Pauses the running daemon's ladder (POST /pause on the loopback health
 endpoint, found through the state directory's control.token, with --config
