@@ -66,9 +66,13 @@ const maxControlBody = 16 << 10
 // directory: a pause silences pages, so only the daemon's user (who can
 // read that 0600 file) may ask for it, not any local user or program that
 // can reach the port.
-func (s *Server) guard(next http.Handler) http.Handler {
+//
+// POST /reload, which only has the daemon read its own files again, keeps
+// taking peers beyond loopback on a bind that is not loopback
+// (allow_non_loopback), as before the token: local is false for it.
+func (s *Server) guard(next http.Handler, local bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !loopbackHost(r.Host) || !loopbackRemote(r.RemoteAddr) {
+		if local && (!loopbackHost(r.Host) || !loopbackRemote(r.RemoteAddr)) {
 			writeJSON(w, http.StatusForbidden, errorBody("control_needs_loopback"))
 			return
 		}
@@ -89,11 +93,9 @@ func (s *Server) guard(next http.Handler) http.Handler {
 // under the token, so that a client never sends the token to a program
 // that took the daemon's port (see PostControl). The token itself never
 // leaves the server.
+//
+// It answers wherever /reload does: the proof tells nothing of the token.
 func (s *Server) identity(w http.ResponseWriter, r *http.Request) {
-	if !loopbackHost(r.Host) || !loopbackRemote(r.RemoteAddr) {
-		writeJSON(w, http.StatusForbidden, errorBody("control_needs_loopback"))
-		return
-	}
 	if s.opts.Token == "" {
 		writeJSON(w, http.StatusNotImplemented, errorBody("identity is not available: this daemon has no control token"))
 		return

@@ -163,6 +163,23 @@ func TestControlRefusesRemotePeers(t *testing.T) {
 	if rec.Code != 403 || rec.Body.String() != `{"ok":false,"error":"control_needs_loopback"}`+"\n" || len(ctl.calls) != 0 {
 		t.Fatalf("a remote peer paused: %d %s %v", rec.Code, rec.Body, ctl.calls)
 	}
+	// A reload, which only rereads the daemon's own files, still answers
+	// there as it did before the token, but only with the token.
+	reloads := 0
+	s = New(Options{Bind: "0.0.0.0:0", Snapshot: sampleSnapshot, Token: testToken, Reload: func(context.Context) (string, error) { reloads++; return "h", nil }})
+	for _, tok := range []string{"", testToken} {
+		req, _ := http.NewRequest(http.MethodPost, "http://192.0.2.1:9999/reload", nil)
+		req.RemoteAddr = net.JoinHostPort("192.0.2.1", "5555")
+		req.Header.Set(TokenHeader, tok)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if want := map[string]int{"": 403, testToken: 200}[tok]; rec.Code != want {
+			t.Errorf("reload from a remote peer with token %q: %d %s", tok, rec.Code, rec.Body)
+		}
+	}
+	if reloads != 1 {
+		t.Fatalf("%d reloads", reloads)
+	}
 }
 
 // Pauses, the acknowledgement and flapping probes show in /metrics.

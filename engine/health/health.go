@@ -242,8 +242,8 @@ func (s *Server) Handler() http.Handler {
 	reload.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, errorBody("cross_origin_request_refused"))
 	}))
-	reloadHandler := reload.Handler(s.guard(http.HandlerFunc(s.reload)))
-	controlHandler := reload.Handler(s.guard(http.HandlerFunc(s.control)))
+	reloadHandler := reload.Handler(s.guard(http.HandlerFunc(s.reload), false))
+	controlHandler := reload.Handler(s.guard(http.HandlerFunc(s.control), true))
 	loopback := RefuseNonLoopback(s.opts.Bind, false) == nil
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On a loopback bind, only loopback names may be asked for: a web
