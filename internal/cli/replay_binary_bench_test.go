@@ -22,7 +22,7 @@ import (
 // days x 20 probes at 60 s) through the journal writer with the daemon's
 // default file size and enough generations to keep all of it — what a
 // daemon would leave on disk — and replays it with the real `talon replay`
-// binary as a child process. Reported, medians of b.N runs:
+// binary as a child process. Reported, medians of 3 x b.N runs:
 //   - month_MiB: the month on disk (every generation, compressed or not),
 //     and default_bound_MiB, what the daemon's default journal bound keeps;
 //   - wc_s and wc_cpu_s: `wc -l` over the same files (decompressing those
@@ -114,8 +114,9 @@ func BenchmarkReplayMonthBinary(b *testing.B) {
 		b.Fatalf("wc -l of the month's journal: %q: want at least one line per cycle", out)
 	}
 	var wcS, wcCPU, replayS, replayCPU, rss, diffS, diffRSS []float64
-	for i := 0; i < b.N; i++ {
-		// Side by side, in turn: the floor, replay, diff.
+	// Three samples per iteration, side by side in turn: the floor,
+	// replay, diff (the setup above is most of the time).
+	for i := 0; i < 3*b.N; i++ {
 		w, c, _ := run(wcCommand(b, files))
 		wcS, wcCPU = append(wcS, w), append(wcCPU, c)
 		w, c, m := run(child(bin, "replay", path, "--config", cfg, "--policy", polA, "--json"))

@@ -531,49 +531,52 @@ func BenchmarkDaemonCycle(b *testing.B) {
 	}
 }
 
-// BenchmarkReloadLarge measures reloads of a 500-probe policy (probe.tcp
-// at a 60 s interval): saving an edit until its hash is on /health
-// (watch -> debounce -> load -> swap), and POST /reload of the unchanged
-// files (load -> compare), 20 of each, medians.
-func BenchmarkReloadLarge(b *testing.B) {
+// BenchmarkReloadPolicy measures reloads of a 1-probe and a 500-probe
+// policy (probe.tcp at a 60 s interval), one daemon each: saving an edit
+// until its hash is on /health (watch -> debounce -> load -> swap), and
+// POST /reload of the unchanged files (load -> compare); 20 of each,
+// medians. hack/bench.sh compares a save with the watcher's debounce.
+func BenchmarkReloadPolicy(b *testing.B) {
 	sk := newSink(b)
-	base := tcpPolicy(500, sk.l.Addr().String())
-	d := startSteady(b, base, 60)
-	entry := filepath.Join(d.dir, "talon.star")
-	var save, post []float64
-	for i := 0; i < b.N; i++ {
-		for e := 0; e < 20; e++ {
-			before, err := d.health()
-			if err != nil {
-				b.Fatal(err)
-			}
-			start := time.Now()
-			if err := os.WriteFile(entry, []byte(fmt.Sprintf("%sprobe.tcp(\"edit%d_%d\", %q)\n", base, i, e, sk.l.Addr().String())), 0o644); err != nil {
-				b.Fatal(err)
-			}
-			for {
-				s, err := d.health()
-				if err == nil && s.PolicyHash != before.PolicyHash {
-					break
+	for _, n := range []int{1, 500} {
+		base := tcpPolicy(n, sk.l.Addr().String())
+		d := startSteady(b, base, 60)
+		entry := filepath.Join(d.dir, "talon.star")
+		var save, post []float64
+		for i := 0; i < b.N; i++ {
+			for e := 0; e < 20; e++ {
+				before, err := d.health()
+				if err != nil {
+					b.Fatal(err)
 				}
-				if time.Since(start) > 10*time.Second {
-					b.Fatalf("edit %d not on /health in 10 s", e)
+				start := time.Now()
+				if err := os.WriteFile(entry, []byte(fmt.Sprintf("%sprobe.tcp(\"edit%d_%d\", %q)\n", base, i, e, sk.l.Addr().String())), 0o644); err != nil {
+					b.Fatal(err)
 				}
-				time.Sleep(2 * time.Millisecond)
+				for {
+					s, err := d.health()
+					if err == nil && s.PolicyHash != before.PolicyHash {
+						break
+					}
+					if time.Since(start) > 10*time.Second {
+						b.Fatalf("%d probes: edit %d not on /health in 10 s", n, e)
+					}
+					time.Sleep(time.Millisecond)
+				}
+				save = append(save, float64(time.Since(start).Microseconds())/1000)
+				time.Sleep(150 * time.Millisecond) // the debounce window closes
 			}
-			save = append(save, float64(time.Since(start).Microseconds())/1000)
-			time.Sleep(150 * time.Millisecond) // the debounce window closes
-		}
-		for e := 0; e < 20; e++ {
-			start := time.Now()
-			if _, err := health.PostReload(context.Background(), d.bind); err != nil {
-				b.Fatal(err)
+			for e := 0; e < 20; e++ {
+				start := time.Now()
+				if _, err := health.PostReload(context.Background(), d.bind); err != nil {
+					b.Fatal(err)
+				}
+				post = append(post, float64(time.Since(start).Microseconds())/1000)
+				time.Sleep(50 * time.Millisecond)
 			}
-			post = append(post, float64(time.Since(start).Microseconds())/1000)
-			time.Sleep(50 * time.Millisecond)
 		}
+		b.ReportMetric(median(save), fmt.Sprintf("save%d_median_ms", n))
+		b.ReportMetric(quantile(save, 1), fmt.Sprintf("save%d_worst_ms", n))
+		b.ReportMetric(median(post), fmt.Sprintf("post%d_median_ms", n))
 	}
-	b.ReportMetric(median(save), "save_median_ms")
-	b.ReportMetric(quantile(save, 1), "save_worst_ms")
-	b.ReportMetric(median(post), "post_median_ms")
 }
