@@ -77,7 +77,7 @@ printf 'replay peak RSS: %s MiB -> %s of the 64 MiB goal (--diff: %s MiB -> %s)\
   "$rrss" "$(calc "$rrss/64")" "$drss" "$(calc "$drss/64")"
 printf 'replay --diff: %s s -> %s of the 4 s goal; %sx the replay alone\n' "$ds" "$(calc "$ds/4")" "$(calc "$ds/$rs")"
 printf 'journal of those 30 days on disk, as the daemon rotates it (%s files): %s MiB -> %s of the default bound (%s MiB; goal: well under 1)\n' \
-  "$files" "$mmib" "$(calc "$mmib/$bound")" "$bound"
+  "$(calc "$files" 0)" "$mmib" "$(calc "$mmib/$bound")" "$bound"
 printf 'probe whose setsid grandchild holds the pipe, timeout 2 s, inside the daemon: %s ms -> %s of the timeout (goal <= 1.025); in the runner alone %s ms -> %s\n' \
   "$dheld" "$(calc "$dheld/2000" 3)" "$held" "$heldr"
 printf 'idle daemon, 50 probes at 60 s: RSS %s MiB -> %s of the 15 MiB goal; CPU %s %% of a core (clock ticks say %s %%) -> %s of the 0.1 %% goal; %s wake-ups/s\n' \
