@@ -234,9 +234,10 @@ func quantile(xs []float64, q float64) float64 {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-// healthLatency GETs path n times on one kept-alive connection, a gap
-// apart, and returns each request's time to the last byte in ms.
-func healthLatency(b *testing.B, bind, path string, n int, gap time.Duration) []float64 {
+// healthLatency GETs path n times (or until the time until, when it is
+// not zero) on one kept-alive connection, a gap apart, and returns each
+// request's time to the last byte in ms.
+func healthLatency(b *testing.B, bind, path string, n int, gap time.Duration, until time.Time) []float64 {
 	b.Helper()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
 	defer c.CloseIdleConnections()
@@ -257,7 +258,7 @@ func healthLatency(b *testing.B, bind, path string, n int, gap time.Duration) []
 		get()
 	}
 	ms := make([]float64, 0, n)
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && (until.IsZero() || time.Now().Before(until)); i++ {
 		ms = append(ms, float64(get().Microseconds())/1000)
 		time.Sleep(gap)
 	}
@@ -340,11 +341,12 @@ func BenchmarkSteadyIdle(b *testing.B) {
 		cpu, ticks, wake = append(cpu, w.cpuPct), append(ticks, w.tickPct), append(wake, w.wakeups)
 		rss = append(rss, d.rssMiB(b))
 
-		lat := healthLatency(b, d.bind, "/health", 1000, 2*time.Millisecond)
+		lat := healthLatency(b, d.bind, "/health", 1000, 2*time.Millisecond, time.Time{})
 		p50, p99 = append(p50, quantile(lat, 0.5)), append(p99, quantile(lat, 0.99))
 		// Silent connections: the server closes them after its
-		// ReadHeaderTimeout (2 s), so the sample is short and its end
-		// checks how many were still held open.
+		// ReadHeaderTimeout (2 s), so the sample ends 1.5 s after the
+		// first was opened and then checks how many were still open.
+		until := time.Now().Add(1500 * time.Millisecond)
 		var idle []net.Conn
 		for k := 0; k < 1000; k++ {
 			c, err := net.Dial("tcp", d.bind)
@@ -353,7 +355,10 @@ func BenchmarkSteadyIdle(b *testing.B) {
 			}
 			idle = append(idle, c)
 		}
-		lat = healthLatency(b, d.bind, "/health", 400, time.Millisecond)
+		lat = healthLatency(b, d.bind, "/health", 400, time.Millisecond, until)
+		if len(lat) < 100 {
+			b.Fatalf("only %d requests within 1.5 s of opening the idle connections", len(lat))
+		}
 		i50, i99 = append(i50, quantile(lat, 0.5)), append(i99, quantile(lat, 0.99))
 		var n atomic.Int64
 		var wg sync.WaitGroup
@@ -409,9 +414,9 @@ func BenchmarkSteadyBusy(b *testing.B) {
 			runs = append(runs, float64(acc2-acc)/w.secs)
 		}
 		rss = append(rss, d.rssMiB(b))
-		lat := healthLatency(b, d.bind, "/health", 1000, 2*time.Millisecond)
+		lat := healthLatency(b, d.bind, "/health", 1000, 2*time.Millisecond, time.Time{})
 		p50, p99 = append(p50, quantile(lat, 0.5)), append(p99, quantile(lat, 0.99))
-		m50 = append(m50, quantile(healthLatency(b, d.bind, "/metrics", 200, 2*time.Millisecond), 0.5))
+		m50 = append(m50, quantile(healthLatency(b, d.bind, "/metrics", 200, 2*time.Millisecond, time.Time{}), 0.5))
 	}
 	if s, _ := d.health(); s.FailedProbeCount != 0 {
 		b.Fatalf("%d probes failed during the measurement: %v", s.FailedProbeCount, s.FailedProbes)
@@ -479,7 +484,7 @@ func cycleWatch(b *testing.B, d *steadyDaemon, nProbes, cycles int, done <-chan 
 // last result on /health): ten probes sleeping 0.1 to 0.5 s against the
 // slowest of them alone; a probe whose grandchild (setsid, cleared
 // environment) holds its output pipe, timeout 2 s, against its timeout;
-// and that probe among the ten sleepers against it alone. Medians of five
+// and that probe among the ten sleepers against it alone. Medians of seven
 // cycles each.
 func BenchmarkDaemonCycle(b *testing.B) {
 	var sleepers strings.Builder
@@ -509,7 +514,7 @@ func BenchmarkDaemonCycle(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res[k] = cycleWatch(b, ds[k], rigs[k].n, 5, done)
+				res[k] = cycleWatch(b, ds[k], rigs[k].n, 7, done)
 			}()
 		}
 		wg.Wait()
