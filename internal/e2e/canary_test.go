@@ -86,4 +86,8 @@ ladder(rung("sos", do = notify.webhook(%q, headers = {"Authorization": "Bearer "
 			t.Errorf("the secret is in the %s", where)
 		}
 	}
+	// A page that failed on its secret is still the page the daemon tried:
+	// replay of the journal through the same policy decides the same.
+	d.stop()
+	assertReplayMatches(t, cfg, policyDir, stateDir)
 }
