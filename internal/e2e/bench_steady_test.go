@@ -571,9 +571,13 @@ func BenchmarkReloadPolicy(b *testing.B) {
 				save = append(save, float64(time.Since(start).Microseconds())/1000)
 				time.Sleep(150 * time.Millisecond) // the debounce window closes
 			}
+			cf, err := health.ReadControlFile(filepath.Join(filepath.Dir(d.dir), "state")) // beside the policy directory
+			if err != nil {
+				b.Fatal(err)
+			}
 			for e := 0; e < 20; e++ {
 				start := time.Now()
-				if _, err := health.PostReload(context.Background(), d.bind); err != nil {
+				if _, err := health.PostReload(context.Background(), cf.Addr, cf.Token); err != nil {
 					b.Fatal(err)
 				}
 				post = append(post, float64(time.Since(start).Microseconds())/1000)
