@@ -39,10 +39,27 @@ func (e *ReloadError) Error() string { return e.Message }
 // Get fetches the running daemon's snapshot from the health endpoint at bind.
 // Unknown fields are ignored, so a CLI can read a newer daemon.
 func Get(ctx context.Context, bind string) (engine.Snapshot, error) {
+	return getHealth(ctx, bind, "")
+}
+
+// GetVerified is Get from a server that first proved it holds token (the
+// state directory's control file), so that a program that took the port
+// cannot pass for the daemon (ErrNotOurDaemon).
+func GetVerified(ctx context.Context, bind, token string) (engine.Snapshot, error) {
+	return getHealth(ctx, bind, token)
+}
+
+func getHealth(ctx context.Context, bind, token string) (engine.Snapshot, error) {
 	var snap engine.Snapshot
 	ctx, cancel := context.WithTimeout(ctx, GetTimeout)
 	defer cancel()
-	resp, err := do(ctx, http.MethodGet, bind, "/health")
+	var resp *http.Response
+	var err error
+	if token == "" {
+		resp, err = do(ctx, http.MethodGet, bind, "/health")
+	} else {
+		resp, err = verified(ctx, bind, token, http.MethodGet, "/health", nil)
+	}
 	if err != nil {
 		return snap, err
 	}

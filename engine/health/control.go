@@ -333,6 +333,12 @@ func Proof(token, challenge string) string {
 // and never again, so the server that proved itself is the one that gets
 // the token.
 func command(ctx context.Context, bind, token, path string, body []byte) (*http.Response, error) {
+	return verified(ctx, bind, token, http.MethodPost, path, body)
+}
+
+// verified is command with any method: the request goes only to a server
+// that proved it holds token, on the connection it proved it on.
+func verified(ctx context.Context, bind, token, method, path string, body []byte) (*http.Response, error) {
 	addr, err := dialAddr(bind)
 	if err != nil {
 		return nil, err
@@ -370,7 +376,11 @@ func command(ctx context.Context, bind, token, path string, body []byte) (*http.
 		return nil, fmt.Errorf("%w: the server on %s cannot prove it holds the state directory's %s (%s: %s); another program may have taken the port, or a daemon of another state directory listens there",
 			ErrNotOurDaemon, addr, TokenFile, resp.Status, oneLine(b))
 	}
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err = http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
 	if err != nil {
 		return nil, err
 	}

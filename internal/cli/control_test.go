@@ -146,6 +146,10 @@ func TestControlWithABrokenConfig(t *testing.T) {
 	if got := strings.Join(ctl.calls, "|"); got != "pause  20m0s fixing the config|ack on it|pause  0s " {
 		t.Fatalf("the daemon got %q", got)
 	}
+	// status too, and only after the daemon proved itself.
+	if stdout, stderr, code := run("status", "--config", cfg, "--format", "json"); code != 0 || !strings.Contains(stdout, `"source": "daemon"`) {
+		t.Fatalf("status with a broken config: exit %d %q %q", code, stdout, stderr)
+	}
 	// reload finds it the same way.
 	if stdout, stderr, code := talon(t, "reload", "--state-dir", stateDir); code != 0 || stdout != "reloaded: policy abcdef123456\n" {
 		t.Fatalf("reload: exit %d %q %q", code, stdout, stderr)
@@ -183,6 +187,10 @@ func TestControlRefusesASquatter(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr, "cannot prove it holds the state directory's control.token") || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%s to a squatter: exit %d %q", cmd, code, stderr)
 		}
+	}
+	// talon status does not take it for the daemon either.
+	if _, stderr, code := talon(t, "status", "--state-dir", stateDir); code != 1 || !strings.Contains(stderr, "cannot prove it holds the state directory's control.token") {
+		t.Errorf("status from a squatter: exit %d %q", code, stderr)
 	}
 	for _, s := range seen {
 		if strings.Contains(s, cf.Token) || !strings.HasPrefix(s, "GET /identity") {

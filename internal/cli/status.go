@@ -110,9 +110,25 @@ func clearScreen(tty bool) string {
 
 func (a *app) statusReport(e *env, since *probeTransitions) (*statusReport, error) {
 	rep := &statusReport{Probes: []probeRow{}}
-	if e.cfg.Health.Enabled {
+	// The daemon that holds the state directory is found through its
+	// control file and must prove it is that daemon, when this user can
+	// read the file; else (another user's daemon, an older one) at the
+	// configured address.
+	bind, why := e.cfg.Health.Bind, ""
+	if cf, err := health.ReadControlFile(e.stateDir); err == nil && daemonHolds(e.stateDir) {
+		bind = cf.Addr
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		snap, err := health.Get(ctx, e.cfg.Health.Bind)
+		snap, err := health.GetVerified(ctx, cf.Addr, cf.Token)
+		cancel()
+		if err == nil {
+			rep.Source, rep.Health = "daemon", &snap
+		} else if errors.Is(err, health.ErrNotOurDaemon) {
+			why = " (" + oneLine(err.Error()) + ")"
+			fmt.Fprintf(a.stderr, "talon: %s\n", oneLine(err.Error()))
+		}
+	} else if e.cfg.Health.Enabled {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		snap, err := health.Get(ctx, bind)
 		cancel()
 		if err == nil {
 			rep.Source, rep.Health = "daemon", &snap
@@ -121,7 +137,7 @@ func (a *app) statusReport(e *env, since *probeTransitions) (*statusReport, erro
 	st, err := engine.LoadState(engine.StatePath(e.stateDir))
 	switch {
 	case rep.Health == nil && errors.Is(err, engine.ErrNoState):
-		return nil, fail(1, "no daemon answers on %s and there is no state file in %s yet", e.cfg.Health.Bind, e.stateDir)
+		return nil, fail(1, "no daemon answers on %s and there is no state file in %s yet%s", bind, e.stateDir, why)
 	case rep.Health == nil && err != nil:
 		return nil, err
 	case rep.Health == nil:
