@@ -284,17 +284,7 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		}
 	}
 	reads := func(pos, who, file string) {
-		var files []string
-		switch file {
-		case probe.DefaultKubeconfig:
-			if kc := probe.ChildEnvValue(childEnv, "KUBECONFIG"); kc != "" {
-				files = filepath.SplitList(kc)
-			} else {
-				files = []string{probe.UserPath("~/.kube/config", childEnv)}
-			}
-		default:
-			files = []string{probe.UserPath(file, childEnv)}
-		}
+		files := probe.ConfigFiles([]string{file}, childEnv)
 		for _, f := range files {
 			if f == "" || seen[pos+"\x00"+f] {
 				continue

@@ -77,8 +77,8 @@ func (k *kubectlTarget) params(withNamespace bool) []any {
 	return p
 }
 
-// reads is the kubeconfig kubectl reads when one is named. (Without one,
-// kubectl reads $KUBECONFIG or ~/.kube/config, which the collector checks.)
+// reads is the kubeconfig kubectl reads: the one named, else
+// DefaultKubeconfig (see ConfigFiles).
 func (k *kubectlTarget) reads() []string {
 	if k.kubeconfig == "" {
 		return []string{DefaultKubeconfig}
@@ -90,12 +90,6 @@ func (k *kubectlTarget) reads() []string {
 // --kubeconfig: each file of $KUBECONFIG in the child environment, else
 // ~/.kube/config.
 const DefaultKubeconfig = "$KUBECONFIG"
-
-// UserPath expands a leading "~/" with HOME of the child environment env.
-func UserPath(p string, env []string) string { return userPath(p, env) }
-
-// ChildEnvValue is the value of key in env ("" when unset).
-func ChildEnvValue(env []string, key string) string { return childEnvValue(env, key) }
 
 func (k *kubectlTarget) key() []string { return []string{k.kubeconfig, k.context, k.namespace} }
 
@@ -196,7 +190,7 @@ func kubectlRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	if err := checkKubectlArgs(kargs); err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
-	return runCommand(thread, b, timeout.D, func(ctx context.Context, env []string) ([]string, []string) {
+	return runCommand(thread, b, timeout.D, k.reads(), func(ctx context.Context, env []string) ([]string, []string) {
 		return k.argv(ctx, env, kargs, jsonpath), nil
 	})
 }

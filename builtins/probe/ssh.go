@@ -165,7 +165,7 @@ func sshRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
-	return runCommand(thread, b, timeout.D, func(ctx context.Context, env []string) ([]string, []string) {
+	return runCommand(thread, b, timeout.D, []string{s.config}, func(ctx context.Context, env []string) ([]string, []string) {
 		return s.argv(ctx, env), nil
 	})
 }
