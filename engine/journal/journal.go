@@ -83,6 +83,7 @@ type Journal struct {
 	f        *os.File
 	size     int64
 	repaired int64
+	codec    codec // what the live file said so far, for compact records
 }
 
 // Open opens the journal at path for appending, creating it (and its
@@ -164,22 +165,28 @@ func (j *Journal) Repaired() int64 {
 // MaxBytes, the file is rotated first. A record whose line alone exceeds
 // MaxBytes is refused, so the bound always holds.
 func (j *Journal) Append(r engine.Record) error {
-	line, err := Marshal(r)
-	if err != nil {
-		return err
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {
 		return ErrClosed
 	}
-	if int64(len(line)) > j.opts.MaxBytes {
-		return fmt.Errorf("journal: %s record of %d bytes exceeds the %d-byte file limit", r.Type, len(line), j.opts.MaxBytes)
+	w, commit := j.codec.encode(r)
+	line, err := marshal(w)
+	if err != nil {
+		return err
 	}
 	if j.size > 0 && j.size+int64(len(line)) > j.opts.MaxBytes {
 		if err := j.rotate(); err != nil {
 			return err
 		}
+		// A new file starts from nothing: its records stand on their own.
+		w, commit = j.codec.encode(r)
+		if line, err = marshal(w); err != nil {
+			return err
+		}
+	}
+	if int64(len(line)) > j.opts.MaxBytes {
+		return fmt.Errorf("journal: %s record of %d bytes exceeds the %d-byte file limit", r.Type, len(line), j.opts.MaxBytes)
 	}
 	n, err := j.f.Write(line)
 	if err == nil && n != len(line) {
@@ -193,17 +200,22 @@ func (j *Journal) Append(r engine.Record) error {
 		return fmt.Errorf("journal append: %w", err)
 	}
 	j.size += int64(n)
+	commit()
 	return nil
 }
 
-// Marshal encodes r as one journal line, newline included. Strings are
-// written as UTF-8 (invalid bytes become U+FFFD) without HTML escaping.
-func Marshal(r engine.Record) ([]byte, error) {
+// Marshal encodes r as one journal line, newline included, in full (the
+// plain encoding, which needs no earlier line: `talon journal cut` writes
+// it). Strings are written as UTF-8 (invalid bytes become U+FFFD) without
+// HTML escaping.
+func Marshal(r engine.Record) ([]byte, error) { return marshal(&wire{Record: r}) }
+
+func marshal(w *wire) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r); err != nil { // Encode appends the '\n'
-		return nil, fmt.Errorf("journal: encode %s record: %w", r.Type, err)
+	if err := enc.Encode(w); err != nil { // Encode appends the '\n'
+		return nil, fmt.Errorf("journal: encode %s record: %w", w.Type, err)
 	}
 	return b.Bytes(), nil
 }
@@ -211,6 +223,7 @@ func Marshal(r engine.Record) ([]byte, error) {
 // rotate shifts path.(Keep-1) … path.1 up one, path to path.1, and starts a
 // new live file. Called with j.mu held.
 func (j *Journal) rotate() error {
+	j.codec.reset()
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("journal rotate: %w", err)
 	}

@@ -19,7 +19,8 @@ import (
 //
 //   - Lenient: a record of a type this build does not know is handed to fn
 //     as it is (fn ignores what it does not understand), unknown fields are
-//     ignored, and a line that is not a record at all is counted in
+//     ignored, and a line that is not a record at all (or a compact record
+//     whose base it did not decode: see scanner.line) is counted in
 //     ScanResult.Skipped and passed over. A newer daemon's journal therefore
 //     reads with an older talon.
 //   - Fast: lines are classified by their type without decoding them (the
@@ -102,6 +103,10 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 			}
 		}
 		res.Files = append(res.Files, names[i])
+		// Compact records build on their own file only; after a seek, on
+		// lines not read yet.
+		s.c.reset()
+		s.stale = start > 0
 		end, err := s.read(f, start, live)
 		if err != nil {
 			closeAll(nil)
@@ -127,7 +132,11 @@ type scanner struct {
 	opts ScanOptions
 	fn   func(engine.Record) error
 	res  *ScanResult
-	done bool // passed Until
+	done bool  // passed Until
+	c    codec // what the file's decoded lines said, for compact records
+	// stale: a cycle or launch line of the file was passed over, so c may
+	// not know what a compact record after it builds on.
+	stale bool
 }
 
 // read scans f from offset start and returns the offset after the last
@@ -161,9 +170,10 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 				return off, nil
 			}
 		}
+		lineStart := off
 		off += int64(len(b))
 		s.res.Bytes += int64(len(b))
-		if ferr := s.line(bytes.TrimSuffix(b, []byte("\n"))); ferr != nil {
+		if ferr := s.line(f, lineStart, bytes.TrimSuffix(b, []byte("\n"))); ferr != nil {
 			return off, ferr
 		}
 		if s.done || err == io.EOF {
@@ -172,32 +182,68 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 	}
 }
 
-// line classifies one line and, if wanted and in range, decodes it for fn.
-func (s *scanner) line(b []byte) error {
+// line classifies the line b, which starts at offset off of f, and, if
+// wanted and in range, decodes it for fn.
+func (s *scanner) line(f *os.File, off int64, b []byte) error {
 	s.res.Lines++
 	t, typ, ok := header(b)
 	if !ok {
 		s.res.Skipped++
 		return nil
 	}
+	skip := false
 	if !s.opts.Until.IsZero() && t.After(s.opts.Until) {
 		if t.After(s.opts.Until.Add(SeekSlack)) {
 			s.done = true
 		}
+		skip = true
+	}
+	skip = skip || (!s.opts.Since.IsZero() && t.Before(s.opts.Since)) || (s.opts.Want != nil && !s.opts.Want(typ, b))
+	if skip {
+		if typ == "cycle" || typ == "launch" {
+			s.stale = true // a later compact record may build on it
+		}
 		return nil
 	}
-	if !s.opts.Since.IsZero() && t.Before(s.opts.Since) {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		s.res.Skipped++
 		return nil
 	}
-	if s.opts.Want != nil && !s.opts.Want(typ, b) {
-		return nil
+	if s.stale && (w.Delta != nil || w.Same) {
+		// It builds on lines that were passed over (or seeked past):
+		// learn them, from the start of the file, only now that they
+		// are needed.
+		s.c = prime(f, off)
+		s.stale = false
 	}
-	var r engine.Record
-	if err := json.Unmarshal(b, &r); err != nil {
+	r, err := s.c.decode(&w)
+	if err != nil {
 		s.res.Skipped++
 		return nil
 	}
 	return s.fn(r)
+}
+
+// prime is what the cycle and launch lines of f before offset end say, for
+// the compact records after it.
+func prime(f *os.File, end int64) codec {
+	var c codec
+	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, end), 256<<10)
+	for {
+		b, err := br.ReadBytes('\n')
+		if len(b) > 0 {
+			if _, typ, ok := header(bytes.TrimSuffix(b, []byte("\n"))); ok && (typ == "cycle" || typ == "launch") {
+				var w wire
+				if json.Unmarshal(b, &w) == nil {
+					c.decode(&w)
+				}
+			}
+		}
+		if err != nil {
+			return c
+		}
+	}
 }
 
 var (
@@ -347,6 +393,8 @@ func (c *Cursor) Next(fn func(engine.Record) error) error {
 		if err1 != nil || err2 != nil || os.SameFile(cur, now) {
 			if err1 == nil && cur.Size() < c.off {
 				c.off = 0 // truncated in place: start over
+				c.s.c.reset()
+				c.s.stale = false
 			}
 			return nil
 		}
@@ -360,6 +408,8 @@ func (c *Cursor) Next(fn func(engine.Record) error) error {
 		}
 		c.f.Close()
 		c.f, c.off = nf, 0
+		c.s.c.reset()
+		c.s.stale = false
 		_ = end
 	}
 }
