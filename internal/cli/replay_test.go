@@ -180,12 +180,24 @@ func TestReplayJournalProblems(t *testing.T) {
 		t.Fatalf("warnings %q, %d pages", r.Warnings, r.Summary.Pages)
 	}
 
-	// A malformed line anywhere else is an error naming file:line.
+	// A malformed line anywhere else is reported naming file:line and
+	// skipped: the records after it are replayed, and the exit status says
+	// the verdict is not clean.
 	dir = write(first + "\n" + `{"t":"2026-11-23T03:00:05Z","type":"cycle","policy":"x","resultz":[]}` + "\n" + first + "\n")
-	_, errOut, code = talon(t, replayArgs(t, "replay", dir, "--policy", "$D/a")...)
-	want := "talon: replay: " + filepath.Join(dir, "journal.jsonl") + `:2: bad record: json: unknown field "resultz"` + "\n"
-	if code != 1 || errOut != want {
-		t.Fatalf("exit %d stderr %q\nwant %q", code, errOut, want)
+	out, errOut, code = talon(t, replayArgs(t, "replay", dir, "--policy", "$D/a")...)
+	r = engine.ReplayResult{}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 1 || errOut != "" {
+		t.Fatalf("exit %d %q %v\n%s", code, errOut, err, out)
+	}
+	want := filepath.Join(dir, "journal.jsonl") + `:2: bad record: json: unknown field "resultz" (line skipped)`
+	starts := 0
+	for _, st := range r.Timeline {
+		if st.Kind == "journal" {
+			starts++
+		}
+	}
+	if len(r.Warnings) == 0 || r.Warnings[0] != want || starts != 2 {
+		t.Fatalf("warnings %q, %d start records replayed (want 2: the line after the bad one is read)\nwant warning %q", r.Warnings, starts, want)
 	}
 
 	cases := []struct {
