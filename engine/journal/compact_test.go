@@ -150,7 +150,11 @@ func TestCompactRecordsReadBackAsWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := 0
-		_, err = ReadFrom(f, name, true, func(le *LineError) { t.Errorf("%s: %v", name, le) },
+		r, err := content(f, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ReadFrom(r, name, true, func(le *LineError) { t.Errorf("%s: %v", name, le) },
 			func(engine.Record, Pos) error { n++; return nil })
 		f.Close()
 		if err != nil || n == 0 {

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/talon-dev/talon/engine"
@@ -84,6 +85,13 @@ type Journal struct {
 	size     int64
 	repaired int64
 	codec    codec // what the live file said so far, for compact records
+
+	// gens is held while rotated generations are moved or compressed.
+	gens sync.Mutex
+	// kick asks the compressor to compress the plain generations; done
+	// is closed when it has stopped (after Close).
+	kick chan struct{}
+	done chan struct{}
 }
 
 // Open opens the journal at path for appending, creating it (and its
@@ -98,6 +106,11 @@ func Open(path string, opts Options) (*Journal, error) {
 	if err := j.open(); err != nil {
 		return nil, err
 	}
+	j.kick, j.done = make(chan struct{}, 1), make(chan struct{})
+	go j.compressor()
+	// Finish what a previous process left: a generation rotated but not
+	// compressed yet (its partial .gz.tmp, if any, is removed).
+	j.compressLater()
 	return j, nil
 }
 
@@ -231,24 +244,40 @@ func (j *Journal) rotate() error {
 		return fmt.Errorf("journal rotate: %w", err)
 	}
 	j.f = nil
+	// The compressor must not move files under us, nor we under it.
+	j.gens.Lock()
+	err := j.shift()
+	j.gens.Unlock()
+	if err != nil {
+		return j.reopen(fmt.Errorf("journal rotate: %w", err))
+	}
+	syncDir(filepath.Dir(j.path))
+	if err := j.reopen(nil); err != nil {
+		return err
+	}
+	j.compressLater()
+	return nil
+}
+
+// shift moves every generation up one, plain or compressed, and the live
+// file to path.1. Called with j.gens held.
+func (j *Journal) shift() error {
 	// Generations beyond Keep (left by a larger Keep earlier) go too.
 	for _, g := range generations(j.path) {
 		if g.n >= j.opts.Keep {
 			if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return j.reopen(fmt.Errorf("journal rotate: %w", err))
+				return err
 			}
 		}
 	}
 	for i := j.opts.Keep - 1; i >= 1; i-- {
-		if err := os.Rename(gen(j.path, i), gen(j.path, i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return j.reopen(fmt.Errorf("journal rotate: %w", err))
+		for _, ext := range []string{"", gzExt} {
+			if err := os.Rename(gen(j.path, i)+ext, gen(j.path, i+1)+ext); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
 		}
 	}
-	if err := os.Rename(j.path, gen(j.path, 1)); err != nil {
-		return j.reopen(fmt.Errorf("journal rotate: %w", err))
-	}
-	syncDir(filepath.Dir(j.path))
-	return j.reopen(nil)
+	return os.Rename(j.path, gen(j.path, 1))
 }
 
 // reopen opens the live file again after a rotation (or a failed one, so
@@ -282,11 +311,12 @@ func (j *Journal) Sync() error {
 	return nil
 }
 
-// Close syncs and closes the journal. Further appends return ErrClosed.
+// Close syncs and closes the journal, after the compression of a rotated
+// generation that is under way. Further appends return ErrClosed.
 func (j *Journal) Close() error {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.f == nil {
+		j.mu.Unlock()
 		return nil
 	}
 	err := j.f.Sync()
@@ -294,6 +324,9 @@ func (j *Journal) Close() error {
 		err = cerr
 	}
 	j.f = nil
+	close(j.kick)
+	j.mu.Unlock()
+	<-j.done
 	if err != nil {
 		return fmt.Errorf("journal close: %w", err)
 	}
@@ -305,21 +338,24 @@ func gen(path string, n int) string { return path + "." + strconv.Itoa(n) }
 type generation struct {
 	n    int
 	path string
+	gz   bool // compressed: path ends in .gz
 }
 
-// generations lists the rotated files path.N (N ≥ 1) that exist, in no
-// particular order.
+// generations lists the rotated files path.N and path.N.gz (N ≥ 1) that
+// exist, in no particular order; both forms of one N can be there for a
+// moment, while it is being compressed.
 func generations(path string) []generation {
 	matches, _ := filepath.Glob(escapeGlob(path) + ".*")
 	var out []generation
 	for _, m := range matches {
 		suffix := m[len(path)+1:]
-		n, err := strconv.Atoi(suffix)
-		if err != nil || n < 1 || strconv.Itoa(n) != suffix {
+		num, gz := strings.CutSuffix(suffix, gzExt)
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 1 || strconv.Itoa(n) != num {
 			continue
 		}
 		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() {
-			out = append(out, generation{n: n, path: m})
+			out = append(out, generation{n: n, path: m, gz: gz})
 		}
 	}
 	return out

@@ -120,7 +120,7 @@ func TestRotationKeepsGenerationsAndBound(t *testing.T) {
 	assertBound(t, dir, opts)
 
 	files := Files(path)
-	wantFiles := []string{path + ".3", path + ".2", path + ".1", path}
+	wantFiles := []string{path + ".3.gz", path + ".2.gz", path + ".1.gz", path}
 	if !reflect.DeepEqual(files, wantFiles) {
 		t.Fatalf("files = %v, want %v", files, wantFiles)
 	}
@@ -142,22 +142,36 @@ func TestRotationKeepsGenerationsAndBound(t *testing.T) {
 
 func assertBound(t *testing.T, dir string, opts Options) {
 	t.Helper()
-	entries, _ := os.ReadDir(dir)
+	// The journal as read: at most Keep+1 files, each within MaxBytes.
+	files := Files(filepath.Join(dir, FileName))
 	var total int64
-	var names []string
-	for _, e := range entries {
-		fi, _ := e.Info()
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue // compressed or rotated meanwhile
+		}
 		if fi.Size() > opts.MaxBytes {
-			t.Fatalf("%s is %d bytes > MaxBytes %d", e.Name(), fi.Size(), opts.MaxBytes)
+			t.Fatalf("%s is %d bytes > MaxBytes %d", f, fi.Size(), opts.MaxBytes)
 		}
 		total += fi.Size()
-		names = append(names, e.Name())
 	}
-	if len(entries) > opts.Keep+1 {
-		t.Fatalf("%d files (%v), want at most %d", len(entries), names, opts.Keep+1)
+	if len(files) > opts.Keep+1 {
+		t.Fatalf("%d files (%v), want at most %d", len(files), files, opts.Keep+1)
 	}
 	if total > opts.Bound() {
 		t.Fatalf("total %d bytes > bound %d", total, opts.Bound())
+	}
+	// On disk, while one generation is being compressed, its compressed
+	// copy is there too: at most one file's worth more.
+	entries, _ := os.ReadDir(dir)
+	var disk int64
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			disk += fi.Size()
+		}
+	}
+	if disk > opts.Bound()+opts.MaxBytes {
+		t.Fatalf("%d bytes on disk > bound %d + one file", disk, opts.Bound())
 	}
 }
 
@@ -456,7 +470,11 @@ func TestJournalFilesArePrivate(t *testing.T) {
 		}
 	}
 	j.Close()
-	for _, p := range []string{path, path + ".1", path + ".2"} {
+	files := Files(path)
+	if len(files) != 3 {
+		t.Fatalf("files %v, want 3", files)
+	}
+	for _, p := range files {
 		fi, err := os.Stat(p)
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v, want mode 0600", p, fi.Mode(), err)

@@ -83,12 +83,22 @@ func (e *CorruptError) Unwrap() []error {
 }
 
 // Files lists the journal at path and its rotated generations, oldest first:
-// path.N … path.1, path. Missing files are left out.
+// path.N … path.1, path, each rotated one as path.N.gz when it has been
+// compressed (and as that alone, when both forms are there for a moment).
+// Missing files are left out.
 func Files(path string) []string {
 	gens := generations(path)
-	sort.Slice(gens, func(a, b int) bool { return gens[a].n > gens[b].n })
+	sort.Slice(gens, func(a, b int) bool {
+		if gens[a].n != gens[b].n {
+			return gens[a].n > gens[b].n
+		}
+		return gens[a].gz
+	})
 	var out []string
-	for _, g := range gens {
+	for i, g := range gens {
+		if i > 0 && gens[i-1].n == g.n {
+			continue // the plain twin of a whole .gz
+		}
 		out = append(out, g.path)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
@@ -138,17 +148,23 @@ func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 			f.Close()
 		}
 	}()
-	for _, name := range names {
-		f, err := os.Open(name)
+	for i, name := range names {
+		f, name, err := openGen(name)
 		if err != nil {
-			return nil, fmt.Errorf("read journal: %w", err)
+			return nil, err
 		}
-		files = append(files, f)
+		files, names[i] = append(files, f), name
 	}
 	var warnings []Warning
 	var bad []*LineError
+	report := func(le *LineError) { bad = append(bad, le) }
 	for i, f := range files {
-		w, err := ReadFrom(f, names[i], i == len(files)-1, func(le *LineError) { bad = append(bad, le) }, fn)
+		r, err := content(f, names[i])
+		if err != nil {
+			report(&LineError{File: names[i], Line: 1, Err: fmt.Errorf("not a readable gzip file (%w); the file is skipped", err)})
+			continue
+		}
+		w, err := ReadFrom(r, names[i], i == len(files)-1, report, fn)
 		if w != nil {
 			warnings = append(warnings, *w)
 		}
@@ -168,8 +184,9 @@ func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 // ReadFrom reads one journal file from r, strictly, as Scan does: name is
 // the file's name for positions and errors, newest says whether a partial
 // last line is the trace of a crash (a Warning) rather than an error. Every
-// bad line goes to bad, and the read goes on; an error from fn, or from r,
-// stops it.
+// bad line goes to bad, and the read goes on; an error reading r (a damaged
+// .gz) goes to bad too and ends the file; an error from fn stops the read
+// and is returned.
 func ReadFrom(r io.Reader, name string, newest bool, bad func(*LineError), fn func(engine.Record, Pos) error) (*Warning, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	var long []byte // a line longer than the reader's buffer
@@ -191,7 +208,9 @@ func ReadFrom(r io.Reader, name string, newest bool, bad func(*LineError), fn fu
 			return nil, nil
 		}
 		if err != nil && err != io.EOF {
-			return nil, &LineError{File: name, Line: line, Err: fmt.Errorf("read: %w", err)}
+			// A damaged .gz (or an I/O error): what follows is lost.
+			bad(&LineError{File: name, Line: line, Err: fmt.Errorf("read: %w; the rest of the file is skipped", err)})
+			return nil, nil
 		}
 		complete := err == nil
 		if complete {

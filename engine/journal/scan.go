@@ -3,11 +3,13 @@ package journal
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/talon-dev/talon/engine"
@@ -75,18 +77,45 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 			}
 		}
 	}
-	for _, name := range names {
-		f, err := os.Open(name)
+	for i, name := range names {
+		f, name, err := openGen(name)
 		if err != nil {
 			closeAll(nil)
-			return nil, fmt.Errorf("read journal: %w", err)
+			return nil, err
 		}
-		files = append(files, f)
+		files, names[i] = append(files, f), name
 	}
 	res := &ScanResult{}
 	s := &scanner{opts: opts, fn: fn, res: res}
 	for i, f := range files {
 		live := i == len(files)-1
+		if strings.HasSuffix(names[i], gzExt) {
+			// Compressed: skipped whole when its header says it ends
+			// before --since, else read from the start.
+			if !opts.Since.IsZero() {
+				if last := gzLastTime(f); !last.IsZero() && last.Before(opts.Since.Add(-SeekSlack)) {
+					continue
+				}
+			}
+			res.Files = append(res.Files, names[i])
+			s.c.reset()
+			s.stale = false
+			s.src = gzSource(f)
+			r, err := s.src()
+			if err != nil {
+				s.res.Skipped++ // lenient: a damaged file is passed over
+				continue
+			}
+			if _, err := s.read(r, names[i], 0, false); err != nil {
+				closeAll(nil)
+				return res, err
+			}
+			if s.done {
+				closeAll(nil)
+				return res, nil
+			}
+			continue
+		}
 		var start int64
 		if !opts.Since.IsZero() {
 			last, err := lastTime(f)
@@ -107,7 +136,8 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 		// lines not read yet.
 		s.c.reset()
 		s.stale = start > 0
-		end, err := s.read(f, start, live)
+		s.src = plainSource(f)
+		end, err := s.readFile(f, start, live)
 		if err != nil {
 			closeAll(nil)
 			return res, err
@@ -128,6 +158,16 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 	return res, nil
 }
 
+// plainSource and gzSource give a file's content from its start, apart
+// from any reading under way (for prime).
+func plainSource(f *os.File) func() (io.Reader, error) {
+	return func() (io.Reader, error) { return io.NewSectionReader(f, 0, 1<<62), nil }
+}
+
+func gzSource(f *os.File) func() (io.Reader, error) {
+	return func() (io.Reader, error) { return gzip.NewReader(io.NewSectionReader(f, 0, 1<<62)) }
+}
+
 type scanner struct {
 	opts ScanOptions
 	fn   func(engine.Record) error
@@ -137,16 +177,22 @@ type scanner struct {
 	// stale: a cycle or launch line of the file was passed over, so c may
 	// not know what a compact record after it builds on.
 	stale bool
+	src   func() (io.Reader, error) // the file's content from its start
 }
 
-// read scans f from offset start and returns the offset after the last
-// complete line. In the live file a last line without its newline is being
-// written: it is left for the next read.
-func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
+// readFile scans the plain file f from offset start and returns the offset
+// after the last complete line. In the live file a last line without its
+// newline is being written: it is left for the next read.
+func (s *scanner) readFile(f *os.File, start int64, live bool) (int64, error) {
 	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		return start, err
 	}
-	br := bufio.NewReaderSize(f, 256<<10)
+	return s.read(f, f.Name(), start, live)
+}
+
+// read scans r, whose first byte is at offset start of the file's content.
+func (s *scanner) read(r io.Reader, name string, start int64, live bool) (int64, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
 	off := start
 	for {
 		b, err := br.ReadSlice('\n')
@@ -163,7 +209,11 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 			return off, nil
 		}
 		if err != nil && err != io.EOF {
-			return off, fmt.Errorf("read journal %s: %w", f.Name(), err)
+			if strings.HasSuffix(name, gzExt) {
+				s.res.Skipped++ // a damaged .gz: its rest is passed over
+				return off, nil
+			}
+			return off, fmt.Errorf("read journal %s: %w", name, err)
 		}
 		if err == io.EOF { // no newline: a line being written (or cut by a crash)
 			if live {
@@ -173,7 +223,7 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 		lineStart := off
 		off += int64(len(b))
 		s.res.Bytes += int64(len(b))
-		if ferr := s.line(f, lineStart, bytes.TrimSuffix(b, []byte("\n"))); ferr != nil {
+		if ferr := s.line(lineStart, bytes.TrimSuffix(b, []byte("\n"))); ferr != nil {
 			return off, ferr
 		}
 		if s.done || err == io.EOF {
@@ -182,9 +232,9 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 	}
 }
 
-// line classifies the line b, which starts at offset off of f, and, if
-// wanted and in range, decodes it for fn.
-func (s *scanner) line(f *os.File, off int64, b []byte) error {
+// line classifies the line b, which starts at offset off of the file's
+// content, and, if wanted and in range, decodes it for fn.
+func (s *scanner) line(off int64, b []byte) error {
 	s.res.Lines++
 	t, typ, ok := header(b)
 	if !ok {
@@ -214,7 +264,7 @@ func (s *scanner) line(f *os.File, off int64, b []byte) error {
 		// It builds on lines that were passed over (or seeked past):
 		// learn them, from the start of the file, only now that they
 		// are needed.
-		s.c = prime(f, off)
+		s.c = prime(s.src, off)
 		s.stale = false
 	}
 	r, err := s.c.decode(&w)
@@ -225,11 +275,15 @@ func (s *scanner) line(f *os.File, off int64, b []byte) error {
 	return s.fn(r)
 }
 
-// prime is what the cycle and launch lines of f before offset end say, for
-// the compact records after it.
-func prime(f *os.File, end int64) codec {
+// prime is what the cycle and launch lines of the file before offset end
+// say, for the compact records after it.
+func prime(src func() (io.Reader, error), end int64) codec {
 	var c codec
-	br := bufio.NewReaderSize(io.NewSectionReader(f, 0, end), 256<<10)
+	r, err := src()
+	if err != nil {
+		return c
+	}
+	br := bufio.NewReaderSize(io.LimitReader(r, end), 256<<10)
 	for {
 		b, err := br.ReadBytes('\n')
 		if len(b) > 0 {
@@ -383,7 +437,7 @@ type Cursor struct {
 func (c *Cursor) Next(fn func(engine.Record) error) error {
 	c.s.fn = fn
 	for {
-		end, err := c.s.read(c.f, c.off, true)
+		end, err := c.s.readFile(c.f, c.off, true)
 		c.off = end
 		if err != nil {
 			return err
@@ -399,7 +453,7 @@ func (c *Cursor) Next(fn func(engine.Record) error) error {
 			return nil
 		}
 		// Rotated: the old file is complete now; read its rest, then move on.
-		if end, err = c.s.read(c.f, c.off, false); err != nil {
+		if end, err = c.s.readFile(c.f, c.off, false); err != nil {
 			return err
 		}
 		nf, err := os.Open(c.path)
@@ -410,6 +464,7 @@ func (c *Cursor) Next(fn func(engine.Record) error) error {
 		c.f, c.off = nf, 0
 		c.s.c.reset()
 		c.s.stale = false
+		c.s.src = plainSource(nf)
 		_ = end
 	}
 }
