@@ -165,8 +165,8 @@ func (c *codec) encode(r engine.Record) (*wire, func()) {
 				c.probes[name] = l
 			}
 		})
-	case r.Type == "launch" && len(r.Probes) > 0:
-		if c.seen && slices.Equal(c.launch, r.Probes) {
+	case r.Type == "launch":
+		if len(r.Probes) > 0 && c.seen && slices.Equal(c.launch, r.Probes) {
 			w.Probes, w.Same = nil, true
 		}
 		probes := slices.Clone(r.Probes)

@@ -61,6 +61,9 @@ func history(n int) []engine.Record {
 		if i%17 == 5 {
 			probes = names[:2]
 		}
+		if i%31 == 7 {
+			probes = nil // a launch of nothing, then a cycle of nothing
+		}
 		out = append(out, engine.Record{Time: at, Type: "launch", Policy: "h1", Probes: probes})
 		var rs []engine.Result
 		for k, name := range probes {
