@@ -105,9 +105,13 @@ type codec struct {
 	probes map[string]*last
 	launch []string // the previous launch's probes
 	seen   bool     // a launch was seen
+
+	// scratch for decode
+	prevs []*last
+	lasts []last
 }
 
-func (c *codec) reset() { *c = codec{} }
+func (c *codec) reset() { c.probes, c.launch, c.seen = nil, nil, false }
 
 // encode turns r into the line to write, compact where it can be, and
 // returns the memory to keep once that line is written (commit).
@@ -245,8 +249,13 @@ func (c *codec) decode(w *wire) (engine.Record, error) {
 			return r, errors.New("cycle record with an empty delta")
 		}
 		rs := make([]engine.Result, len(w.Delta))
-		lasts := make([]last, len(w.Delta))
-		pending := map[string]*last{} // earlier elements of this record
+		// What each element builds on: the probe's entry in c.probes
+		// (found once, updated in place below), or an earlier element of
+		// this record for the same probe. Nothing is remembered until
+		// every element holds.
+		c.prevs = append(c.prevs[:0], make([]*last, len(w.Delta))...)
+		c.lasts = append(c.lasts[:0], make([]last, len(w.Delta))...)
+		prevs, lasts := c.prevs, c.lasts
 		for i := range w.Delta {
 			d := &w.Delta[i]
 			if d.Name == "" {
@@ -255,22 +264,35 @@ func (c *codec) decode(w *wire) (engine.Record, error) {
 			if d.Ago != nil && d.At != nil {
 				return r, fmt.Errorf("delta for probe %q has both ago and at", d.Name)
 			}
-			prev := pending[d.Name]
-			if prev == nil {
-				prev = c.probes[d.Name]
+			p := c.probes[d.Name]
+			prevs[i] = p
+			prev := p
+			for k := i - 1; k >= 0; k-- { // the same probe twice in one batch
+				if prevs[k] == p && (p != nil || w.Delta[k].Name == d.Name) {
+					prev = &lasts[k]
+					break
+				}
 			}
 			if prev == nil && !d.full() {
 				return r, &noBase{fmt.Sprintf("delta for probe %q leaves out %s, but the file has no earlier full result of it", d.Name, d.missing())}
 			}
 			res, ago := apply(prev, d, r.Time)
 			rs[i], lasts[i] = res, last{r: res, ago: ago}
-			pending[d.Name] = &lasts[i]
 		}
 		if c.probes == nil {
 			c.probes = map[string]*last{}
 		}
-		for name, l := range pending {
-			c.probes[name] = l
+		for i := range w.Delta {
+			if prevs[i] != nil {
+				*prevs[i] = lasts[i]
+			} else {
+				l := lasts[i]
+				if p := c.probes[w.Delta[i].Name]; p != nil {
+					*p = l // a new probe twice in one batch
+				} else {
+					c.probes[w.Delta[i].Name] = &l
+				}
+			}
 		}
 		r.Results = rs
 	} else if r.Type == "cycle" {
