@@ -35,7 +35,7 @@ import (
 // Defaults for Options.
 const (
 	DefaultMaxBytes int64 = 16 << 20 // 16 MiB per file
-	DefaultKeep           = 5        // rotated generations kept besides the live file
+	DefaultKeep           = 5        // the bound is the live file and this many uncompressed generations
 )
 
 // FileName is the journal's name inside the state directory.
@@ -52,10 +52,15 @@ type Options struct {
 	// MaxBytes is the largest a journal file may grow; a line that would take
 	// the live file past it first rotates the file. 0 means DefaultMaxBytes.
 	MaxBytes int64
-	// Keep is how many rotated generations (path.1 … path.Keep) are kept;
-	// older ones are deleted. 0 or less means DefaultKeep.
+	// Keep sets the bound on disk, MaxBytes × (Keep+1): the live file and
+	// Keep rotated generations of MaxBytes. Rotated generations are
+	// compressed, so more of them fit: the oldest are deleted when the
+	// bound would not hold. 0 or less means DefaultKeep.
 	Keep int
 }
+
+// MaxGenerations caps the number of rotated generations, whatever fits.
+const MaxGenerations = 1000
 
 func (o Options) withDefaults() Options {
 	if o.MaxBytes <= 0 {
@@ -67,8 +72,10 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Bound is the most bytes the journal occupies on disk: the live file plus
-// Keep rotated generations, each at most MaxBytes.
+// Bound is the most bytes the journal occupies on disk: the live file
+// plus the rotated generations (Keep of them uncompressed; more once
+// compressed). While a generation is being compressed, its compressed copy
+// is there too, for a moment.
 func (o Options) Bound() int64 {
 	o = o.withDefaults()
 	return o.MaxBytes * int64(o.Keep+1)
@@ -262,15 +269,33 @@ func (j *Journal) rotate() error {
 // shift moves every generation up one, plain or compressed, and the live
 // file to path.1. Called with j.gens held.
 func (j *Journal) shift() error {
-	// Generations beyond Keep (left by a larger Keep earlier) go too.
+	// Which generations stay: the newest, as many as fit beside the live
+	// file (soon to be path.1, with its size now) in what the bound
+	// leaves once a new live file has grown to MaxBytes. Plain ones take
+	// MaxBytes each, so Keep of them stay; compressed ones take about a
+	// tenth, so more do. The rest go, and any beyond MaxGenerations.
+	budget := j.opts.Bound() - j.opts.MaxBytes
+	used := j.size
+	sizes := map[int]int64{}
 	for _, g := range generations(j.path) {
-		if g.n >= j.opts.Keep {
+		sizes[g.n] += g.size // both forms, while one is being compressed
+	}
+	keep := 0
+	for n := 1; n < MaxGenerations; n++ {
+		if size, ok := sizes[n]; !ok || used+size > budget {
+			break
+		}
+		used += sizes[n]
+		keep = n
+	}
+	for _, g := range generations(j.path) {
+		if g.n > keep {
 			if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
 	}
-	for i := j.opts.Keep - 1; i >= 1; i-- {
+	for i := keep; i >= 1; i-- {
 		for _, ext := range []string{"", gzExt} {
 			if err := os.Rename(gen(j.path, i)+ext, gen(j.path, i+1)+ext); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
@@ -339,6 +364,7 @@ type generation struct {
 	n    int
 	path string
 	gz   bool // compressed: path ends in .gz
+	size int64
 }
 
 // generations lists the rotated files path.N and path.N.gz (N ≥ 1) that
@@ -355,7 +381,7 @@ func generations(path string) []generation {
 			continue
 		}
 		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() {
-			out = append(out, generation{n: n, path: m, gz: gz})
+			out = append(out, generation{n: n, path: m, gz: gz, size: fi.Size()})
 		}
 	}
 	return out
