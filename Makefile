@@ -35,6 +35,7 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./builtins/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzJournalReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./engine/journal/
 
 # The randomized tests (every TestSoak*) for longer: `make test` runs a
 # bounded number of scenarios, `make soak` runs each for SOAKTIME. A failure

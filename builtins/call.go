@@ -11,6 +11,7 @@ import (
 	"github.com/talon-dev/talon/builtins/bound"
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/internal/fsperm"
 	"github.com/talon-dev/talon/internal/text"
 )
 
@@ -26,6 +27,8 @@ type runner struct {
 	probes map[string]bool
 	// missing reports programs not found at run time (notfound.go).
 	missing missingPrograms
+	// perms are the load's strict modes, handed to run-phase builtins.
+	perms *fsperm.Checker
 	// stuck holds the functions a call of which did not stop at its
 	// deadline (*starlark.Function → error): they are not called again, so
 	// a policy can leave at most one abandoned call per function behind.
@@ -50,6 +53,9 @@ func (rt *runner) call(ctx context.Context, fn starlark.Callable, args starlark.
 	}
 	if run.NotFound == nil {
 		run.NotFound = rt.missing.report(run.Log)
+	}
+	if run.Files == nil {
+		run.Files = rt.perms
 	}
 	star.SetRun(thread, run)
 	var v starlark.Value

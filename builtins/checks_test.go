@@ -161,3 +161,41 @@ probe.func("g", g)
 		t.Fatalf("logs %q\nwant one: %q", logs, want)
 	}
 }
+
+// TestComputedProgramOthersCanChangeIsRefused: a program validate cannot
+// name (its argv is computed) that another user can change is refused
+// when a policy function runs it, with the fix, and never runs.
+func TestComputedProgramOthersCanChangeIsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	prog := filepath.Join(dir, "tool")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(prog, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	res := builtins.Load("/policy", builtins.Options{Config: testConfig(t), FS: mapFS(map[string]string{"talon.star": fmt.Sprintf(`
+TOOL = %q + ""
+def f():
+    return exec.run([TOOL]).ok
+probe.func("f", f)
+`, prog)})})
+	if err := res.Err(); err != nil {
+		t.Fatal(res.ErrorText())
+	}
+	r := &engine.Runner{Effects: effect.NewLive(), Env: []string{"PATH=/usr/bin:/bin"}}
+	out := r.Run(context.Background(), res.Policy.Probes)
+	want := "exec.run: runs " + prog + ": unsafe file " + prog + " ("
+	if len(out) != 1 || out[0].Passed || !strings.Contains(out[0].Output, want) || !strings.Contains(out[0].Output, "mode 0777): writable by group and others; fix: chmod go-w "+prog) {
+		t.Fatalf("%+v\nwant an output with %q", out, want)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the program ran")
+	}
+	os.Chmod(prog, 0o755)
+	if out := r.Run(context.Background(), res.Policy.Probes); !out[0].Passed {
+		t.Fatalf("a safe program: %+v", out)
+	}
+}

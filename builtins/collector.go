@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -243,36 +245,79 @@ func (c *collector) finish(opts Options) (*engine.Policy, []*engine.PosError) {
 		return nil, []*engine.PosError{{File: EntryFile, Message: fmt.Sprintf("the policy declares no probe that runs on %s (all %d are for other systems); declare one that does", opts.GOOS, len(c.probes))}}
 	}
 
+	// Every program the policy runs where the source names it, and every
+	// file such a program reads as its configuration, is held to strict
+	// modes like the policy itself: one another user can change is their
+	// code running as the daemon's user. A missing program is a warning.
 	path := c.cfg.PathList()
+	childEnv := c.cfg.ChildEnv(opts.Environ)
 	seen := map[string]bool{}
-	missing := func(pos, who, prog string) {
+	var unsafe []*engine.PosError
+	program := func(pos, who, prog string) {
 		key := pos + "\x00" + prog
 		if seen[key] {
 			return
 		}
 		seen[key] = true
-		if _, err := effect.LookPath(prog, path); err != nil {
+		resolved, err := effect.LookPath(prog, path)
+		if err != nil {
 			if strings.Contains(prog, "/") {
 				c.warn("%s: program %q (%s) cannot run: %v", pos, prog, who, err)
 			} else {
 				c.warn("%s: program %q not found on PATH (%s); install it or add its directory to path in config.toml", pos, prog, who)
 			}
+			return
+		}
+		if err := c.perms.CheckPath(resolved); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			unsafe = append(unsafe, errorAt(pos, "%s runs %s: %v", who, prog, err))
+			return
+		}
+		// A directory searched before the one it was found in, that
+		// another user can write, lets them put their own program first.
+		if !strings.Contains(prog, "/") {
+			for _, dir := range filepath.SplitList(path) {
+				if dir == "" || dir == filepath.Dir(resolved) {
+					break
+				}
+				if err := c.perms.CheckPath(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					unsafe = append(unsafe, errorAt(pos, "%s runs %s, found on the child PATH after %s: %v", who, prog, dir, err))
+					return
+				}
+			}
+		}
+	}
+	reads := func(pos, who, file string) {
+		files := probe.ConfigFiles([]string{file}, childEnv)
+		for _, f := range files {
+			if f == "" || seen[pos+"\x00"+f] {
+				continue
+			}
+			seen[pos+"\x00"+f] = true
+			if err := c.perms.CheckPath(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				unsafe = append(unsafe, errorAt(pos, "%s reads %s: %v", who, f, err))
+			}
 		}
 	}
 	for _, p := range kept {
 		for _, prog := range p.Programs {
-			missing(p.Pos, fmt.Sprintf("probe %q", p.Name), prog)
+			program(p.Pos, fmt.Sprintf("probe %q", p.Name), prog)
+		}
+		for _, f := range p.Reads {
+			reads(p.Pos, fmt.Sprintf("probe %q", p.Name), f)
 		}
 	}
 	for _, r := range c.ladder {
 		for _, a := range r.Do {
 			for _, prog := range a.Programs() {
-				missing(r.Pos, fmt.Sprintf("rung %q", r.Name), prog)
+				program(r.Pos, fmt.Sprintf("rung %q", r.Name), prog)
 			}
 		}
 	}
 	for _, run := range c.staticRuns() {
-		missing(run.pos, run.via, run.prog)
+		program(run.pos, run.via, run.prog)
+	}
+	if len(unsafe) > 0 {
+		return nil, unsafe
 	}
 	c.checkPaging(opts.Environ, kept)
 	c.checkServices(opts.Environ)

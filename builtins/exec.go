@@ -2,7 +2,9 @@ package builtins
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -168,6 +170,13 @@ func execRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, 
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout.D)
 		defer cancel()
+	}
+	// An argv computed at run time escapes talon validate's strict modes
+	// (collector.finish): its program is checked here, before it runs.
+	if prog, err := effect.LookPath(argv[0], pathOf(withEnv(run.Env, env))); err == nil {
+		if err := run.Files.CheckPath(prog); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: runs %s: %v", b.Name(), argv[0], err)
+		}
 	}
 	r := run.Effects.Exec(ctx, effect.Command{Argv: argv, Dir: dir, Env: withEnv(run.Env, env)})
 	stderr := r.Stderr

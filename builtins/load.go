@@ -139,6 +139,7 @@ func Load(dir string, opts Options) *engine.LoadResult {
 	l.c = newCollector(opts.Config, l.dir, l.rt)
 	c := l.c
 	c.perms = fsperm.New(opts.Config.StrictModes, func(e *fsperm.Error) { c.warn("%s", e.Warning()) })
+	l.rt.perms = c.perms
 	c.readServices = opts.ReadServices
 	if f := opts.Config.File; f != "" {
 		c.record("config:", f, opts.ConfigData)

@@ -71,7 +71,7 @@ const LadderRulesDoc = `How the ladder decides. One decision core takes every de
 
 **Flapping.** A probe that went down flap_start times (default 3) within flap_window (default 1h) is flapping, as Nagios's flap detection with a time window; it stops once at most flap_stop (default 1) of its downs are left in the window. It shows on /health and in pages. For an incident whose probes all flap, each rung's flapping= decides: by default a heal runs once while they flap, and one page goes out, saying so, once the flapping is older than the page's after.
 
-**Pause and acknowledge.** talon pause (or POST /pause) stops the ladder for everything, a probe, a tag or a rung, for a while or until talon resume; probes keep running and recording, and pages say what is paused. talon ack stops further rungs and pages of the open incident until it resolves or gets worse (a probe that was up goes down); "resolved" still reaches whoever was paged. These are the only exceptions to "a critical outage pages".`
+**Pause and acknowledge.** talon pause (or POST /pause) stops the ladder for everything, a probe, a tag or a rung, for --for (1h by default, at most 24h: every pause ends) or until talon resume; probes keep running and recording, and pages say what is paused. talon ack stops further rungs and pages of the open incident until it resolves or gets worse (a probe that was up goes down); "resolved" still reaches whoever was paged. These are the only exceptions to "a critical outage pages".`
 
 func thresholds(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	c, err := policyCollector(thread, b)

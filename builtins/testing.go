@@ -50,7 +50,8 @@ import (
 //	    reports) every interval for that long; cycle() runs one now; report(probe, passed,
 //	    output=None) feeds one result; advance(duration) moves the clock without probes;
 //	    restart() restarts the daemon; pause(probe=None, tag=None, rung=None, duration=None,
-//	    reason="") pauses everything (or one probe, tag or rung) for duration or until resumed;
+//	    reason="") pauses everything (or one probe, tag or rung) for duration (default 1h,
+//	    at most 24h, as talon pause);
 //	    resume(probe=None, tag=None, rung=None) lifts pauses (all of them when none is named);
 //	    ack(reason="") acknowledges the open incident. Its attributes say what happened so far: phase, now
 //	    (seconds since the start), incident (None or struct(id, probes, critical, paged)),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,8 +247,8 @@ func (d *Daemon) pokeLoop() {
 	}
 }
 
-// Pause pauses the ladder for what c covers for dur (0: until resumed;
-// talon pause, POST /pause): a fact the core records, journaled and saved
+// Pause pauses the ladder for what c covers for dur (0: DefaultPause; at
+// most MaxPause; talon pause, POST /pause): a fact the core records, journaled and saved
 // at once. It returns the pause.
 func (d *Daemon) Pause(ctx context.Context, c Control, dur time.Duration) (Pause, error) {
 	d.mu.Lock()
@@ -259,11 +260,14 @@ func (d *Daemon) Pause(ctx context.Context, c Control, dur time.Duration) (Pause
 	if dur < 0 {
 		return Pause{}, fmt.Errorf("a pause of %s: want a positive duration", dur)
 	}
-	now := d.now()
-	c.Until = time.Time{}
-	if dur > 0 {
-		c.Until = now.Add(dur)
+	if dur > MaxPause {
+		return Pause{}, fmt.Errorf("a pause of %s: at most %s; pause again when it ends", dur, strings.TrimSuffix(MaxPause.String(), "0m0s"))
 	}
+	if dur == 0 {
+		dur = DefaultPause
+	}
+	now := d.now()
+	c.Until = now.Add(dur)
 	d.feed(ctx, Fact{Kind: FactPause, At: now, Control: &c})
 	d.publish()
 	ps := d.state().Pauses

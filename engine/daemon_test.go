@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -350,6 +351,68 @@ func TestNoProbesIsNotHealthy(t *testing.T) {
 		advance(time.Second)
 		if s := d.Snapshot(); s.OK || s.State == Healthy || s.ProbeCount != 0 {
 			t.Fatalf("healthy with zero probes: %+v", s)
+		}
+	})
+}
+
+// A pause of everything is not healthy: a watchdog that watches nothing
+// must not look like one that finds nothing wrong. A pause of one probe
+// is. Pauses longer than MaxPause are refused; a pause and an ack record
+// who asked; the pause survives a restart and expires after it.
+func TestPauseOfEverythingIsNotHealthy(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		probe := &Probe{Name: "api", Digest: "api1", Check: func(context.Context, *ProbeEnv) Outcome { return Outcome{Passed: true, Output: "ok"} }}
+		pol := &Policy{Hash: "pol1", Probes: []*Probe{probe}, Thresholds: Thresholds{FailedAfter: 1, RecoverAfter: 1}}
+		statePath := filepath.Join(t.TempDir(), "state.json")
+		newDaemon := func() *Daemon {
+			return New(Options{Load: func() *LoadResult { return &LoadResult{Policy: pol, Hash: pol.Hash} },
+				Interval: 10 * time.Minute, StateFile: statePath, Probes: effect.NewLive(), Actions: effect.NewLive(),
+				Journal: &memJournal{}, Logger: log.New(io.Discard)})
+		}
+		ctx := context.Background()
+		var stop func()
+		start := func() *Daemon {
+			d := newDaemon()
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error)
+			go func() { done <- d.Run(rctx) }()
+			stop = func() { cancel(); <-done }
+			return d
+		}
+		d := start()
+		defer func() { stop() }()
+		advance(time.Second)
+		if !d.Snapshot().OK {
+			t.Fatalf("not healthy: %+v", d.Snapshot())
+		}
+		if _, err := d.Pause(ctx, Control{}, MaxPause+time.Minute); err == nil || !strings.Contains(err.Error(), "at most 24h") {
+			t.Fatalf("a pause past the cap: %v", err)
+		}
+		if _, err := d.Pause(ctx, Control{Scope: ScopeProbe, Name: "api", By: "joel"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		advance(time.Second)
+		if !d.Snapshot().OK {
+			t.Fatalf("a pause of one probe made it unhealthy: %+v", d.Snapshot())
+		}
+		p, err := d.Pause(ctx, Control{Reason: "upgrade", By: "joel (uid 501)"}, 0)
+		if err != nil || p.By != "joel (uid 501)" || p.Until.Sub(p.Since) != DefaultPause {
+			t.Fatalf("pause: %+v %v", p, err)
+		}
+		advance(time.Second)
+		if s := d.Snapshot(); s.OK || len(s.Paused) != 2 || s.Paused[1].By != "joel (uid 501)" {
+			t.Fatalf("paused everything and still ok: %+v", s)
+		}
+		stop()
+		d = start()
+		advance(time.Second)
+		if s := d.Snapshot(); s.OK || len(s.Paused) != 2 || !s.Paused[1].Until.Equal(p.Until) {
+			t.Fatalf("after a restart: %+v", s)
+		}
+		advance(DefaultPause)
+		if s := d.Snapshot(); !s.OK || len(s.Paused) != 0 {
+			t.Fatalf("after the pause expired: %+v", s)
 		}
 	})
 }

@@ -24,6 +24,15 @@ import (
 //
 // These, and nothing else, are the exceptions to "a critical outage pages".
 
+// Every pause ends: DefaultPause is the length of one that names none,
+// MaxPause the longest there is (a longer one is cut there; one kept from
+// before the cap, without an end, ends MaxPause after it began). A pause
+// nobody remembers must not silence the watchdog for good.
+const (
+	DefaultPause = time.Hour
+	MaxPause     = 24 * time.Hour
+)
+
 // Pause scopes.
 const (
 	ScopeAll   = ""
@@ -42,6 +51,8 @@ type Control struct {
 	Until    time.Time `json:"until,omitzero"`
 	Incident string    `json:"incident,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
+	// By is who asked, as the CLI says: "joel (uid 501)".
+	By string `json:"by,omitempty"`
 }
 
 // Describe is the pause in words, for pages, logs and status.
@@ -58,8 +69,13 @@ func (p Pause) Describe() string {
 	} else {
 		fmt.Fprintf(&b, " until %s", p.Until.UTC().Format(time.RFC3339))
 	}
-	if p.Reason != "" {
+	switch {
+	case p.Reason != "" && p.By != "":
+		fmt.Fprintf(&b, " (%s; by %s)", p.Reason, p.By)
+	case p.Reason != "":
 		fmt.Fprintf(&b, " (%s)", p.Reason)
+	case p.By != "":
+		fmt.Fprintf(&b, " (by %s)", p.By)
 	}
 	return b.String()
 }
@@ -111,7 +127,14 @@ func CheckControl(pol *Policy, c Control) string {
 // pause adds an operator's pause.
 func (s *State) pause(c Control, now time.Time) []Event {
 	s.PauseSeq++
-	p := Pause{ID: fmt.Sprintf("p%d", s.PauseSeq), Scope: c.Scope, Name: c.Name, Since: now, Until: c.Until, Reason: c.Reason}
+	until := c.Until
+	if until.IsZero() {
+		until = now.Add(DefaultPause)
+	}
+	if limit := now.Add(MaxPause); until.After(limit) {
+		until = limit
+	}
+	p := Pause{ID: fmt.Sprintf("p%d", s.PauseSeq), Scope: c.Scope, Name: c.Name, Since: now, Until: until, Reason: c.Reason, By: c.By}
 	s.Pauses = append(s.Pauses, p)
 	e := Event{Type: "pause", Reason: p.Describe(), At: now}
 	if s.Incident != nil {
@@ -138,12 +161,16 @@ func (s *State) resume(c Control, now time.Time) []Event {
 	return ev
 }
 
-// expire lifts the pauses that have run out by now.
+// expire lifts the pauses that have run out by now. A pause without an end
+// (kept from before MaxPause) gets one first.
 func (s *State) expire(now time.Time) []Event {
 	var ev []Event
 	keep := s.Pauses[:0]
 	for _, p := range s.Pauses {
-		if !p.Until.IsZero() && !now.Before(p.Until) {
+		if p.Until.IsZero() || p.Until.After(p.Since.Add(MaxPause)) {
+			p.Until = p.Since.Add(MaxPause)
+		}
+		if !now.Before(p.Until) {
 			ev = append(ev, Event{Type: "pause_expired", Reason: p.Describe(), At: p.Until})
 			continue
 		}
@@ -162,7 +189,7 @@ func (s *State) ack(pol *Policy, c Control, now time.Time) []Event {
 	if inc == nil || (c.Incident != "" && c.Incident != inc.ID) {
 		return nil
 	}
-	inc.Ack = &Ack{At: now, Reason: c.Reason, Probes: append([]string(nil), inc.Probes...)}
+	inc.Ack = &Ack{At: now, Reason: c.Reason, By: c.By, Probes: append([]string(nil), inc.Probes...)}
 	return []Event{{Type: "ack", Incident: inc.ID, Reason: c.Reason, At: now}}
 }
 

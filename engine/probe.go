@@ -29,6 +29,10 @@ type Probe struct {
 	Expect       *Matcher
 	// Programs are the executables the probe runs, for `talon validate`.
 	Programs []string
+	// Reads are the files its program reads as its configuration (an ssh
+	// config, a kubeconfig), "~" allowed: either can make the program run
+	// any command, so strict modes apply to them as to the program.
+	Reads []string
 	// OS restricts the probe to one GOOS ("darwin", "linux"); empty: any.
 	OS string
 	// Pos is where the probe was declared, "file:line:col".

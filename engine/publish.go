@@ -150,7 +150,8 @@ func (d *Daemon) publish() {
 	if s.State == Healthy && (d.fallback != nil || len(pol.Probes) == 0 && pol.NoProbes == "") {
 		s.State = Degraded
 	}
-	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil && s.Fallback == nil
+	// A pause of everything watches nothing that acts: not healthy either.
+	s.OK = s.State == Healthy && s.FailedProbeCount == 0 && s.PolicyError == nil && s.Fallback == nil && st.pausedAll() == nil
 	d.snapshot.Store(&s)
 }
 

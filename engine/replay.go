@@ -373,7 +373,7 @@ func (r *Replayer) segment(rec Record, f *Fact) {
 		case rec.V < 2 || rec.State == nil:
 			r.toWhatIf(rec.Time, "the journal is of format 1, which does not record every fact the core needs")
 			f.State = nil
-		case rec.V < JournalVersion:
+		case rec.V < FaithfulJournalVersion:
 			r.toWhatIf(rec.Time, fmt.Sprintf("the journal is of format %d, written by an earlier Talon whose decision core followed other rules", rec.V))
 			f.State = nil
 		case rec.Policy != r.pol.Hash:

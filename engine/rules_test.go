@@ -94,7 +94,7 @@ func TestPauseOfAProbe(t *testing.T) {
 		t.Fatalf("a paused probe paged (or opened no incident): %+v", st.Runs)
 	}
 	st := r.resultsAt(time.Minute, resAt("api", false, time.Minute), resAt("db", false, time.Minute))
-	if st.run() == nil || !strings.Contains(st.run().Message.Text, "paused: probe api until resumed (upgrading)") {
+	if st.run() == nil || !strings.Contains(st.run().Message.Text, "paused: probe api until "+at(DefaultPause).UTC().Format(time.RFC3339)+" (upgrading)") {
 		t.Fatalf("db's page: %+v", st.run())
 	}
 }
@@ -444,5 +444,42 @@ func TestStaleParentPassHoldsTheChild(t *testing.T) {
 	// colima's fresh result fails: docker is only its symptom.
 	if st := r.resultsAt(2*time.Minute, resAt("colima", false, 2*time.Minute)); st.run() == nil || st.run().Verify[0].Name != "colima" {
 		t.Fatalf("after colima's fresh failure: %v", r.runs)
+	}
+}
+
+// Every pause ends: one without a length lasts DefaultPause, none lasts
+// past MaxPause (a longer one is cut there), and one kept from before the
+// cap (no Until in the state file) ends MaxPause after it began. Each says
+// who asked for it.
+func TestEveryPauseExpires(t *testing.T) {
+	t.Parallel()
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, &Rung{Name: "sos", Do: []Action{pager("tg")}, State: "sos"})
+	r := newCoreRun(t, pol)
+	by := "joel (uid 501)"
+	r.step(Fact{Kind: FactPause, At: at(0), Control: &Control{Reason: "upgrade", By: by}})
+	r.step(Fact{Kind: FactPause, At: at(0), Control: &Control{Scope: ScopeProbe, Name: "api", Until: at(30 * 24 * time.Hour)}})
+	ps := r.c.State().Pauses
+	if len(ps) != 2 || !ps[0].Until.Equal(at(DefaultPause)) || !ps[1].Until.Equal(at(MaxPause)) || ps[0].By != by {
+		t.Fatalf("pauses %+v", ps)
+	}
+	if got, want := ps[0].Describe(), "everything until "+at(DefaultPause).UTC().Format(time.RFC3339)+" (upgrade; by joel (uid 501))"; got != want {
+		t.Fatalf("Describe = %q, want %q", got, want)
+	}
+	if st := r.wake(DefaultPause); len(events(st, "pause_expired")) != 1 || !st.Wake.Equal(at(MaxPause)) {
+		t.Fatalf("at the default's end: %+v", st)
+	}
+	if st := r.wake(MaxPause); len(events(st, "pause_expired")) != 1 || len(r.c.State().Pauses) != 0 {
+		t.Fatalf("at the cap: %+v", st)
+	}
+	// A pause "until resumed" kept in a state file from before the cap.
+	st := r.c.State()
+	st.Pauses = []Pause{{ID: "p9", Since: at(time.Hour)}}
+	r2 := newCoreRun(t, pol)
+	r2.step(Fact{Kind: FactStart, At: at(2 * time.Hour), State: st, Policy: pol})
+	if got := r2.c.State().Pauses; len(got) != 1 || !got[0].Until.Equal(at(time.Hour+MaxPause)) {
+		t.Fatalf("a legacy pause: %+v", got)
+	}
+	if st := r2.wake(time.Hour + MaxPause); len(events(st, "pause_expired")) != 1 {
+		t.Fatalf("a legacy pause did not expire: %+v", st)
 	}
 }

@@ -69,15 +69,21 @@ type IncidentInfo struct {
 }
 
 // JournalVersion is the version of the journal's record format that this
-// Talon writes, stated on every "start" record. Version 3 adds the
+// Talon writes, stated on every "start" record. Version 4 writes cycle
+// records compactly (each probe's changes since its previous result in the
+// file) and a launch of the same probes as before as just that; the reader
+// expands them, so the records are those of version 3. Version 3 adds the
 // operator's commands (pause, resume, ack) and each channel's answer
 // (delivery), and is written by the decision core that keeps to fresh
 // evidence, settle windows, on-time pages and flap detection. Version 2
 // recorded every fact the earlier core needed (launch, wake, rung_end, the
 // state at a start); version 1 (no "v") recorded cycles and decisions only.
-// Only a journal of this version replays faithfully: an older one was
-// decided by other rules.
-const JournalVersion = 3
+const JournalVersion = 4
+
+// FaithfulJournalVersion is the oldest journal version that replays
+// faithfully: the first written by this decision core's rules (an older one
+// was decided by other rules). Versions 3 and 4 differ in encoding only.
+const FaithfulJournalVersion = 3
 
 // Record is one line of the journal. Type says which fields are set:
 // "start" (V, Phase, State, Error), "launch" (Probes), "cycle" (Results),

@@ -78,14 +78,16 @@ type Pause struct {
 	Scope  string    `json:"scope,omitempty"` // "", "probe", "tag" or "rung"
 	Name   string    `json:"name,omitempty"`  // the probe, tag or rung
 	Since  time.Time `json:"since"`
-	Until  time.Time `json:"until,omitzero"` // zero: until resumed
+	Until  time.Time `json:"until,omitzero"` // zero only in a state file from before MaxPause
 	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by,omitempty"` // who asked: "joel (uid 501)"
 }
 
 // Ack is an operator's acknowledgement of the open incident (talon ack).
 type Ack struct {
 	At     time.Time `json:"at"`
 	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by,omitempty"` // who asked: "joel (uid 501)"
 	// Probes are the probes that were down when it was acknowledged: one
 	// more going down clears the acknowledgement (the incident got worse).
 	Probes []string `json:"probes"`

@@ -48,7 +48,8 @@ volumes, no killing the SSH control socket, least destructive fix first, stop an
 before anything destructive). Call it from a prompt function while the rung runs.
 incident: the incident handed to the prompt function
 task: what to restore, in your words, e.g. "the Kubernetes node in Colima and the worker on :3111"
-log_file: Talon's log file; its last 120 lines (at most 4000 characters) are included
+log_file: Talon's log file; its last 120 lines (at most 4000 characters) are included. Like
+  worker_stderr, it must be a file no other user can write (strict modes), or the call fails
 worker_stderr: the worker's stderr log file, included the same way
 max_output: characters kept of each failing probe's output (default 800)`})
 }

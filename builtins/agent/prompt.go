@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -146,14 +148,20 @@ func ranRungs(inc *engine.IncidentView) []string {
 // last lines; a log line longer than this is cut anyway.
 const tailReadBytes = 256 << 10
 
+// expandHome expands a leading "~/" as tailFile reads it.
+func expandHome(path string) string {
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return home + "/" + rest
+		}
+	}
+	return path
+}
+
 // tailFile is the last TailLines lines of path, at most MaxTail characters,
 // or a note saying why it could not be read.
 func tailFile(path string) string {
-	if rest, ok := strings.CutPrefix(path, "~/"); ok {
-		if home, err := os.UserHomeDir(); err == nil {
-			path = home + "/" + rest
-		}
-	}
+	path = expandHome(path)
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(cannot read it: %v)", unwrapPath(err))
@@ -233,8 +241,20 @@ func promptBuiltin(thread *starlark.Thread, b *starlark.Builtin, args starlark.T
 	if opts.MaxOutput <= 0 {
 		return nil, fmt.Errorf("%s: max_output must be positive, got %d", b.Name(), opts.MaxOutput)
 	}
-	if _, err := star.RunPhase(thread, b); err != nil {
+	run, err := star.RunPhase(thread, b)
+	if err != nil {
 		return nil, fmt.Errorf("%s: can only be called while a rung runs (from a prompt or do= function)", b.Name())
+	}
+	// What goes into the prompt is what the agent is told to do: a log
+	// file another user can write is their instructions to an agent that
+	// runs as the daemon's user. Strict modes, as for the policy.
+	for _, f := range []struct{ param, path string }{{"log_file", opts.LogFile}, {"worker_stderr", opts.WorkerStderr}} {
+		if f.path == "" {
+			continue
+		}
+		if err := run.Files.CheckPath(expandHome(f.path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %s: %v", b.Name(), f.param, err)
+		}
 	}
 	return starlark.String(Prompt(v.IncidentView(), opts)), nil
 }

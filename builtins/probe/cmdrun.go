@@ -2,9 +2,12 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -109,7 +112,7 @@ func commandResult(r effect.ExecResult) starlark.Value {
 // runCommand is the body of a run-phase builtin: it runs argv (plus extra
 // environment entries) under the call's context, bounded further by
 // timeout when it is set, and returns commandResult.
-func runCommand(thread *starlark.Thread, b *starlark.Builtin, timeout time.Duration, build func(ctx context.Context, env []string) (argv, extraEnv []string)) (starlark.Value, error) {
+func runCommand(thread *starlark.Thread, b *starlark.Builtin, timeout time.Duration, reads []string, build func(ctx context.Context, env []string) (argv, extraEnv []string)) (starlark.Value, error) {
 	re, err := star.Effects(thread, b)
 	if err != nil {
 		return nil, err
@@ -124,6 +127,18 @@ func runCommand(thread *starlark.Thread, b *starlark.Builtin, timeout time.Durat
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	argv, extra := build(ctx, re.Env)
+	// Strict modes at run time, as talon validate applies them to the
+	// probes: the program and the configuration files it is handed.
+	if prog, err := effect.LookPath(argv[0], childEnvValue(re.Env, "PATH")); err == nil {
+		if err := re.Files.CheckPath(prog); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: runs %s: %v", b.Name(), argv[0], err)
+		}
+	}
+	for _, f := range ConfigFiles(reads, re.Env) {
+		if err := re.Files.CheckPath(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %s reads %s: %v", b.Name(), argv[0], f, err)
+		}
+	}
 	cmd := effect.Command{Argv: argv, Env: append(append([]string(nil), re.Env...), extra...)}
 	r := re.Effects.Exec(ctx, cmd)
 	return commandResult(r), nil
@@ -163,4 +178,29 @@ func (s *optString) Unpack(v starlark.Value) error {
 	}
 	*s = optString(str)
 	return nil
+}
+
+// ConfigFiles are the files a probe's Reads name, in the child environment
+// env: "~/" expanded, DefaultKubeconfig as each file of $KUBECONFIG, else
+// ~/.kube/config.
+func ConfigFiles(reads []string, env []string) []string {
+	var out []string
+	for _, r := range reads {
+		switch {
+		case r == "":
+		case r == DefaultKubeconfig:
+			if kc := childEnvValue(env, "KUBECONFIG"); kc != "" {
+				for _, f := range filepath.SplitList(kc) {
+					if f != "" {
+						out = append(out, f)
+					}
+				}
+			} else {
+				out = append(out, userPath("~/.kube/config", env))
+			}
+		default:
+			out = append(out, userPath(r, env))
+		}
+	}
+	return out
 }

@@ -14,7 +14,8 @@ import (
 	"github.com/talon-dev/talon/engine"
 )
 
-const kubectlTargetDoc = `kubeconfig: kubeconfig file ("~" allowed); default: kubectl's own (KUBECONFIG, ~/.kube/config)
+const kubectlTargetDoc = `kubeconfig: kubeconfig file ("~" allowed); default: kubectl's own (KUBECONFIG, ~/.kube/config);
+  for a probe, it must be a file no other user can write (strict modes): it can run commands
 context: kubeconfig context to use
 `
 
@@ -75,6 +76,20 @@ func (k *kubectlTarget) params(withNamespace bool) []any {
 	}
 	return p
 }
+
+// reads is the kubeconfig kubectl reads: the one named, else
+// DefaultKubeconfig (see ConfigFiles).
+func (k *kubectlTarget) reads() []string {
+	if k.kubeconfig == "" {
+		return []string{DefaultKubeconfig}
+	}
+	return []string{k.kubeconfig}
+}
+
+// DefaultKubeconfig stands in Probe.Reads for what kubectl reads without
+// --kubeconfig: each file of $KUBECONFIG in the child environment, else
+// ~/.kube/config.
+const DefaultKubeconfig = "$KUBECONFIG"
 
 func (k *kubectlTarget) key() []string { return []string{k.kubeconfig, k.context, k.namespace} }
 
@@ -156,6 +171,7 @@ func kubectlProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tu
 		return nil, err
 	}
 	p.Programs = []string{"kubectl"}
+	p.Reads = k.reads()
 	return Declare(thread, b, p)
 }
 
@@ -174,7 +190,7 @@ func kubectlRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 	if err := checkKubectlArgs(kargs); err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
-	return runCommand(thread, b, timeout.D, func(ctx context.Context, env []string) ([]string, []string) {
+	return runCommand(thread, b, timeout.D, k.reads(), func(ctx context.Context, env []string) ([]string, []string) {
 		return k.argv(ctx, env, kargs, jsonpath), nil
 	})
 }
@@ -306,6 +322,7 @@ func nodeHelper(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tupl
 		return nil, err
 	}
 	p.Programs = []string{"kubectl"}
+	p.Reads = k.reads()
 	return Declare(thread, b, p)
 }
 
@@ -429,6 +446,7 @@ func namespacedHelper(thread *starlark.Thread, b *starlark.Builtin, args starlar
 		return nil, err
 	}
 	p.Programs = []string{"kubectl"}
+	p.Reads = k.reads()
 	return Declare(thread, b, p)
 }
 

@@ -226,3 +226,27 @@ func TestKubectlBadArgs(t *testing.T) {
 		}
 	}
 }
+
+// kubectl.run and ssh.run hold their configuration files to strict modes
+// when they run, as validate does for probes: a kubeconfig or ssh config
+// another user can write can run any command.
+func TestRunRefusesConfigOthersCanWrite(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte("apiVersion: v1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cfg, 0o646); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{
+		fmt.Sprintf(`r = kubectl.run(["get", "nodes"], kubeconfig = %q)`, cfg),
+		fmt.Sprintf(`r = ssh.run("vm", "true", config = %q)`, cfg),
+	} {
+		_, err := probetest.Call(src, 10*time.Second, dir)
+		if err == nil || !strings.Contains(err.Error(), "reads "+cfg+": unsafe file "+cfg) || !strings.Contains(err.Error(), "fix: chmod go-w "+cfg) {
+			t.Errorf("%s: %v", src, err)
+		}
+	}
+}

@@ -25,7 +25,8 @@ Exit status 255 is ssh's own failure (connection, host key, authentication).
 name: unique probe name
 host: host name or ssh config Host alias, e.g. "lima-colima"
 command: remote shell command (string) or argv (list of strings)
-config: ssh config file (-F), "~" allowed, e.g. "~/.colima/_lima/colima/ssh.config"
+config: ssh config file (-F), "~" allowed, e.g. "~/.colima/_lima/colima/ssh.config"; like
+  every program a policy runs, it must be a file no other user can write (strict modes)
 port: TCP port (-p)
 user: remote user (-l)
 identity: private key file (-i); only this key is offered (IdentitiesOnly=yes)`})
@@ -130,6 +131,9 @@ func sshProbe(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple,
 		return nil, err
 	}
 	p.Programs = []string{"ssh"}
+	if s.config != "" {
+		p.Reads = []string{s.config}
+	}
 	return Declare(thread, b, p)
 }
 
@@ -161,7 +165,7 @@ func sshRun(thread *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("%s: %v", b.Name(), err)
 	}
-	return runCommand(thread, b, timeout.D, func(ctx context.Context, env []string) ([]string, []string) {
+	return runCommand(thread, b, timeout.D, []string{s.config}, func(ctx context.Context, env []string) ([]string, []string) {
 		return s.argv(ctx, env), nil
 	})
 }

@@ -13,7 +13,6 @@ package secret
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +22,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -33,7 +31,6 @@ import (
 	"github.com/talon-dev/talon/builtins/star"
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/internal/fsperm"
-	"github.com/talon-dev/talon/internal/text"
 )
 
 // Doc is the reference entry of the `secret` builtin.
@@ -115,56 +112,7 @@ type Secret struct {
 	relaxed bool
 	prefix  string // "Bearer " + secret
 	suffix  string
-	leased  *leased // what the lease command gave before; shared by copies
 }
-
-// leased remembers the values a lease command gave, as their length and
-// sha256 only, so that a later failing lease that prints one (in a message
-// on stderr) is redacted without the value being kept anywhere.
-type leased struct {
-	mu     sync.Mutex
-	hashes map[[sha256.Size]byte]int // → length
-}
-
-func (l *leased) add(v string) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.hashes == nil {
-		l.hashes = map[[sha256.Size]byte]int{}
-	}
-	if len(l.hashes) < 64 {
-		l.hashes[sha256.Sum256([]byte(v))] = len(v)
-	}
-}
-
-// redact replaces in line every value leased before and everything that
-// looks like a credential: a run of 16 or more token characters with both
-// letters and digits.
-func (l *leased) redact(line, mark string) string {
-	if l != nil {
-		l.mu.Lock()
-		for h, n := range l.hashes {
-			for i := 0; i+n <= len(line); i++ {
-				if sha256.Sum256([]byte(line[i:i+n])) == h {
-					line = line[:i] + mark + line[i+n:]
-					i += len(mark) - 1
-				}
-			}
-		}
-		l.mu.Unlock()
-	}
-	return credentialRE.ReplaceAllStringFunc(line, func(tok string) string {
-		if strings.ContainsAny(tok, "0123456789") && strings.IndexFunc(tok, unicode.IsLetter) >= 0 {
-			return "<redacted>"
-		}
-		return tok
-	})
-}
-
-var credentialRE = regexp.MustCompile(`[A-Za-z0-9+/=_.~-]{16,}`)
 
 var (
 	_ starlark.Value     = (*Secret)(nil)
@@ -217,7 +165,7 @@ func FromCommand(name string, argv []string) (*Secret, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, fmt.Errorf("secret %s: the lease command must name a program", name)
 	}
-	return &Secret{name: name, src: fromCommand, argv: append([]string(nil), argv...), leased: &leased{}}, nil
+	return &Secret{name: name, src: fromCommand, argv: append([]string(nil), argv...)}, nil
 }
 
 // Literal wraps a value the policy or config spelled out (a plain string
@@ -386,23 +334,17 @@ func (s *Secret) lease(ctx context.Context, eff effect.Effects, env []string) (s
 	case r.Err != nil:
 		return "", fmt.Errorf("secret %s: lease command: %w", s.name, r.Err)
 	case r.ExitCode != 0:
-		// No value was produced; stderr says why (a login prompt, a denied
-		// lease), but a tool may also print what it refused or what it gave
-		// before: that never leaves here.
-		msg := fmt.Sprintf("secret %s: lease command %s exited %d", s.name, prog, r.ExitCode)
-		if line := text.LastLine(r.Stderr, 200); line != "" {
-			if v, err := pickValue(r.Stdout); err == nil && len(v) >= 4 {
-				line = strings.ReplaceAll(line, v, s.String())
-			}
-			msg += ": " + s.leased.redact(line, s.String())
-		}
-		return "", errors.New(msg)
+		// No value was produced. Stderr would say why (a login prompt, a
+		// denied lease), but a tool may also print what it refused or gave
+		// before, and no filter can tell a passphrase or a short value
+		// from words: nothing it printed leaves here, into the journal,
+		// the log, /health or a page.
+		return "", fmt.Errorf("secret %s: lease command %s exited %d (what it printed is not shown: it may hold the secret; run the command by hand to see it)", s.name, prog, r.ExitCode)
 	}
 	v, err := pickValue(r.Stdout)
 	if err != nil {
 		return "", fmt.Errorf("secret %s: lease command %s %w", s.name, prog, err)
 	}
-	s.leased.add(v)
 	return v, nil
 }
 

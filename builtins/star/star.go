@@ -15,6 +15,7 @@ import (
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/fsperm"
 )
 
 // Duration accepts "30s", "5m", "1h30m" or a number of seconds, from zero to
@@ -233,6 +234,10 @@ type RunEnv struct {
 	// could not see (an argv computed at run time) is logged at its first
 	// run. Nil: not reported.
 	NotFound func(program, pos string)
+	// Files are the strict modes of the load (package fsperm), for files a
+	// builtin reads at run time into what a program is told (agent.prompt's
+	// log_file). Nil: strict, for the process's user.
+	Files *fsperm.Checker
 }
 
 // RunPhase returns the run environment or an error naming the builtin and

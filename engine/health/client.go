@@ -39,10 +39,27 @@ func (e *ReloadError) Error() string { return e.Message }
 // Get fetches the running daemon's snapshot from the health endpoint at bind.
 // Unknown fields are ignored, so a CLI can read a newer daemon.
 func Get(ctx context.Context, bind string) (engine.Snapshot, error) {
+	return getHealth(ctx, bind, "")
+}
+
+// GetVerified is Get from a server that first proved it holds token (the
+// state directory's control file), so that a program that took the port
+// cannot pass for the daemon (ErrNotOurDaemon).
+func GetVerified(ctx context.Context, bind, token string) (engine.Snapshot, error) {
+	return getHealth(ctx, bind, token)
+}
+
+func getHealth(ctx context.Context, bind, token string) (engine.Snapshot, error) {
 	var snap engine.Snapshot
 	ctx, cancel := context.WithTimeout(ctx, GetTimeout)
 	defer cancel()
-	resp, err := do(ctx, http.MethodGet, bind, "/health")
+	var resp *http.Response
+	var err error
+	if token == "" {
+		resp, err = do(ctx, http.MethodGet, bind, "/health")
+	} else {
+		resp, err = verified(ctx, bind, token, http.MethodGet, "/health", nil)
+	}
 	if err != nil {
 		return snap, err
 	}
@@ -61,11 +78,12 @@ func Get(ctx context.Context, bind string) (engine.Snapshot, error) {
 }
 
 // PostReload asks the running daemon to reload its policy and returns the
-// hash now in force. A policy the daemon refused is a *ReloadError.
-func PostReload(ctx context.Context, bind string) (string, error) {
+// hash now in force; token and the identity check are as for PostControl.
+// A policy the daemon refused is a *ReloadError.
+func PostReload(ctx context.Context, bind, token string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, ReloadWait)
 	defer cancel()
-	resp, err := do(ctx, http.MethodPost, bind, "/reload")
+	resp, err := command(ctx, bind, token, "/reload", nil)
 	if err != nil {
 		return "", err
 	}
@@ -117,12 +135,16 @@ func doBody(ctx context.Context, method, bind, path string, body []byte) (*http.
 	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w (nothing listens on %s)", ErrNotRunning, addr)
-		}
-		return nil, fmt.Errorf("health endpoint %s: %w", addr, err)
+		return nil, clientError(addr, err)
 	}
 	return resp, nil
+}
+
+func clientError(addr string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w (nothing listens on %s)", ErrNotRunning, addr)
+	}
+	return fmt.Errorf("health endpoint %s: %w", addr, err)
 }
 
 // dialAddr turns a bind address into one to connect to: an unspecified host

@@ -18,7 +18,7 @@ import (
 func TestAllowedHosts(t *testing.T) {
 	t.Parallel()
 	srv := New(Options{Bind: "127.0.0.1:0", Snapshot: func() engine.Snapshot { return engine.Snapshot{OK: true, State: engine.Healthy} },
-		Reload:       func(context.Context) (string, error) { return "h", nil },
+		Reload: func(context.Context) (string, error) { return "h", nil }, Token: testToken,
 		AllowedHosts: []string{"192.168.5.2", "talon.joelclaw.svc.cluster.local", "HOST.lima.internal:9999"}})
 	addr, err := srv.Start()
 	if err != nil {
@@ -44,6 +44,7 @@ func TestAllowedHosts(t *testing.T) {
 	} {
 		req, _ := http.NewRequest(c.method, "http://"+addr+c.path, nil)
 		req.Host = c.host
+		req.Header.Set(TokenHeader, testToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

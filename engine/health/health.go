@@ -76,6 +76,9 @@ type Options struct {
 	MaxConns int
 	// Control carries out POST /pause, /resume and /ack. Nil: they answer 501.
 	Control Controller
+	// Token is what POST /pause, /resume, /ack and /reload must carry in
+	// the Talon-Token header (WriteToken). Empty: they are refused.
+	Token string
 }
 
 // Server is the health endpoint.
@@ -239,8 +242,8 @@ func (s *Server) Handler() http.Handler {
 	reload.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, errorBody("cross_origin_request_refused"))
 	}))
-	reloadHandler := reload.Handler(http.HandlerFunc(s.reload))
-	controlHandler := reload.Handler(http.HandlerFunc(s.control))
+	reloadHandler := reload.Handler(s.guard(http.HandlerFunc(s.reload), false))
+	controlHandler := reload.Handler(s.guard(http.HandlerFunc(s.control), true))
 	loopback := RefuseNonLoopback(s.opts.Bind, false) == nil
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// On a loopback bind, only loopback names may be asked for: a web
@@ -266,6 +269,11 @@ func (s *Server) Handler() http.Handler {
 				return
 			}
 			controlHandler.ServeHTTP(w, r)
+		case "/identity":
+			if !allow(w, r, http.MethodGet) {
+				return
+			}
+			s.identity(w, r)
 		case "/metrics":
 			if !allow(w, r, http.MethodGet, http.MethodHead) {
 				return

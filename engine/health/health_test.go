@@ -53,6 +53,9 @@ func start(t *testing.T, opts Options) (*Server, string) {
 	if opts.Snapshot == nil {
 		opts.Snapshot = sampleSnapshot
 	}
+	if opts.Token == "" {
+		opts.Token = testToken
+	}
 	s := New(opts)
 	addr, err := s.Start()
 	if err != nil {
@@ -66,6 +69,23 @@ func start(t *testing.T, opts Options) (*Server, string) {
 	return s, "http://" + addr
 }
 
+// testToken is the control token of the servers start starts. The request
+// helpers send it unless told otherwise (TokenHeader "-": no header).
+const testToken = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// withToken sets the test token on req unless hdr names TokenHeader.
+func withToken(req *http.Request, hdr []string) {
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == TokenHeader {
+			if hdr[i+1] == "-" {
+				req.Header.Del(TokenHeader)
+			}
+			return
+		}
+	}
+	req.Header.Set(TokenHeader, testToken)
+}
+
 func client() *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 }
@@ -76,6 +96,7 @@ func get(t *testing.T, method, url string, hdr ...string) (*http.Response, strin
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	withToken(req, hdr)
 	resp, err := client().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -271,10 +292,10 @@ func TestReload(t *testing.T) {
 
 	// The client helper.
 	bind := strings.TrimPrefix(good, "http://")
-	if h, err := PostReload(context.Background(), bind); err != nil || h != "abc123" {
+	if h, err := PostReload(context.Background(), bind, testToken); err != nil || h != "abc123" {
 		t.Errorf("PostReload = %q, %v", h, err)
 	}
-	_, err := PostReload(context.Background(), strings.TrimPrefix(bad, "http://"))
+	_, err := PostReload(context.Background(), strings.TrimPrefix(bad, "http://"), testToken)
 	var re *ReloadError
 	if !errors.As(err, &re) || err.Error() != fail.Error() {
 		t.Errorf("PostReload on a bad policy: %#v", err)
@@ -505,7 +526,7 @@ func TestClientNotRunning(t *testing.T) {
 	if _, err := Get(context.Background(), bind); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Get: %v", err)
 	}
-	if _, err := PostReload(context.Background(), bind); !errors.Is(err, ErrNotRunning) {
+	if _, err := PostReload(context.Background(), bind, testToken); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("PostReload: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/talon-dev/talon/engine"
@@ -34,7 +35,7 @@ import (
 // Defaults for Options.
 const (
 	DefaultMaxBytes int64 = 16 << 20 // 16 MiB per file
-	DefaultKeep           = 5        // rotated generations kept besides the live file
+	DefaultKeep           = 5        // the bound is the live file and this many uncompressed generations
 )
 
 // FileName is the journal's name inside the state directory.
@@ -51,10 +52,15 @@ type Options struct {
 	// MaxBytes is the largest a journal file may grow; a line that would take
 	// the live file past it first rotates the file. 0 means DefaultMaxBytes.
 	MaxBytes int64
-	// Keep is how many rotated generations (path.1 … path.Keep) are kept;
-	// older ones are deleted. 0 or less means DefaultKeep.
+	// Keep sets the bound on disk, MaxBytes × (Keep+1): the live file and
+	// Keep rotated generations of MaxBytes. Rotated generations are
+	// compressed, so more of them fit: the oldest are deleted when the
+	// bound would not hold. 0 or less means DefaultKeep.
 	Keep int
 }
+
+// MaxGenerations caps the number of rotated generations, whatever fits.
+const MaxGenerations = 1000
 
 func (o Options) withDefaults() Options {
 	if o.MaxBytes <= 0 {
@@ -66,8 +72,10 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Bound is the most bytes the journal occupies on disk: the live file plus
-// Keep rotated generations, each at most MaxBytes.
+// Bound is the most bytes the journal occupies on disk: the live file
+// plus the rotated generations (Keep of them uncompressed; more once
+// compressed). While a generation is being compressed, its compressed copy
+// is there too, for a moment.
 func (o Options) Bound() int64 {
 	o = o.withDefaults()
 	return o.MaxBytes * int64(o.Keep+1)
@@ -83,6 +91,14 @@ type Journal struct {
 	f        *os.File
 	size     int64
 	repaired int64
+	codec    codec // what the live file said so far, for compact records
+
+	// gens is held while rotated generations are moved or compressed.
+	gens sync.Mutex
+	// kick asks the compressor to compress the plain generations; done
+	// is closed when it has stopped (after Close).
+	kick chan struct{}
+	done chan struct{}
 	// onRotate is called once a rotation started a new file (OnRotate).
 	onRotate func(next engine.Record) []engine.Record
 }
@@ -110,6 +126,11 @@ func Open(path string, opts Options) (*Journal, error) {
 	if err := j.open(); err != nil {
 		return nil, err
 	}
+	j.kick, j.done = make(chan struct{}, 1), make(chan struct{})
+	go j.compressor()
+	// Finish what a previous process left: a generation rotated but not
+	// compressed yet (its partial .gz.tmp, if any, is removed).
+	j.compressLater()
 	return j, nil
 }
 
@@ -177,20 +198,23 @@ func (j *Journal) Repaired() int64 {
 // MaxBytes, the file is rotated first. A record whose line alone exceeds
 // MaxBytes is refused, so the bound always holds.
 func (j *Journal) Append(r engine.Record) error {
-	line, err := Marshal(r)
-	if err != nil {
-		return err
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {
 		return ErrClosed
 	}
-	if int64(len(line)) > j.opts.MaxBytes {
-		return fmt.Errorf("journal: %s record of %d bytes exceeds the %d-byte file limit", r.Type, len(line), j.opts.MaxBytes)
+	w, commit := j.codec.encode(r)
+	line, err := marshal(w)
+	if err != nil {
+		return err
 	}
 	if j.size > 0 && j.size+int64(len(line)) > j.opts.MaxBytes {
 		if err := j.rotate(); err != nil {
+			return err
+		}
+		// A new file starts from nothing: its records stand on their own.
+		w, commit = j.codec.encode(r)
+		if line, err = marshal(w); err != nil {
 			return err
 		}
 		if j.onRotate != nil {
@@ -200,6 +224,9 @@ func (j *Journal) Append(r engine.Record) error {
 				}
 			}
 		}
+	}
+	if int64(len(line)) > j.opts.MaxBytes {
+		return fmt.Errorf("journal: %s record of %d bytes exceeds the %d-byte file limit", r.Type, len(line), j.opts.MaxBytes)
 	}
 	n, err := j.f.Write(line)
 	if err == nil && n != len(line) {
@@ -213,6 +240,7 @@ func (j *Journal) Append(r engine.Record) error {
 		return fmt.Errorf("journal append: %w", err)
 	}
 	j.size += int64(n)
+	commit()
 	return nil
 }
 
@@ -240,14 +268,18 @@ func (j *Journal) write(r engine.Record, reserve int64) error {
 	return nil
 }
 
-// Marshal encodes r as one journal line, newline included. Strings are
-// written as UTF-8 (invalid bytes become U+FFFD) without HTML escaping.
-func Marshal(r engine.Record) ([]byte, error) {
+// Marshal encodes r as one journal line, newline included, in full (the
+// plain encoding, which needs no earlier line: `talon journal cut` writes
+// it). Strings are written as UTF-8 (invalid bytes become U+FFFD) without
+// HTML escaping.
+func Marshal(r engine.Record) ([]byte, error) { return marshal(&wire{Record: r}) }
+
+func marshal(w *wire) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r); err != nil { // Encode appends the '\n'
-		return nil, fmt.Errorf("journal: encode %s record: %w", r.Type, err)
+	if err := enc.Encode(w); err != nil { // Encode appends the '\n'
+		return nil, fmt.Errorf("journal: encode %s record: %w", w.Type, err)
 	}
 	return b.Bytes(), nil
 }
@@ -255,6 +287,7 @@ func Marshal(r engine.Record) ([]byte, error) {
 // rotate shifts path.(Keep-1) … path.1 up one, path to path.1, and starts a
 // new live file. Called with j.mu held.
 func (j *Journal) rotate() error {
+	j.codec.reset()
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("journal rotate: %w", err)
 	}
@@ -262,24 +295,58 @@ func (j *Journal) rotate() error {
 		return fmt.Errorf("journal rotate: %w", err)
 	}
 	j.f = nil
-	// Generations beyond Keep (left by a larger Keep earlier) go too.
-	for _, g := range generations(j.path) {
-		if g.n >= j.opts.Keep {
-			if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return j.reopen(fmt.Errorf("journal rotate: %w", err))
-			}
-		}
-	}
-	for i := j.opts.Keep - 1; i >= 1; i-- {
-		if err := os.Rename(gen(j.path, i), gen(j.path, i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return j.reopen(fmt.Errorf("journal rotate: %w", err))
-		}
-	}
-	if err := os.Rename(j.path, gen(j.path, 1)); err != nil {
+	// The compressor must not move files under us, nor we under it.
+	j.gens.Lock()
+	err := j.shift()
+	j.gens.Unlock()
+	if err != nil {
 		return j.reopen(fmt.Errorf("journal rotate: %w", err))
 	}
 	syncDir(filepath.Dir(j.path))
-	return j.reopen(nil)
+	if err := j.reopen(nil); err != nil {
+		return err
+	}
+	j.compressLater()
+	return nil
+}
+
+// shift moves every generation up one, plain or compressed, and the live
+// file to path.1. Called with j.gens held.
+func (j *Journal) shift() error {
+	// Which generations stay: the newest, as many as fit beside the live
+	// file (soon to be path.1, with its size now) in what the bound
+	// leaves once a new live file has grown to MaxBytes. Plain ones take
+	// MaxBytes each, so Keep of them stay; compressed ones take about a
+	// tenth, so more do. The rest go, and any beyond MaxGenerations.
+	budget := j.opts.Bound() - j.opts.MaxBytes
+	used := j.size
+	sizes := map[int]int64{}
+	for _, g := range generations(j.path) {
+		sizes[g.n] += g.size // both forms, while one is being compressed
+	}
+	keep := 0
+	for n := 1; n < MaxGenerations; n++ {
+		if size, ok := sizes[n]; !ok || used+size > budget {
+			break
+		}
+		used += sizes[n]
+		keep = n
+	}
+	for _, g := range generations(j.path) {
+		if g.n > keep {
+			if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	for i := keep; i >= 1; i-- {
+		for _, ext := range []string{"", gzExt} {
+			if err := os.Rename(gen(j.path, i)+ext, gen(j.path, i+1)+ext); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return os.Rename(j.path, gen(j.path, 1))
 }
 
 // reopen opens the live file again after a rotation (or a failed one, so
@@ -313,11 +380,12 @@ func (j *Journal) Sync() error {
 	return nil
 }
 
-// Close syncs and closes the journal. Further appends return ErrClosed.
+// Close syncs and closes the journal, after the compression of a rotated
+// generation that is under way. Further appends return ErrClosed.
 func (j *Journal) Close() error {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.f == nil {
+		j.mu.Unlock()
 		return nil
 	}
 	err := j.f.Sync()
@@ -325,6 +393,9 @@ func (j *Journal) Close() error {
 		err = cerr
 	}
 	j.f = nil
+	close(j.kick)
+	j.mu.Unlock()
+	<-j.done
 	if err != nil {
 		return fmt.Errorf("journal close: %w", err)
 	}
@@ -336,21 +407,25 @@ func gen(path string, n int) string { return path + "." + strconv.Itoa(n) }
 type generation struct {
 	n    int
 	path string
+	gz   bool // compressed: path ends in .gz
+	size int64
 }
 
-// generations lists the rotated files path.N (N ≥ 1) that exist, in no
-// particular order.
+// generations lists the rotated files path.N and path.N.gz (N ≥ 1) that
+// exist, in no particular order; both forms of one N can be there for a
+// moment, while it is being compressed.
 func generations(path string) []generation {
 	matches, _ := filepath.Glob(escapeGlob(path) + ".*")
 	var out []generation
 	for _, m := range matches {
 		suffix := m[len(path)+1:]
-		n, err := strconv.Atoi(suffix)
-		if err != nil || n < 1 || strconv.Itoa(n) != suffix {
+		num, gz := strings.CutSuffix(suffix, gzExt)
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 1 || strconv.Itoa(n) != num {
 			continue
 		}
 		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() {
-			out = append(out, generation{n: n, path: m})
+			out = append(out, generation{n: n, path: m, gz: gz, size: fi.Size()})
 		}
 	}
 	return out

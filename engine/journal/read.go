@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"unicode/utf8"
 
 	fastjson "github.com/goccy/go-json"
@@ -35,18 +36,69 @@ type LineError struct {
 	File string
 	Line int
 	Err  error
+	// Dependent is how many later records of the same file were skipped
+	// with this line: compact records whose probes' previous results this
+	// line may have held.
+	Dependent int
 }
 
-func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
+func (e *LineError) Error() string {
+	s := fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err)
+	if e.Dependent > 0 {
+		s += fmt.Sprintf(" (and %d later records that build on it skipped, up to each probe's next full result)", e.Dependent)
+	}
+	return s
+}
 func (e *LineError) Unwrap() error { return e.Err }
 
+// CorruptError is what a read that went past bad lines returns: every line
+// that was skipped, in order. Every record that could be read was read.
+type CorruptError struct {
+	Lines []*LineError
+}
+
+func (e *CorruptError) Error() string {
+	const show = 5
+	var b strings.Builder
+	for i, le := range e.Lines {
+		if i == show {
+			fmt.Fprintf(&b, "; and %d more bad lines", len(e.Lines)-show)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(le.Error())
+	}
+	return b.String()
+}
+
+// Unwrap gives the line errors, for errors.As.
+func (e *CorruptError) Unwrap() []error {
+	out := make([]error, len(e.Lines))
+	for i, le := range e.Lines {
+		out[i] = le
+	}
+	return out
+}
+
 // Files lists the journal at path and its rotated generations, oldest first:
-// path.N … path.1, path. Missing files are left out.
+// path.N … path.1, path, each rotated one as path.N.gz when it has been
+// compressed (and as that alone, when both forms are there for a moment).
+// Missing files are left out.
 func Files(path string) []string {
 	gens := generations(path)
-	sort.Slice(gens, func(a, b int) bool { return gens[a].n > gens[b].n })
+	sort.Slice(gens, func(a, b int) bool {
+		if gens[a].n != gens[b].n {
+			return gens[a].n > gens[b].n
+		}
+		return gens[a].gz
+	})
 	var out []string
-	for _, g := range gens {
+	for i, g := range gens {
+		if i > 0 && gens[i-1].n == g.n {
+			continue // the plain twin of a whole .gz
+		}
 		out = append(out, g.path)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
@@ -56,13 +108,17 @@ func Files(path string) []string {
 }
 
 // Read calls fn for every record of the journal at path and its rotated
-// generations, oldest first. It is strict: a line that is not one valid
-// record (bad JSON, an unknown field or type, invalid UTF-8, an empty line)
-// stops it with a *LineError naming file:line. A partial last line in the
-// newest file is the trace of a crash in the middle of a write: it is
-// skipped and returned as a Warning. An error from fn stops the read and is
-// returned as is. Reading a journal with no file at all is an error
-// wrapping os.ErrNotExist.
+// generations, oldest first, compact records expanded (see compact.go). It
+// is strict: a line that is not one valid record (bad JSON, an unknown
+// field or type, invalid UTF-8, an empty line, a compact record with
+// nothing before it to build on) is never handed to fn. It is reported as a
+// *LineError naming file:line and skipped, and the read goes on; when any
+// line was skipped, the error returned is a *CorruptError listing them all.
+// A partial last line in the newest file is the trace of a crash in the
+// middle of a write: it is skipped and returned as a Warning. An error from
+// fn stops the read and is returned (joined with the bad lines before it).
+// Reading a journal with no file at all is an error wrapping
+// os.ErrNotExist.
 //
 // Every file is opened before the first record is read, so a rotation by a
 // live daemon during the read neither skips nor repeats lines.
@@ -78,8 +134,9 @@ type Pos struct {
 
 func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
 
-// Scan is Read with each record's position. It holds one line at a time:
-// its memory does not grow with the journal.
+// Scan is Read with each record's position. It holds one line at a time
+// (and each probe's previous result): its memory does not grow with the
+// journal.
 func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 	names := Files(path)
 	if len(names) == 0 {
@@ -91,29 +148,50 @@ func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 			f.Close()
 		}
 	}()
-	for _, name := range names {
-		f, err := os.Open(name)
+	for i, name := range names {
+		f, name, err := openGen(name)
 		if err != nil {
-			return nil, fmt.Errorf("read journal: %w", err)
+			return nil, err
 		}
-		files = append(files, f)
+		files, names[i] = append(files, f), name
 	}
 	var warnings []Warning
+	var bad []*LineError
+	report := func(le *LineError) { bad = append(bad, le) }
 	for i, f := range files {
-		w, err := readFile(f, names[i], i == len(files)-1, fn)
+		r, err := content(f, names[i])
+		if err != nil {
+			report(&LineError{File: names[i], Line: 1, Err: fmt.Errorf("not a readable gzip file (%w); the file is skipped", err)})
+			continue
+		}
+		w, err := ReadFrom(r, names[i], i == len(files)-1, report, fn)
 		if w != nil {
 			warnings = append(warnings, *w)
 		}
 		if err != nil {
+			if len(bad) > 0 {
+				err = errors.Join(&CorruptError{Lines: bad}, err)
+			}
 			return warnings, err
 		}
+	}
+	if len(bad) > 0 {
+		return warnings, &CorruptError{Lines: bad}
 	}
 	return warnings, nil
 }
 
-func readFile(f io.Reader, name string, newest bool, fn func(engine.Record, Pos) error) (*Warning, error) {
-	br := bufio.NewReaderSize(f, 256<<10)
+// ReadFrom reads one journal file from r, strictly, as Scan does: name is
+// the file's name for positions and errors, newest says whether a partial
+// last line is the trace of a crash (a Warning) rather than an error. Every
+// bad line goes to bad, and the read goes on; an error reading r (a damaged
+// .gz) goes to bad too and ends the file; an error from fn stops the read
+// and is returned.
+func ReadFrom(r io.Reader, name string, newest bool, bad func(*LineError), fn func(engine.Record, Pos) error) (*Warning, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
 	var long []byte // a line longer than the reader's buffer
+	var c codec
+	var broken *LineError // the last bad line, while later records may build on it
 	for line := 1; ; line++ {
 		// The line is read in place (no copy) unless it outgrows the
 		// buffer; a record keeps nothing of it once parsed.
@@ -130,19 +208,37 @@ func readFile(f io.Reader, name string, newest bool, fn func(engine.Record, Pos)
 			return nil, nil
 		}
 		if err != nil && err != io.EOF {
-			return nil, fmt.Errorf("read journal %s: %w", name, err)
+			// A damaged .gz (or an I/O error): what follows is lost.
+			bad(&LineError{File: name, Line: line, Err: fmt.Errorf("read: %w; the rest of the file is skipped", err)})
+			return nil, nil
 		}
 		complete := err == nil
 		if complete {
 			b = b[:len(b)-1]
 		}
-		rec, perr := Parse(b)
+		w, perr := parseWire(b)
+		var rec engine.Record
+		if perr == nil {
+			if rec, perr = c.decode(w); perr != nil && broken != nil && isNoBase(perr) {
+				// It builds on what a bad line may have said.
+				broken.Dependent++
+				continue
+			}
+		}
 		if perr != nil {
 			if !complete && newest {
 				return &Warning{File: name, Line: line,
 					Msg: fmt.Sprintf("partial last line skipped (%d bytes; the writer stopped mid-line)", len(b))}, nil
 			}
-			return nil, &LineError{File: name, Line: line, Err: perr}
+			broken = &LineError{File: name, Line: line, Err: perr}
+			bad(broken)
+			// What the bad line said is lost: later compact records of
+			// its probes are skipped until their next full result.
+			c.reset()
+			if !complete {
+				return nil, nil
+			}
+			continue
 		}
 		if ferr := fn(rec, Pos{File: name, Line: line}); ferr != nil {
 			return nil, ferr
@@ -155,36 +251,55 @@ func readFile(f io.Reader, name string, newest bool, fn func(engine.Record, Pos)
 
 // Parse decodes one journal line (without its newline) strictly: exactly
 // one JSON object, valid UTF-8, no unknown fields, a known type and a time.
+// A compact record is expanded only as far as it stands on its own: one
+// that builds on earlier lines is an error here (Read expands it).
 func Parse(line []byte) (engine.Record, error) {
-	var r engine.Record
+	w, err := parseWire(line)
+	if err != nil {
+		return engine.Record{}, err
+	}
+	var c codec
+	return c.decode(w)
+}
+
+func parseWire(line []byte) (*wire, error) {
+	var w wire
 	if len(bytes.TrimSpace(line)) == 0 {
-		return r, errors.New("empty line")
+		return nil, errors.New("empty line")
 	}
 	if !utf8.Valid(line) {
-		return r, errors.New("invalid UTF-8")
+		return nil, errors.New("invalid UTF-8")
 	}
 	// The fast decoder reads a month of journal in a second; on any
 	// complaint, the standard one decodes the line again, for its exact
 	// error text (and so that it alone decides what is an error).
 	fast := fastjson.NewDecoder(bytes.NewReader(line))
 	fast.DisallowUnknownFields()
-	if err := fast.Decode(&r); err == nil && !fast.More() {
+	if err := fast.Decode(&w); err == nil && !fast.More() {
 		if _, err := fast.Token(); err == io.EOF {
-			if err := check(r); err == nil {
-				return r, nil
+			if err := check(w.Record); err == nil {
+				return &w, nil
 			}
 		}
 	}
-	r = engine.Record{}
+	w = wire{}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return r, fmt.Errorf("bad record: %w", err)
+	if err := dec.Decode(&w); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			// Name the record's field, not the wrapper's.
+			te.Struct, te.Field = "Record", strings.TrimPrefix(te.Field, "Record.")
+		}
+		return nil, fmt.Errorf("bad record: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return r, errors.New("bad record: trailing data after the JSON object")
+		return nil, errors.New("bad record: trailing data after the JSON object")
 	}
-	return r, check(r)
+	if err := check(w.Record); err != nil {
+		return nil, err
+	}
+	return &w, nil
 }
 
 // check holds a decoded record to the rules JSON cannot state.

@@ -3,11 +3,13 @@ package journal
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/talon-dev/talon/engine"
@@ -19,7 +21,8 @@ import (
 //
 //   - Lenient: a record of a type this build does not know is handed to fn
 //     as it is (fn ignores what it does not understand), unknown fields are
-//     ignored, and a line that is not a record at all is counted in
+//     ignored, and a line that is not a record at all (or a compact record
+//     whose base it did not decode: see scanner.line) is counted in
 //     ScanResult.Skipped and passed over. A newer daemon's journal therefore
 //     reads with an older talon.
 //   - Fast: lines are classified by their type without decoding them (the
@@ -74,18 +77,45 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 			}
 		}
 	}
-	for _, name := range names {
-		f, err := os.Open(name)
+	for i, name := range names {
+		f, name, err := openGen(name)
 		if err != nil {
 			closeAll(nil)
-			return nil, fmt.Errorf("read journal: %w", err)
+			return nil, err
 		}
-		files = append(files, f)
+		files, names[i] = append(files, f), name
 	}
 	res := &ScanResult{}
 	s := &scanner{opts: opts, fn: fn, res: res}
 	for i, f := range files {
 		live := i == len(files)-1
+		if strings.HasSuffix(names[i], gzExt) {
+			// Compressed: skipped whole when its header says it ends
+			// before --since, else read from the start.
+			if !opts.Since.IsZero() {
+				if last := gzLastTime(f); !last.IsZero() && last.Before(opts.Since.Add(-SeekSlack)) {
+					continue
+				}
+			}
+			res.Files = append(res.Files, names[i])
+			s.c.reset()
+			s.stale = false
+			s.src = gzSource(f)
+			r, err := s.src()
+			if err != nil {
+				s.res.Skipped++ // lenient: a damaged file is passed over
+				continue
+			}
+			if _, err := s.read(r, names[i], 0, false); err != nil {
+				closeAll(nil)
+				return res, err
+			}
+			if s.done {
+				closeAll(nil)
+				return res, nil
+			}
+			continue
+		}
 		var start int64
 		if !opts.Since.IsZero() {
 			last, err := lastTime(f)
@@ -102,7 +132,12 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 			}
 		}
 		res.Files = append(res.Files, names[i])
-		end, err := s.read(f, start, live)
+		// Compact records build on their own file only; after a seek, on
+		// lines not read yet.
+		s.c.reset()
+		s.stale = start > 0
+		s.src = plainSource(f)
+		end, err := s.readFile(f, start, live)
 		if err != nil {
 			closeAll(nil)
 			return res, err
@@ -123,21 +158,41 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 	return res, nil
 }
 
+// plainSource and gzSource give a file's content from its start, apart
+// from any reading under way (for prime).
+func plainSource(f *os.File) func() (io.Reader, error) {
+	return func() (io.Reader, error) { return io.NewSectionReader(f, 0, 1<<62), nil }
+}
+
+func gzSource(f *os.File) func() (io.Reader, error) {
+	return func() (io.Reader, error) { return gzip.NewReader(io.NewSectionReader(f, 0, 1<<62)) }
+}
+
 type scanner struct {
 	opts ScanOptions
 	fn   func(engine.Record) error
 	res  *ScanResult
-	done bool // passed Until
+	done bool  // passed Until
+	c    codec // what the file's decoded lines said, for compact records
+	// stale: a cycle or launch line of the file was passed over, so c may
+	// not know what a compact record after it builds on.
+	stale bool
+	src   func() (io.Reader, error) // the file's content from its start
 }
 
-// read scans f from offset start and returns the offset after the last
-// complete line. In the live file a last line without its newline is being
-// written: it is left for the next read.
-func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
+// readFile scans the plain file f from offset start and returns the offset
+// after the last complete line. In the live file a last line without its
+// newline is being written: it is left for the next read.
+func (s *scanner) readFile(f *os.File, start int64, live bool) (int64, error) {
 	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		return start, err
 	}
-	br := bufio.NewReaderSize(f, 256<<10)
+	return s.read(f, f.Name(), start, live)
+}
+
+// read scans r, whose first byte is at offset start of the file's content.
+func (s *scanner) read(r io.Reader, name string, start int64, live bool) (int64, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
 	off := start
 	for {
 		b, err := br.ReadSlice('\n')
@@ -154,16 +209,21 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 			return off, nil
 		}
 		if err != nil && err != io.EOF {
-			return off, fmt.Errorf("read journal %s: %w", f.Name(), err)
+			if strings.HasSuffix(name, gzExt) {
+				s.res.Skipped++ // a damaged .gz: its rest is passed over
+				return off, nil
+			}
+			return off, fmt.Errorf("read journal %s: %w", name, err)
 		}
 		if err == io.EOF { // no newline: a line being written (or cut by a crash)
 			if live {
 				return off, nil
 			}
 		}
+		lineStart := off
 		off += int64(len(b))
 		s.res.Bytes += int64(len(b))
-		if ferr := s.line(bytes.TrimSuffix(b, []byte("\n"))); ferr != nil {
+		if ferr := s.line(lineStart, bytes.TrimSuffix(b, []byte("\n"))); ferr != nil {
 			return off, ferr
 		}
 		if s.done || err == io.EOF {
@@ -172,32 +232,72 @@ func (s *scanner) read(f *os.File, start int64, live bool) (int64, error) {
 	}
 }
 
-// line classifies one line and, if wanted and in range, decodes it for fn.
-func (s *scanner) line(b []byte) error {
+// line classifies the line b, which starts at offset off of the file's
+// content, and, if wanted and in range, decodes it for fn.
+func (s *scanner) line(off int64, b []byte) error {
 	s.res.Lines++
 	t, typ, ok := header(b)
 	if !ok {
 		s.res.Skipped++
 		return nil
 	}
+	skip := false
 	if !s.opts.Until.IsZero() && t.After(s.opts.Until) {
 		if t.After(s.opts.Until.Add(SeekSlack)) {
 			s.done = true
 		}
+		skip = true
+	}
+	skip = skip || (!s.opts.Since.IsZero() && t.Before(s.opts.Since)) || (s.opts.Want != nil && !s.opts.Want(typ, b))
+	if skip {
+		if typ == "cycle" || typ == "launch" {
+			s.stale = true // a later compact record may build on it
+		}
 		return nil
 	}
-	if !s.opts.Since.IsZero() && t.Before(s.opts.Since) {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		s.res.Skipped++
 		return nil
 	}
-	if s.opts.Want != nil && !s.opts.Want(typ, b) {
-		return nil
+	if s.stale && (w.Delta != nil || w.Same) {
+		// It builds on lines that were passed over (or seeked past):
+		// learn them, from the start of the file, only now that they
+		// are needed.
+		s.c = prime(s.src, off)
+		s.stale = false
 	}
-	var r engine.Record
-	if err := json.Unmarshal(b, &r); err != nil {
+	r, err := s.c.decode(&w)
+	if err != nil {
 		s.res.Skipped++
 		return nil
 	}
 	return s.fn(r)
+}
+
+// prime is what the cycle and launch lines of the file before offset end
+// say, for the compact records after it.
+func prime(src func() (io.Reader, error), end int64) codec {
+	var c codec
+	r, err := src()
+	if err != nil {
+		return c
+	}
+	br := bufio.NewReaderSize(io.LimitReader(r, end), 256<<10)
+	for {
+		b, err := br.ReadBytes('\n')
+		if len(b) > 0 {
+			if _, typ, ok := header(bytes.TrimSuffix(b, []byte("\n"))); ok && (typ == "cycle" || typ == "launch") {
+				var w wire
+				if json.Unmarshal(b, &w) == nil {
+					c.decode(&w)
+				}
+			}
+		}
+		if err != nil {
+			return c
+		}
+	}
 }
 
 var (
@@ -337,7 +437,7 @@ type Cursor struct {
 func (c *Cursor) Next(fn func(engine.Record) error) error {
 	c.s.fn = fn
 	for {
-		end, err := c.s.read(c.f, c.off, true)
+		end, err := c.s.readFile(c.f, c.off, true)
 		c.off = end
 		if err != nil {
 			return err
@@ -347,11 +447,13 @@ func (c *Cursor) Next(fn func(engine.Record) error) error {
 		if err1 != nil || err2 != nil || os.SameFile(cur, now) {
 			if err1 == nil && cur.Size() < c.off {
 				c.off = 0 // truncated in place: start over
+				c.s.c.reset()
+				c.s.stale = false
 			}
 			return nil
 		}
 		// Rotated: the old file is complete now; read its rest, then move on.
-		if end, err = c.s.read(c.f, c.off, false); err != nil {
+		if end, err = c.s.readFile(c.f, c.off, false); err != nil {
 			return err
 		}
 		nf, err := os.Open(c.path)
@@ -360,6 +462,9 @@ func (c *Cursor) Next(fn func(engine.Record) error) error {
 		}
 		c.f.Close()
 		c.f, c.off = nf, 0
+		c.s.c.reset()
+		c.s.stale = false
+		c.s.src = plainSource(nf)
 		_ = end
 	}
 }

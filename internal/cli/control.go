@@ -5,9 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/health"
 )
 
@@ -17,7 +22,7 @@ func (a *app) pause(args []string) error {
 	var dur time.Duration
 	if err := a.flagsOnly("pause", args, func(fs *flag.FlagSet) {
 		scopeFlags(fs, &req)
-		fs.DurationVar(&dur, "for", 0, "how long the pause lasts (default: until talon resume)")
+		fs.DurationVar(&dur, "for", 0, "how long the pause lasts (default 1h, at most 24h)")
 		fs.StringVar(&req.Reason, "reason", "", "why, for the journal, /health and the pages")
 	}); err != nil {
 		return err
@@ -28,9 +33,13 @@ func (a *app) pause(args []string) error {
 	if dur < 0 {
 		return fail(2, "pause --for %s: want a positive duration such as 30m", dur)
 	}
+	if dur > engine.MaxPause {
+		return fail(2, "pause --for %s: a pause lasts at most 24h; pause again when it ends", dur)
+	}
 	if dur > 0 {
 		req.For = dur.String()
 	}
+	req.By = whoAsks()
 	ans, err := a.control("pause", "/pause", req)
 	if err != nil {
 		return err
@@ -38,8 +47,27 @@ func (a *app) pause(args []string) error {
 	if a.wantJSON(false) {
 		return a.json(ans)
 	}
-	_, err = fmt.Fprintf(a.stdout, "paused %s; probes keep running and recording\n", ans.Pause.Describe())
+	how := ""
+	if dur == 0 {
+		how = fmt.Sprintf(" (for %s, the default: --for sets it, up to 24h)", strings.TrimSuffix(engine.DefaultPause.String(), "0m0s"))
+	}
+	_, err = fmt.Fprintf(a.stdout, "paused %s%s; probes keep running and recording\n", ans.Pause.Describe(), how)
 	return err
+}
+
+// whoAsks is the user running the command, for the journal and /health:
+// "joel (uid 501)", and who ran sudo when it did.
+func whoAsks() string {
+	uid := os.Getuid()
+	name := strconv.Itoa(uid)
+	if u, err := user.LookupId(name); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	s := fmt.Sprintf("%s (uid %d)", name, uid)
+	if su := os.Getenv("SUDO_USER"); su != "" && uid == 0 {
+		s += " via sudo from " + su
+	}
+	return s
 }
 
 // resume is `talon resume`: lifts pauses.
@@ -82,6 +110,7 @@ func (a *app) ack(args []string) error {
 	default:
 		return fail(2, "ack takes at most one incident, got %q; see talon help ack", rest)
 	}
+	req.By = whoAsks()
 	ans, err := a.control("ack", "/ack", req)
 	if err != nil {
 		return err
@@ -113,29 +142,58 @@ func oneScope(req health.ControlRequest) error {
 }
 
 // control sends a command to the running daemon through its health
-// endpoint, found through --config like `talon reload`.
+// endpoint, found through its state directory (reachDaemon).
 func (a *app) control(name, path string, req health.ControlRequest) (health.ControlAnswer, error) {
-	e, err := a.loadEnv()
+	e, cf, err := a.reachDaemon(name)
 	if err != nil {
 		return health.ControlAnswer{}, err
 	}
-	if !e.cfg.Health.Enabled {
-		return health.ControlAnswer{}, fail(1, "%s needs the daemon's health endpoint, and %s turns it off ([health] enabled = false)", name, e.cfgPath)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ans, err := health.PostControl(ctx, e.cfg.Health.Bind, path, req)
+	ans, err := health.PostControl(ctx, cf.Addr, cf.Token, path, req)
 	var refused *health.ControlError
 	switch {
 	case errors.As(err, &refused):
 		return ans, fail(1, "%s refused: %s", name, oneLine(refused.Message))
-	case errors.Is(err, health.ErrNotRunning) && daemonHolds(e.stateDir):
-		return ans, fail(1, "%s: the daemon holding %s does not answer on %s: %s", name, e.stateDir, e.cfg.Health.Bind, oneLine(err.Error()))
+	case errors.Is(err, health.ErrNotRunning):
+		return ans, fail(1, "%s: the daemon holding %s does not answer on %s: %s", name, e.stateDir, cf.Addr, oneLine(err.Error()))
 	case err != nil:
 		return ans, fail(1, "%s: %s", name, oneLine(err.Error()))
 	}
 	if path == "/pause" && ans.Pause == nil {
-		return ans, fail(1, "pause: the daemon on %s answered without the pause", e.cfg.Health.Bind)
+		return ans, fail(1, "pause: the daemon on %s answered without the pause", cf.Addr)
 	}
 	return ans, nil
+}
+
+// reachDaemon finds the running daemon for an operator's command: the
+// control file in its state directory names the address it bound and the
+// token its control routes want. Only the state directory is needed, so a
+// broken config.toml or policy (the time one pauses) does not stand in the
+// way: the config is read leniently for it, and the error shown. A control
+// file is believed only while a daemon holds the state directory's lock,
+// and the client still makes the server prove it holds the token before
+// sending it (health.PostControl).
+func (a *app) reachDaemon(name string) (*env, health.ControlFile, error) {
+	var cf health.ControlFile
+	e, cfgErr := a.daemonEnv()
+	if cfgErr != nil {
+		if _, err := os.Stat(e.cfgPath); e.cfgRequired && errors.Is(err, fs.ErrNotExist) {
+			return nil, cf, cfgErr // --config names no file: a typo
+		}
+		fmt.Fprintf(a.stderr, "talon: %s (read leniently: %s finds the daemon through the state directory %s)\n", oneLine(cfgErr.Error()), name, e.stateDir)
+	}
+	if !e.cfg.Health.Enabled {
+		return nil, cf, fail(1, "%s needs the daemon's health endpoint, and %s turns it off ([health] enabled = false)", name, e.cfgPath)
+	}
+	if !daemonHolds(e.stateDir) {
+		return nil, cf, fail(1, "%s: talon is not running: no daemon holds the state directory %s (choose it with --config or --state-dir)", name, e.stateDir)
+	}
+	cf, err := health.ReadControlFile(e.stateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, cf, fail(1, "%s: the daemon holding %s wrote no control file: its health endpoint is not listening (see its log)", name, e.stateDir)
+	} else if err != nil {
+		return nil, cf, fail(1, "%s: %s", name, oneLine(err.Error()))
+	}
+	return e, cf, nil
 }

@@ -220,3 +220,82 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+// A journal the daemon wrote over five hours, in compact records and small
+// files, so most of it is in compressed generations: talon events and
+// talon journal cut read a window out of them, cycles expanded.
+func TestEventsAndCutReadCompressedGenerations(t *testing.T) {
+	dir := t.TempDir()
+	path := journal.Path(dir)
+	j, err := journal.Open(path, journal.Options{MaxBytes: 8 << 10, Keep: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	var all []engine.Record
+	for i := 0; i < 300; i++ {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		down := i%60 >= 30 && i%60 < 33
+		output := "PONG"
+		if down {
+			output = "connection refused"
+		}
+		recs := []engine.Record{
+			{Time: at, Type: "launch", Policy: "9f2c", Probes: []string{"redis", "api"}},
+			{Time: at.Add(10 * time.Millisecond), Type: "cycle", Policy: "9f2c", Results: []engine.Result{
+				{Name: "redis", Passed: !down, Output: output, DurationMS: 3, Critical: true, At: at.Add(5 * time.Millisecond)},
+				{Name: "api", Passed: true, Output: "HTTP 200", DurationMS: 12, At: at.Add(9 * time.Millisecond)}}},
+		}
+		if i%60 == 30 {
+			recs = append(recs, engine.Record{Time: at.Add(10 * time.Millisecond), Type: "event", Policy: "9f2c",
+				Event: &engine.Event{Type: "probe_down", Probe: "redis", Reason: "connection refused", At: at.Add(10 * time.Millisecond)}})
+		}
+		for _, r := range recs {
+			if err := j.Append(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all = append(all, recs...)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files := journal.Files(path)
+	if len(files) < 5 || !strings.HasSuffix(files[0], ".gz") {
+		t.Fatalf("files %v: want several compressed generations", files)
+	}
+	since, until := t0.Add(85*time.Minute), t0.Add(215*time.Minute) // the outages at 90 and 150 and 210 minutes
+
+	out, errOut, code := talon(t, "events", "--json", "--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339), dir)
+	if code != 0 || errOut != "" {
+		t.Fatalf("events: exit %d %q", code, errOut)
+	}
+	var downs []time.Time
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var sl storyLine
+		if err := json.Unmarshal([]byte(l), &sl); err != nil {
+			t.Fatalf("not a JSON line: %q: %v", l, err)
+		}
+		if sl.Kind == "probe_down" {
+			downs = append(downs, sl.Time)
+		}
+	}
+	if len(downs) != 3 || !downs[0].Equal(t0.Add(90*time.Minute+10*time.Millisecond)) || !downs[2].Equal(t0.Add(210*time.Minute+10*time.Millisecond)) {
+		t.Fatalf("probe_down at %v, want 1:30, 2:30, 3:30\n%s", downs, out)
+	}
+
+	out, errOut, code = talon(t, "journal", "cut", "--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339), path)
+	if code != 0 || errOut != "" {
+		t.Fatalf("cut: exit %d %q", code, errOut)
+	}
+	var want strings.Builder
+	for _, r := range all {
+		if !r.Time.Before(since) && !r.Time.After(until) {
+			line, _ := journal.Marshal(r)
+			want.Write(line)
+		}
+	}
+	if out != want.String() {
+		t.Fatalf("cut:\n%s\nwant (in full):\n%s", out, want.String())
+	}
+}

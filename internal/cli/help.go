@@ -55,12 +55,17 @@ incident; --follow keeps printing as the daemon writes. JSON lines when
 piped or with --json.`},
 	{"reload", "", "ask the running daemon to reload its policy now",
 		`Asks the running daemon to reload its policy (POST /reload on the health
-endpoint, else SIGHUP through the pid file) and prints the new policy hash,
-or the error that kept the last good policy running.`},
+endpoint named by the state directory's control.token, with its token, once
+the server there proved it holds it; else SIGHUP through the pid file) and
+prints the new policy hash, or the error that kept the last good policy
+running.`},
 	{"pause", "[--for 30m] [--probe NAME|--tag T|--rung R] [--reason TEXT]", "stop the ladder for a while: no rungs, no pages",
 		`Pauses the running daemon's ladder (POST /pause on the loopback health
-endpoint, found through --config like "talon reload"): for everything, one
-probe, the probes of a tag, or one rung; for --for, or until "talon resume".
+endpoint, found through the state directory's control.token, with --config
+or --state-dir; a broken config.toml is read leniently): for everything, one
+probe, the probes of a tag, or one rung; for --for (1h when not given, at
+most 24h: every pause ends), or until "talon resume". A pause of everything
+makes /health not ok. Who asked (user and uid) is recorded with it.
 Probes keep running and recording. What is paused does not drive the ladder:
 a paused rung is passed over, paused probes do not escalate, and a pause of
 everything holds every rung and every page. Pages of what still escalates

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"flag"
+	"fmt"
 	"path/filepath"
 	"time"
 
@@ -10,7 +11,8 @@ import (
 )
 
 // journalCmd is `talon journal cut`: the records of a time window, as
-// journal lines, to stdout. A real incident becomes a fixture that `talon
+// journal lines, to stdout, in full (compact records expanded: the excerpt
+// stands on its own). A real incident becomes a fixture that `talon
 // test` (testing.replay) and `talon replay` load. When the journal before
 // the window replays faithfully through the policy (the one that wrote
 // it), the excerpt begins with a checkpoint of that state, before its
@@ -64,7 +66,7 @@ func (a *app) journalCmd(args []string) error {
 		}
 		werr = err
 	}
-	_, err = readJournal("journal cut", path, to, func(r engine.Record, where string) {
+	warnings, bad, err := readJournal("journal cut", path, to, func(r engine.Record, where string) {
 		if werr != nil {
 			return
 		}
@@ -91,5 +93,14 @@ func (a *app) journalCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	return werr
+	if werr != nil {
+		return werr
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(a.stderr, "journal cut: warning: %s\n", w)
+	}
+	if bad > 0 {
+		return fail(1, "journal cut: %d bad lines skipped (see the warnings)", bad)
+	}
+	return nil
 }

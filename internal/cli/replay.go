@@ -105,7 +105,7 @@ func (a *app) replay(args []string) error {
 	if polB != nil {
 		rb = engine.NewReplayer(polB, opts)
 	}
-	warnings, err := readJournal("replay", path, opts.Until, func(rec engine.Record, where string) {
+	warnings, bad, err := readJournal("replay", path, opts.Until, func(rec engine.Record, where string) {
 		ra.Feed(rec, where)
 		if rb != nil {
 			rb.Feed(rec, where)
@@ -123,7 +123,7 @@ func (a *app) replay(args []string) error {
 		} else {
 			_, err = io.WriteString(a.stdout, replayText(path, e.policyName(), resA))
 		}
-		return withCode(err, divergenceCode(resA))
+		return withCode(err, max(divergenceCode(resA), badCode(bad)))
 	}
 	resB := rb.Result()
 	resB.Warnings = append(append([]string(nil), warnings...), resB.Warnings...)
@@ -133,7 +133,16 @@ func (a *app) replay(args []string) error {
 	} else {
 		_, err = io.WriteString(a.stdout, replayDiffText(path, e.policyName(), eb.policyName(), d))
 	}
-	return withCode(err, max(divergenceCode(resA), divergenceCode(resB)))
+	return withCode(err, max(divergenceCode(resA), divergenceCode(resB), badCode(bad)))
+}
+
+// badCode is the exit status for a journal with bad lines: they were
+// skipped and reported, and the replay is not a clean verdict.
+func badCode(bad int) int {
+	if bad > 0 {
+		return 1
+	}
+	return 0
 }
 
 // divergenceCode is the exit status of a replay: 1 when a faithful replay
@@ -166,9 +175,10 @@ func journalPath(arg string) string {
 var errUntil = errors.New("past --until")
 
 // readJournal streams the journal at path with its rotated generations,
-// oldest first, to fn, stopping after until. A malformed line is an error
-// naming file:line; a partial last line is a warning.
-func readJournal(cmd, path string, until time.Time, fn func(engine.Record, string)) ([]string, error) {
+// oldest first, to fn, stopping after until. A malformed line is skipped
+// and reported as a warning naming file:line (bad counts them); a partial
+// last line is a warning too.
+func readJournal(cmd, path string, until time.Time, fn func(engine.Record, string)) (warnings []string, bad int, err error) {
 	ws, err := journal.Scan(path, func(r engine.Record, pos journal.Pos) error {
 		if !until.IsZero() && r.Time.After(until) {
 			return errUntil
@@ -176,14 +186,21 @@ func readJournal(cmd, path string, until time.Time, fn func(engine.Record, strin
 		fn(r, pos.String())
 		return nil
 	})
-	if err != nil && !errors.Is(err, errUntil) {
-		return nil, fail(1, "%s: %s", cmd, oneLine(err.Error()))
+	var corrupt *journal.CorruptError
+	errors.As(err, &corrupt)
+	if err != nil && !errors.Is(err, errUntil) && err != error(corrupt) {
+		return nil, 0, fail(1, "%s: %s", cmd, oneLine(err.Error()))
 	}
-	var warnings []string
 	for _, w := range ws {
 		warnings = append(warnings, w.String())
 	}
-	return warnings, nil
+	if corrupt != nil {
+		for _, le := range corrupt.Lines {
+			warnings = append(warnings, oneLine(le.Error())+" (line skipped)")
+		}
+		bad = len(corrupt.Lines)
+	}
+	return warnings, bad, nil
 }
 
 // whenFlag reads --since or --until for replay and journal cut, whose

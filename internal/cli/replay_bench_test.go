@@ -2,10 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,7 +43,8 @@ func monthPolicy(b *testing.B, dir string, after int) {
 // probe-07 every day), by feeding the same facts to the decision core and
 // journaling each fact and what it decided, as the daemon does.
 func writeMonth(b *testing.B, path string, pol *engine.Policy) int {
-	j, err := journal.Open(path, journal.Options{MaxBytes: 1 << 30})
+	// The daemon's journal, with its default bound: the month must fit.
+	j, err := journal.Open(path, journal.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,7 +133,7 @@ func BenchmarkReplayMonth(b *testing.B) {
 	}
 	path := filepath.Join(dir, "journal.jsonl")
 	cycles := writeMonth(b, path, res.Policy)
-	fi, _ := os.Stat(path)
+	size := monthFits(b, path)
 	b.ResetTimer()
 	var replay, diff, replayCPU time.Duration
 	for i := 0; i < b.N; i++ {
@@ -153,7 +157,55 @@ func BenchmarkReplayMonth(b *testing.B) {
 	b.ReportMetric(replayCPU.Seconds()/n, "replay_cpu_s")
 	b.ReportMetric(diff.Seconds()/n, "diff_s")
 	b.ReportMetric(float64(cycles)/(replay.Seconds()/n), "cycles/s")
-	b.ReportMetric(float64(fi.Size())/(1<<20), "journal_MiB")
+	b.ReportMetric(float64(size)/(1<<20), "journal_MiB")
+	b.ReportMetric(float64(journal.Options{}.Bound())/(1<<20), "bound_MiB")
+	b.ReportMetric(float64(len(journal.Files(path))), "files")
+	b.StopTimer()
+	b.ReportMetric(peakRSS(b, "replay", path, "--config", cfg, "--policy", polA, "--json")/(1<<20), "replay_peak_RSS_MiB")
+}
+
+// monthFits checks that the month is all there (its first record, the
+// start, is still in the oldest file: the default bound kept everything)
+// and returns the bytes the journal takes on disk.
+func monthFits(b *testing.B, path string) int64 {
+	var size int64
+	for _, f := range journal.Files(path) {
+		fi, err := os.Stat(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size += fi.Size()
+	}
+	var first *engine.Record
+	errFirst := errors.New("first")
+	if _, err := journal.Read(path, func(r engine.Record) error { first = &r; return errFirst }); !errors.Is(err, errFirst) {
+		b.Fatal(err)
+	}
+	if first.Type != "start" || !first.Time.Equal(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)) {
+		b.Fatalf("a month does not fit in the default journal bound (%d MiB): the oldest record left is a %s at %s",
+			journal.Options{}.Bound()>>20, first.Type, first.Time)
+	}
+	return size
+}
+
+// peakRSS runs talon args in a process of its own (this test binary,
+// through TestMain) and returns its peak resident set size in bytes.
+func peakRSS(b *testing.B, args ...string) float64 {
+	cmd := exec.Command(os.Args[0], append([]string{"-talon-main"}, args...)...)
+	cmd.Env = append(os.Environ(), "TALON_STATE_DIR="+b.TempDir())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%v: %v: %s", args, err, stderr.String())
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		b.Skip("no rusage on this platform")
+	}
+	if runtime.GOOS == "darwin" {
+		return float64(ru.Maxrss) // bytes on macOS
+	}
+	return float64(ru.Maxrss) * 1024 // kilobytes on Linux
 }
 
 // cpuTime is the CPU time this process has used, user and system.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/journal"
 )
 
 // replayJournal is testdata/replay/journal.jsonl: 50 one-minute cycles of a
@@ -180,12 +181,24 @@ func TestReplayJournalProblems(t *testing.T) {
 		t.Fatalf("warnings %q, %d pages", r.Warnings, r.Summary.Pages)
 	}
 
-	// A malformed line anywhere else is an error naming file:line.
+	// A malformed line anywhere else is reported naming file:line and
+	// skipped: the records after it are replayed, and the exit status says
+	// the verdict is not clean.
 	dir = write(first + "\n" + `{"t":"2026-11-23T03:00:05Z","type":"cycle","policy":"x","resultz":[]}` + "\n" + first + "\n")
-	_, errOut, code = talon(t, replayArgs(t, "replay", dir, "--policy", "$D/a")...)
-	want := "talon: replay: " + filepath.Join(dir, "journal.jsonl") + `:2: bad record: json: unknown field "resultz"` + "\n"
-	if code != 1 || errOut != want {
-		t.Fatalf("exit %d stderr %q\nwant %q", code, errOut, want)
+	out, errOut, code = talon(t, replayArgs(t, "replay", dir, "--policy", "$D/a")...)
+	r = engine.ReplayResult{}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 1 || errOut != "" {
+		t.Fatalf("exit %d %q %v\n%s", code, errOut, err, out)
+	}
+	want := filepath.Join(dir, "journal.jsonl") + `:2: bad record: json: unknown field "resultz" (line skipped)`
+	starts := 0
+	for _, st := range r.Timeline {
+		if st.Kind == "journal" {
+			starts++
+		}
+	}
+	if len(r.Warnings) == 0 || r.Warnings[0] != want || starts != 2 {
+		t.Fatalf("warnings %q, %d start records replayed (want 2: the line after the bad one is read)\nwant warning %q", r.Warnings, starts, want)
 	}
 
 	cases := []struct {
@@ -202,6 +215,70 @@ func TestReplayJournalProblems(t *testing.T) {
 		want := strings.ReplaceAll(tc.want, "$D", testdata(t, "replay"))
 		if code != tc.code || errOut != want {
 			t.Errorf("talon %v: exit %d stderr %q; want %d %q", tc.args, code, errOut, tc.code, want)
+		}
+	}
+}
+
+// Journals of formats 1, 2 and 3 still replay: the same recorded facts
+// under each format's start record (format 1 has no "v" and no state),
+// plain as the old daemons wrote them and rewritten by this journal
+// (compact), give the same decisions, each in the mode its format allows.
+func TestOldJournalFormatsReplay(t *testing.T) {
+	fixture, err := os.ReadFile(filepath.Join(testdata(t, "replay"), "journal.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, rest, _ := strings.Cut(string(fixture), "\n")
+	if first != `{"t":"2026-11-23T03:00:00Z","type":"start","policy":"9f2c4e1a7b3d","phase":"healthy"}` {
+		t.Fatalf("the format-1 fixture changed: %s", first)
+	}
+	state := `"state":{"version":1,"phase":"healthy","phase_since":"2026-11-23T03:00:00Z","probes":{},"consecutive_failures":0,"incident":null,"last_run":{},"last_page":"0001-01-01T00:00:00Z","incidents":0,"worker_restarts":0,"policy_hash":"","updated_at":"0001-01-01T00:00:00Z"}`
+	var pages []int
+	for _, c := range []struct {
+		name, start, reason string
+	}{
+		{"format 1", first, "the journal is of format 1, which does not record every fact the core needs"},
+		{"format 2", strings.TrimSuffix(first, "}") + `,"v":2,` + state + "}", "the journal is of format 2, written by an earlier Talon whose decision core followed other rules"},
+		{"format 3", strings.TrimSuffix(first, "}") + `,"v":3,` + state + "}", "the journal was written by policy 9f2c4e1a7b3d"},
+	} {
+		for _, compact := range []bool{false, true} {
+			dir := t.TempDir()
+			path := filepath.Join(dir, journal.FileName)
+			if err := os.WriteFile(path, []byte(c.start+"\n"+rest), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if compact {
+				var recs []engine.Record
+				if _, err := journal.Read(path, func(r engine.Record) error { recs = append(recs, r); return nil }); err != nil {
+					t.Fatal(err)
+				}
+				os.Remove(path)
+				j, err := journal.Open(path, journal.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range recs {
+					j.Append(r)
+				}
+				j.Close()
+				if b, _ := os.ReadFile(path); !strings.Contains(string(b), `"delta":[`) {
+					t.Fatalf("%s: the rewritten journal is not compact", c.name)
+				}
+			}
+			out, errOut, code := talon(t, replayArgs(t, "replay", dir, "--policy", "$D/a")...)
+			var r engine.ReplayResult
+			if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || errOut != "" {
+				t.Fatalf("%s (compact %v): exit %d %q %v\n%s", c.name, compact, code, errOut, err, out)
+			}
+			if r.Mode != engine.ModeWhatIf || r.ModeReason != c.reason {
+				t.Errorf("%s (compact %v): mode %s (%s), want what-if (%s)", c.name, compact, r.Mode, r.ModeReason, c.reason)
+			}
+			pages = append(pages, r.Summary.Pages)
+		}
+	}
+	for _, p := range pages {
+		if p != 2 {
+			t.Fatalf("pages %v: want 2 for every format (the same facts)", pages)
 		}
 	}
 }

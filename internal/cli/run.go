@@ -134,19 +134,48 @@ func (a *app) run(args []string) error {
 		return fail(2, "--bind: %v", err)
 	}
 	if e.cfg.Health.Enabled && bind != "" {
-		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger,
-			AllowedHosts: e.cfg.Health.AllowedHosts, Control: d})
-		// The server logs where it listens: the startup line of the address.
-		if _, err := srv.Start(); err != nil {
-			// The watchdog keeps watching without its endpoint, loudly.
-			logger.Error("health endpoint not started", "bind", bind, "err", err)
-		} else {
-			defer func() {
-				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				srv.Shutdown(sctx)
-			}()
+		// The control routes (pause, resume, ack, reload) want a token only
+		// the daemon's user can read: the control file in the state dir.
+		token, err := health.NewToken()
+		if err != nil {
+			logger.Error("no control token: talon pause, resume, ack and reload cannot reach this daemon", "err", err)
 		}
+		srv := health.New(health.Options{Bind: bind, Snapshot: d.Snapshot, Reload: d.Reload, Logger: logger,
+			AllowedHosts: e.cfg.Health.AllowedHosts, Control: d, Token: token})
+		// The server logs where it listens: the startup line of the address.
+		// A port that is taken (another program, the previous daemon not
+		// gone yet) is tried again with backoff, loudly; the watchdog
+		// watches on meanwhile.
+		// A control file left by a daemon killed with -9 names its token
+		// and address: gone until this one listens.
+		os.Remove(filepath.Join(e.stateDir, health.TokenFile))
+		hctx, hcancel := context.WithCancel(context.Background())
+		listened := make(chan struct{})
+		var removeControl func()
+		go func() {
+			defer close(listened)
+			srv.Listen(hctx, nil, func(addr string) {
+				if token == "" {
+					return
+				}
+				remove, err := health.WriteControlFile(e.stateDir, health.ControlFile{Token: token, Addr: addr, PID: os.Getpid()})
+				if err != nil {
+					logger.Error("control file not written: talon pause, resume, ack and reload cannot reach this daemon", "err", err)
+					return
+				}
+				removeControl = remove
+			})
+		}()
+		defer func() {
+			hcancel()
+			<-listened
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+			if removeControl != nil {
+				removeControl()
+			}
+		}()
 	} else if !e.cfg.Health.Enabled {
 		logger.Info("health endpoint", "bind", "none", "note", "[health] enabled = false")
 	}

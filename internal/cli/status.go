@@ -110,9 +110,25 @@ func clearScreen(tty bool) string {
 
 func (a *app) statusReport(e *env, since *probeTransitions) (*statusReport, error) {
 	rep := &statusReport{Probes: []probeRow{}}
-	if e.cfg.Health.Enabled {
+	// The daemon that holds the state directory is found through its
+	// control file and must prove it is that daemon, when this user can
+	// read the file; else (another user's daemon, an older one) at the
+	// configured address.
+	bind, why := e.cfg.Health.Bind, ""
+	if cf, err := health.ReadControlFile(e.stateDir); err == nil && daemonHolds(e.stateDir) {
+		bind = cf.Addr
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		snap, err := health.Get(ctx, e.cfg.Health.Bind)
+		snap, err := health.GetVerified(ctx, cf.Addr, cf.Token)
+		cancel()
+		if err == nil {
+			rep.Source, rep.Health = "daemon", &snap
+		} else if errors.Is(err, health.ErrNotOurDaemon) {
+			why = " (" + oneLine(err.Error()) + ")"
+			fmt.Fprintf(a.stderr, "talon: %s\n", oneLine(err.Error()))
+		}
+	} else if e.cfg.Health.Enabled {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		snap, err := health.Get(ctx, bind)
 		cancel()
 		if err == nil {
 			rep.Source, rep.Health = "daemon", &snap
@@ -121,7 +137,7 @@ func (a *app) statusReport(e *env, since *probeTransitions) (*statusReport, erro
 	st, err := engine.LoadState(engine.StatePath(e.stateDir))
 	switch {
 	case rep.Health == nil && errors.Is(err, engine.ErrNoState):
-		return nil, fail(1, "no daemon answers on %s and there is no state file in %s yet", e.cfg.Health.Bind, e.stateDir)
+		return nil, fail(1, "no daemon answers on %s and there is no state file in %s yet%s", bind, e.stateDir, why)
 	case rep.Health == nil && err != nil:
 		return nil, err
 	case rep.Health == nil:
@@ -262,6 +278,9 @@ func printAck(b *strings.Builder, a *engine.Ack) {
 		return
 	}
 	fmt.Fprintf(b, "acknowledged at %s", a.At.Format(time.RFC3339))
+	if a.By != "" {
+		fmt.Fprintf(b, " by %s", a.By)
+	}
 	if a.Reason != "" {
 		fmt.Fprintf(b, ": %s", a.Reason)
 	}
@@ -316,13 +335,21 @@ func (a *app) reload(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	hash, err := health.PostReload(ctx, e.cfg.Health.Bind)
+	// The daemon's control file names its address and token; without one
+	// (no endpoint: [health] enabled = false, or it could not bind) a
+	// signal is the way to it.
+	var hash string
+	cf, err := health.ReadControlFile(e.stateDir)
+	noEndpoint := err != nil
+	if err == nil {
+		hash, err = health.PostReload(ctx, cf.Addr, cf.Token)
+	}
 	var refused *health.ReloadError
 	if errors.As(err, &refused) {
 		return fail(1, "reload refused; the last good policy keeps running: %s", oneLine(refused.Message))
 	}
 	// Only when nothing answers on /health is a signal the way to the daemon.
-	if err != nil && errors.Is(err, health.ErrNotRunning) {
+	if err != nil && (noEndpoint || errors.Is(err, health.ErrNotRunning)) {
 		if sent, serr := signalDaemon(e.stateDir); sent {
 			_, werr := fmt.Fprintf(a.stdout, "sent SIGHUP to the daemon (its /health did not answer: %v)\n", oneLine(err.Error()))
 			return werr

@@ -34,7 +34,18 @@ func newStrictTree(t *testing.T, configExtra string) *strictTree {
 }
 
 func (s *strictTree) path(name string) string { return filepath.Join(s.dir, name) }
-func (s *strictTree) expand(x string) string  { return strings.ReplaceAll(x, "$D", s.dir) }
+
+// policy adds lines to the policy's talon.star (after its four lines).
+func (s *strictTree) policy(lines string) {
+	s.t.Helper()
+	b, err := os.ReadFile(s.path("policy/talon.star"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.write("policy/talon.star", string(b)+s.expand(lines), 0o644)
+}
+
+func (s *strictTree) expand(x string) string { return strings.ReplaceAll(x, "$D", s.dir) }
 
 func (s *strictTree) mkdir(name string, mode os.FileMode) {
 	s.t.Helper()
@@ -200,6 +211,59 @@ func TestStrictModesRefuse(t *testing.T) {
 			config: "[secrets]\nlease_command = [\"lease\", \"{name}\"]\n",
 			setup:  func(s *strictTree) { s.write("bin/lease", "#!/bin/sh\n", 0o775) },
 			want:   "$D/config.toml:4:1: secrets.lease_command: unsafe file $D/bin/lease (owner root, uid 0, mode 0775): writable by group; fix: chmod go-w $D/bin/lease",
+		},
+		{
+			name: "a program a probe runs, by path, writable by group",
+			setup: func(s *strictTree) {
+				s.write("bin/check", "#!/bin/sh\n", 0o775)
+				s.policy("probe.exec(\"c\", [\"$D/bin/check\"])\n")
+			},
+			want: "talon.star:5:11: probe \"c\" runs $D/bin/check: unsafe file $D/bin/check (owner root, uid 0, mode 0775): writable by group; fix: chmod go-w $D/bin/check",
+		},
+		{
+			name: "a program a rung runs, found on the child PATH, of another user",
+			setup: func(s *strictTree) {
+				s.write("bin/healer", "#!/bin/sh\n", 0o755)
+				fspermtest.Chown(t, s.path("bin/healer"), nobody)
+				s.write("policy/talon.star", "probe.exec(\"a\", [\"true\"])\nladder(rung(\"heal\", do = exec.cmd([\"healer\", \"--now\"])))\n", 0o644)
+			},
+			want: "talon.star:2:12: rung \"heal\" runs healer: unsafe file $D/bin/healer (owner nobody, uid 65534, mode 0755): owned by a user other than root; fix: chown root $D/bin/healer",
+		},
+		{
+			name: "a PATH directory searched before the program's, writable by others",
+			setup: func(s *strictTree) {
+				s.mkdir("open", os.ModeSticky|0o777)
+				s.write("config.toml", s.expand("path = [\"$D/open\", \"$D/bin\", \"/usr/bin\", \"/bin\"]\nservices_file = \"$D/services.toml\"\n"), 0o644)
+				s.policy("probe.exec(\"t\", [\"true\"])\n")
+			},
+			want: "talon.star:2:11: probe \"a\" runs true, found on the child PATH after $D/open: unsafe directory $D/open (owner root, uid 0, mode 1777): writable by group and others; fix: chmod go-w $D/open",
+		},
+		{
+			name: "a program a policy function runs, in a directory writable by others",
+			setup: func(s *strictTree) {
+				s.mkdir("open", 0o777)
+				s.write("open/fix", "#!/bin/sh\n", 0o755)
+				s.policy("def fix(incident):\n    exec.run([\"$D/open/fix\"])\n")
+			},
+			want: "talon.star:6:13: exec.run runs $D/open/fix: unsafe directory $D/open (owner root, uid 0, mode 0777): writable by group and others; fix: chmod go-w $D/open",
+		},
+		{
+			name: "an ssh config a probe hands to ssh, writable by others",
+			setup: func(s *strictTree) {
+				s.write("ssh.config", "Host vm\n", 0o646)
+				s.policy("ssh.probe(\"vm\", \"vm\", \"true\", config = \"$D/ssh.config\")\n")
+			},
+			want: "talon.star:5:10: probe \"vm\" reads $D/ssh.config: unsafe file $D/ssh.config (owner root, uid 0, mode 0646): writable by others; fix: chmod go-w $D/ssh.config",
+		},
+		{
+			name: "the default kubeconfig, of another user",
+			setup: func(s *strictTree) {
+				s.mkdir(".kube", 0o755)
+				s.write(".kube/config", "apiVersion: v1\n", 0o600)
+				fspermtest.Chown(t, s.path(".kube/config"), nobody)
+				s.policy("kubectl.probe(\"k\", [\"get\", \"nodes\"])\n")
+			},
+			want: "talon.star:5:14: probe \"k\" reads $D/.kube/config: unsafe file $D/.kube/config (owner nobody, uid 65534, mode 0600): owned by a user other than root; fix: chown root $D/.kube/config",
 		},
 		{
 			name: "secret file of another user",

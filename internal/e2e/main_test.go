@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/journal"
 )
 
 var talonBin, workerBin string
@@ -98,6 +98,14 @@ func startDaemon(t *testing.T, cfgPath, policyDir, bind, stateDir string, env ..
 // 'ulimit ...; exec "$@"' may come first; it must exec the daemon).
 func startDaemonArgv(t *testing.T, argv []string, bind, stateDir string, env ...string) *daemon {
 	t.Helper()
+	d := launchDaemon(t, argv, bind, stateDir, env...)
+	d.waitFor("the health endpoint", 10*time.Second, func(s engine.Snapshot) bool { return true })
+	return d
+}
+
+// launchDaemon starts the daemon without waiting for its endpoint.
+func launchDaemon(t *testing.T, argv []string, bind, stateDir string, env ...string) *daemon {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	d := &daemon{t: t, cmd: cmd, bind: bind, stateDir: stateDir, stderr: &lockedBuf{}, done: make(chan error, 1)}
@@ -115,7 +123,6 @@ func startDaemonArgv(t *testing.T, argv []string, bind, stateDir string, env ...
 			t.Logf("daemon output:\n%s", d.stderr.String())
 		}
 	})
-	d.waitFor("the health endpoint", 10*time.Second, func(s engine.Snapshot) bool { return true })
 	return d
 }
 
@@ -170,23 +177,15 @@ func (d *daemon) kill9() {
 	d.done <- err
 }
 
-// journal reads the daemon's journal.
+// journal reads the daemon's journal (its compact records expanded).
 func readJournal(t *testing.T, stateDir string) []engine.Record {
 	t.Helper()
-	f, err := os.Open(filepath.Join(stateDir, "journal.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var recs []engine.Record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		var r engine.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("journal line %q: %v", sc.Text(), err)
-		}
+	if _, err := journal.Read(filepath.Join(stateDir, "journal.jsonl"), func(r engine.Record) error {
 		recs = append(recs, r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return recs
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -87,12 +89,14 @@ ladder(
 
 	// The operator pauses everything for 8 s, then the outage begins.
 	out := runTalon(t, "pause", "--for", "8s", "--reason", "maintenance", "--config", cfg, "--format", "table")
-	if !strings.HasPrefix(out, "paused everything until ") || !strings.Contains(out, "(maintenance); probes keep running and recording") {
+	if !strings.HasPrefix(out, "paused everything until ") || !strings.Contains(out, "(maintenance; by ") || !strings.HasSuffix(out, "); probes keep running and recording\n") {
 		t.Fatalf("talon pause: %q", out)
 	}
 	s := d.waitFor("the pause on /health", 5*time.Second, func(s engine.Snapshot) bool { return len(s.Paused) == 1 })
 	until := s.Paused[0].Until
-	if s.Paused[0].Reason != "maintenance" || until.IsZero() || !strings.Contains(s.Paused[0].Text, "everything until") {
+	// Who asked is recorded, and a daemon that watches nothing is not ok.
+	if s.Paused[0].Reason != "maintenance" || until.IsZero() || !strings.Contains(s.Paused[0].Text, "everything until") ||
+		!strings.Contains(s.Paused[0].By, fmt.Sprintf("(uid %d)", os.Getuid())) || s.OK {
 		t.Fatalf("/health paused: %+v", s.Paused)
 	}
 	healthy.Store(false)
@@ -180,5 +184,44 @@ ladder(
 	text := runTalon(t, "replay", stateDir, "--config", cfg, "--policy", policy, "--format", "table")
 	if !strings.Contains(text, "paused: everything until ") || !strings.Contains(text, "pause over: ") || !strings.Contains(text, "acknowledged: on it") {
 		t.Fatalf("talon replay:\n%s", text)
+	}
+}
+
+// The health port is taken when the daemon starts (another program, or the
+// previous daemon not gone yet): the daemon says so, watches on, tries
+// again, and once the port is free answers /health and talon pause.
+func TestBusyHealthPortAtStart(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy")
+	writeFile(t, filepath.Join(policy, "talon.star"), "probe.exec(\"ok\", [\"true\"])\n", 0o644)
+	stateDir := filepath.Join(dir, "state")
+	squatter, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	bind := squatter.Addr().String()
+	cfg := writeConfig(t, dir, bind, stateDir, "")
+	d := launchDaemon(t, []string{talonBin, "run", "--config", cfg, "--policy", policy}, bind, stateDir)
+	waitUntil(t, "the daemon to say its endpoint is not listening", 10*time.Second, func() bool {
+		return strings.Contains(d.stderr.String(), "health endpoint not listening")
+	})
+	if !strings.Contains(d.stderr.String(), "address already in use") {
+		t.Fatalf("the log does not say why:\n%s", d.stderr.String())
+	}
+	// It watches meanwhile: cycles are journaled.
+	journalWait(t, stateDir, "a cycle without the endpoint", 10*time.Second, func(recs []engine.Record) bool {
+		for _, r := range recs {
+			if r.Type == "cycle" {
+				return true
+			}
+		}
+		return false
+	})
+	squatter.Close()
+	d.waitFor("/health once the port is free", 20*time.Second, func(s engine.Snapshot) bool { return s.LastCycle.Unix() > 0 })
+	out := runTalon(t, "pause", "--for", "1m", "--config", cfg, "--format", "table")
+	if !strings.HasPrefix(out, "paused everything until ") {
+		t.Fatalf("talon pause: %q", out)
 	}
 }

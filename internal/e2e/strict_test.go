@@ -222,6 +222,14 @@ func TestStrictModesAsAnUnprivilegedUser(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "talon.star"), onePass, 0o644)
 		fspermtest.Chown(t, filepath.Join(dir, "talon.star"), uid)
 	}
+	// A policy of its own that runs a program of another non-root user.
+	prog := filepath.Join(mkdir("bin"), "check")
+	writeFile(t, prog, "#!/bin/sh\nexit 0\n", 0o755)
+	fspermtest.Chown(t, prog, 1)
+	runsOthers := mkdir("runs-others")
+	writeFile(t, filepath.Join(runsOthers, "talon.star"), fmt.Sprintf("probe.exec(\"check\", [%q])\n", prog), 0o644)
+	fspermtest.Chown(t, filepath.Join(runsOthers, "talon.star"), nobody)
+	policies["runs-others"] = nobody
 	for name := range policies {
 		cmd := exec.Command(bin, "validate", "--config", cfg, "--policy", filepath.Join(base, name))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
@@ -239,6 +247,11 @@ func TestStrictModesAsAnUnprivilegedUser(t *testing.T) {
 		switch name {
 		case "others":
 			want := "talon.star: unsafe file " + entry + " (owner " + other.Username + ", uid 1, mode 0644): owned by a user other than nobody or root; fix: chown nobody " + entry
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || len(rep.Errors) != 1 || rep.Errors[0].Error() != want {
+				t.Errorf("%s: %v\n%s\nwant error %s", name, err, out, want)
+			}
+		case "runs-others":
+			want := "talon.star:1:11: probe \"check\" runs " + prog + ": unsafe file " + prog + " (owner " + other.Username + ", uid 1, mode 0755): owned by a user other than nobody or root; fix: chown nobody " + prog
 			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || len(rep.Errors) != 1 || rep.Errors[0].Error() != want {
 				t.Errorf("%s: %v\n%s\nwant error %s", name, err, out, want)
 			}

@@ -343,11 +343,6 @@ func runScenario(t *testing.T, dir string) {
 	synctest.Test(t, func(t *testing.T) {
 		epoch := time.Now()
 		w = newWorld(t, &s, epoch)
-		j, err := journal.Open(jpath, journal.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer j.Close()
 		type stop struct {
 			at    time.Duration
 			crash bool
@@ -387,6 +382,12 @@ func runScenario(t *testing.T, dir string) {
 			w.mu.Lock()
 			gen := w.gen
 			w.mu.Unlock()
+			// Each process opens the journal afresh, as a restart does (a
+			// compact record builds only on what the file holds).
+			j, err := journal.Open(jpath, journal.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			d := engine.New(engine.Options{
 				Load: func() *engine.LoadResult {
 					polMu.Lock()
@@ -427,6 +428,9 @@ func runScenario(t *testing.T, dir string) {
 			}
 			cancel()
 			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if err := j.Close(); err != nil {
 				t.Fatal(err)
 			}
 			if st.crash {
