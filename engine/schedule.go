@@ -48,11 +48,15 @@ func (d *Daemon) interval(p *Probe) time.Duration {
 }
 
 // untilNext is how long the loop may sleep: until the next probe that is
-// due and not running, or the core's wake, whichever comes first.
+// due and not running, the core's wake or a pending save, whichever comes
+// first. Nothing polls: an idle daemon wakes only when something is due.
 func (d *Daemon) untilNext() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	next := d.wake
+	if !d.saveDue.IsZero() && (next.IsZero() || d.saveDue.Before(next)) {
+		next = d.saveDue
+	}
 	for name, due := range d.nextDue {
 		if !d.core.InFlight(name) && (next.IsZero() || due.Before(next)) {
 			next = due
