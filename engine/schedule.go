@@ -6,10 +6,16 @@ import (
 	"time"
 )
 
+// OffsetSlots is how many distinct start offsets the probes of one interval
+// are spread over: enough that a large policy does not fork everything in
+// the same millisecond, few enough that each launch (a goroutine, a journal
+// record, one journal fsync, a wake-up) serves many probes.
+const OffsetSlots = 16
+
 // schedule sets when each probe is next due. On the first run a probe with
-// its own interval starts at a stable offset (a hash of its name, up to a
-// tenth of its interval, at most 2 s), so a large policy does not fork
-// everything in the same millisecond and a restart spreads them the same way.
+// its own interval starts at a stable offset (a hash of its name picks one
+// of OffsetSlots+1 points from 0 to a tenth of its interval, at most 2 s), so
+// a large policy is spread out and a restart spreads it the same way.
 func (d *Daemon) schedule(now time.Time, first bool) {
 	keep := map[string]bool{}
 	for _, p := range d.policy().Probes {
@@ -26,7 +32,8 @@ func (d *Daemon) schedule(now time.Time, first bool) {
 		if p.Every > 0 {
 			h := fnv.New64a()
 			h.Write([]byte(p.Name))
-			offset = time.Duration(h.Sum64() % uint64(min(p.Every/10, 2*time.Second)+1))
+			window := min(p.Every/10, 2*time.Second)
+			offset = window * time.Duration(h.Sum64()%(OffsetSlots+1)) / OffsetSlots
 		}
 		d.nextDue[p.Name] = now.Add(offset)
 	}

@@ -221,3 +221,32 @@ func TestStateWriteFailureReportedOnceAndRecovered(t *testing.T) {
 		}
 	})
 }
+
+// Probes with their own interval start at one of OffsetSlots+1 offsets: a
+// hundred probes every second are launched in at most 17 groups a second,
+// each with one journal record and one fsync, not in a hundred.
+func TestOffsetsGroupLaunches(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var runs atomic.Int32
+		pass := func(context.Context, *ProbeEnv) Outcome { runs.Add(1); return Outcome{Passed: true} }
+		pol := &Policy{Hash: "p", Thresholds: DefaultThresholds()}
+		for i := range 100 {
+			name := "probe_" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26))
+			pol.Probes = append(pol.Probes, &Probe{Name: name, Digest: name, Every: time.Second, Check: pass})
+		}
+		j := &memJournal{}
+		d := New(Options{Load: func() *LoadResult { return &LoadResult{Policy: pol, Hash: pol.Hash} },
+			Probes: effect.NewLive(), Actions: effect.NewLive(), Journal: j, Logger: log.New(&logBuf{})})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		synctest.Wait()
+		advance(999 * time.Millisecond)
+		launches := j.count(func(r Record) bool { return r.Type == "launch" })
+		if runs.Load() != 100 || launches > OffsetSlots+1 || launches < 2 {
+			t.Fatalf("%d probes ran in %d launches in the first second; want all 100 in 2..%d", runs.Load(), launches, OffsetSlots+1)
+		}
+	})
+}
