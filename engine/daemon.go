@@ -99,6 +99,11 @@ type Daemon struct {
 	unreported map[string]bool
 	reported   chan struct{} // closed once unreported is empty
 	seq        uint64        // numbers the published snapshots
+	// pubDue is when a snapshot with results that decided nothing is due
+	// (zero: none pending), lastPub when the last one was published.
+	pubDue, lastPub time.Time
+	// earliest is the earliest time a probe is due (nextDue's minimum).
+	earliest time.Time
 
 	ready chan struct{}
 	sem   chan struct{} // Options.Parallel across all probe runs
@@ -425,6 +430,9 @@ func (d *Daemon) tick(ctx context.Context) {
 		d.persist()
 		d.publishIfFault()
 	}
+	if !d.pubDue.IsZero() && !now.Before(d.pubDue) {
+		d.publish()
+	}
 	d.mu.Unlock()
 	d.launchDue(ctx, now)
 }
@@ -438,9 +446,17 @@ func (d *Daemon) observe(ctx context.Context, rs []Result) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lastCycle = now
-	d.feed(ctx, Fact{Kind: FactResults, At: now, Results: rs})
+	st := d.feed(ctx, Fact{Kind: FactResults, At: now, Results: rs})
+	starting := d.unreported != nil
 	d.noteReported(rs)
-	d.publish()
+	if len(st.Events) > 0 || len(st.Runs) > 0 || len(st.Notify) > 0 || starting != (d.unreported != nil) {
+		d.publish()
+		return
+	}
+	// Results that decided nothing: published with the others that come
+	// within PublishEvery (at 1,000 probes, rebuilding the snapshot for
+	// each result was most of the loop's work).
+	d.publishSoon()
 }
 
 // finishRung feeds a rung's outcome to the core; callers hold d.mu.

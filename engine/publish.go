@@ -202,6 +202,26 @@ func (d *Daemon) noteReported(rs []Result) {
 	}
 }
 
+// PublishEvery bounds how often probe results that decide nothing are
+// published: they wait at most this long for /health, together with the
+// others. Anything decided is published at once.
+const PublishEvery = 100 * time.Millisecond
+
+// publishSoon publishes within PublishEvery: at once when the last
+// snapshot is that old, else when it will be (the loop's timer is armed
+// for it). Callers hold d.mu.
+func (d *Daemon) publishSoon() {
+	if !d.pubDue.IsZero() {
+		return
+	}
+	due := d.lastPub.Add(PublishEvery)
+	if !d.now().Before(due) {
+		d.publish()
+		return
+	}
+	d.pubDue = due
+}
+
 // publish rebuilds the snapshot; callers hold d.mu. Every decision is
 // saved before it is published (feed): /health never shows a decision a
 // crash could still lose. Probe counts may be published up to SaveEvery
@@ -294,6 +314,7 @@ func (d *Daemon) publish() {
 	d.seq++
 	s.Seq = d.seq
 	d.snapshot.Store(&s)
+	d.lastPub, d.pubDue = d.now(), time.Time{}
 }
 
 // Snapshot returns the last published health. A daemon whose probe results

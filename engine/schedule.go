@@ -42,6 +42,17 @@ func (d *Daemon) schedule(now time.Time, first bool) {
 			delete(d.nextDue, name)
 		}
 	}
+	d.noteEarliest()
+}
+
+// noteEarliest notes when the first probe is due; callers hold d.mu.
+func (d *Daemon) noteEarliest() {
+	d.earliest = time.Time{}
+	for _, due := range d.nextDue {
+		if d.earliest.IsZero() || due.Before(d.earliest) {
+			d.earliest = due
+		}
+	}
 }
 
 func (d *Daemon) interval(p *Probe) time.Duration {
@@ -61,18 +72,29 @@ func (d *Daemon) untilNext() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	next := d.wake
-	if !d.saveDue.IsZero() && (next.IsZero() || d.saveDue.Before(next)) {
-		next = d.saveDue
+	for _, t := range []time.Time{d.saveDue, d.pubDue} {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
 	}
-	for name, due := range d.nextDue {
-		if !d.core.InFlight(name) && (next.IsZero() || due.Before(next)) {
-			next = due
+	now := d.now()
+	if d.earliest.After(now) {
+		// No probe is due yet, in flight or not: the earliest is next.
+		if next.IsZero() || d.earliest.Before(next) {
+			next = d.earliest
+		}
+	} else {
+		// A probe is due: the first due one that is not in flight.
+		for name, due := range d.nextDue {
+			if !d.core.InFlight(name) && (next.IsZero() || due.Before(next)) {
+				next = due
+			}
 		}
 	}
 	if next.IsZero() {
 		return time.Hour // nothing scheduled: a reload or a result rearms the timer
 	}
-	return max(next.Sub(d.now()), 0)
+	return max(next.Sub(now), 0)
 }
 
 // launchDue starts the probes that are due and not already running; one
@@ -90,6 +112,7 @@ func (d *Daemon) launchDue(ctx context.Context, now time.Time) {
 			}
 		}
 	}
+	d.noteEarliest()
 	if len(due) > 0 {
 		d.launch(ctx, now, due)
 	}

@@ -250,3 +250,38 @@ func TestOffsetsGroupLaunches(t *testing.T) {
 		}
 	})
 }
+
+// Results that decide nothing are published together, at most once per
+// PublishEvery; a decision is published the moment it is made.
+func TestResultsPublishedTogetherDecisionsAtOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var up atomic.Bool
+		up.Store(true)
+		probe := &Probe{Name: "api", After: 1, Digest: "api", Check: func(context.Context, *ProbeEnv) Outcome {
+			return Outcome{Passed: up.Load()}
+		}}
+		pol := &Policy{Hash: "p", Probes: []*Probe{probe}, Thresholds: Thresholds{FailedAfter: 1, RecoverAfter: 1}}
+		d := New(Options{Load: func() *LoadResult { return &LoadResult{Policy: pol, Hash: pol.Hash} },
+			Interval: 10 * time.Millisecond, Probes: effect.NewLive(), Actions: effect.NewLive(), Logger: log.New(&logBuf{})})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		synctest.Wait()
+		seq := d.Snapshot().Seq
+		var lag time.Duration
+		for range 100 { // a second, one result every 10 ms
+			advance(10 * time.Millisecond)
+			lag = max(lag, time.Since(d.Snapshot().LastCycle))
+		}
+		if n := d.Snapshot().Seq - seq; n > 11 || n < 9 || lag > PublishEvery {
+			t.Fatalf("100 results that decided nothing: %d snapshots, /health up to %s behind; want about 10, at most %s", n, lag, PublishEvery)
+		}
+		up.Store(false)
+		advance(10 * time.Millisecond)
+		if s := d.Snapshot(); s.State != Failed || s.FailedProbeCount != 1 || time.Since(s.LastCycle) != 0 {
+			t.Fatalf("a probe going down was not published at once: %s, %s behind", s.State, time.Since(s.LastCycle))
+		}
+	})
+}
