@@ -285,3 +285,46 @@ func TestResultsPublishedTogetherDecisionsAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// The loop sleeps on one timer armed for the next due probe: the first
+// launch is at the start itself (no polling tick, no start jitter), and a
+// probe with its own interval starts exactly on one of its offset slots.
+func TestFirstLaunchOnTimeWithoutJitter(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		pass := func(context.Context, *ProbeEnv) Outcome { return Outcome{Passed: true} }
+		pol := &Policy{Hash: "p", Thresholds: DefaultThresholds(), Probes: []*Probe{
+			{Name: "global", Digest: "g", Check: pass},
+			{Name: "own", Digest: "o", Every: 20 * time.Second, Check: pass},
+		}}
+		j := &memJournal{}
+		d := New(Options{Load: func() *LoadResult { return &LoadResult{Policy: pol, Hash: pol.Hash} },
+			Interval: time.Hour, Probes: effect.NewLive(), Actions: effect.NewLive(), Journal: j, Logger: log.New(&logBuf{})})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		advance(5 * time.Second)
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		var start time.Time
+		launched := map[string]time.Duration{}
+		for _, r := range j.recs {
+			switch r.Type {
+			case "start":
+				start = r.Time
+			case "launch":
+				for _, p := range r.Probes {
+					launched[p] = r.Time.Sub(start)
+				}
+			}
+		}
+		slot := 2 * time.Second / OffsetSlots // a tenth of 20 s, in 16 steps
+		if g, ok := launched["global"]; !ok || g != 0 {
+			t.Fatalf("the first probe launched %s after the start (ok %v), want at once", g, ok)
+		}
+		if o, ok := launched["own"]; !ok || o%slot != 0 || o > 2*time.Second {
+			t.Fatalf("a probe with every = 20s launched %s after the start (ok %v), want a multiple of %s up to 2s", o, ok, slot)
+		}
+	})
+}
