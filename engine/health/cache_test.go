@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/talon-dev/talon/engine"
 )
@@ -106,5 +107,37 @@ func BenchmarkHealth1000(b *testing.B) {
 				h.ServeHTTP(rec, req)
 			}
 		})
+	}
+}
+
+// A write failure of the state directory shows on /health (write_error,
+// null otherwise) and in /metrics (talon_write_failing by file).
+func TestWriteErrorOnHealthAndMetrics(t *testing.T) {
+	t.Parallel()
+	since := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	snap := sampleSnapshot()
+	_, base := start(t, Options{Snapshot: func() engine.Snapshot { return snap }})
+	_, body := get(t, http.MethodGet, base+"/health")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := m["write_error"]; !ok || v != nil {
+		t.Fatalf("write_error without a failure: %v (present %v)", v, ok)
+	}
+	snap.WriteError = &engine.WriteError{State: "save state /s/state.json: write /s/.state.json.tmp-1: no space left on device", Since: since}
+	_, body = get(t, http.MethodGet, base+"/health")
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	we, _ := m["write_error"].(map[string]any)
+	if !strings.HasSuffix(fmt.Sprint(we["state"]), "no space left on device") || we["since"] != "2026-12-02T06:00:00Z" || we["journal"] != nil {
+		t.Fatalf("write_error %v", m["write_error"])
+	}
+	_, metrics := get(t, http.MethodGet, base+"/metrics")
+	for _, line := range []string{`talon_write_failing{file="state"} 1`, `talon_write_failing{file="journal"} 0`} {
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("no %s in\n%s", line, metrics)
+		}
 	}
 }
