@@ -20,9 +20,12 @@ func (d *Daemon) journal(r Record) {
 	}
 	if err := d.opts.Journal.Append(r); err != nil {
 		d.writeFailed("journal", &d.journalFault, err)
+		d.journalFault.room = false
 		return
 	}
-	d.writeOK("journal", &d.journalFault)
+	if f := d.journalFault; f != nil && (f.room || d.opts.StateFile == "") {
+		d.writeOK("journal", &d.journalFault)
+	}
 }
 
 // syncJournal flushes the journal to disk; callers hold d.mu.
@@ -32,6 +35,7 @@ func (d *Daemon) syncJournal() {
 	}
 	if err := d.opts.Journal.Sync(); err != nil {
 		d.writeFailed("journal", &d.journalFault, err)
+		d.journalFault.room = false
 	}
 }
 
@@ -48,6 +52,11 @@ type writeFault struct {
 	err   string
 	since time.Time
 	count int // failed writes (journal: records lost; state: saves)
+	// room says a state save succeeded since the journal's last failed
+	// append. On a full disk a short record may still fit in the journal's
+	// last page while the next does not: a journal append alone does not
+	// show that space came back; a new state file does.
+	room bool
 }
 
 // writeFailed records a failed write of what ("state" or "journal"): the
@@ -155,6 +164,9 @@ func (d *Daemon) persist() {
 		return
 	}
 	d.writeOK("state", &d.stateFault)
+	if d.journalFault != nil {
+		d.journalFault.room = true
+	}
 }
 
 // persistSoon saves the state within SaveEvery: at once when the last save
