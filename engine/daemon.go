@@ -95,6 +95,23 @@ type Daemon struct {
 	// checkpointOwed says the journal rotated: the next fact is preceded
 	// by a checkpoint (the new file replays on its own).
 	checkpointOwed atomic.Bool
+	// Saving (publish.go): the state is saved at once when the core
+	// decides something, else at most once per SaveEvery; saveDue is when
+	// a pending save is due (zero: none), lastSave when one was last tried.
+	saveDue, lastSave time.Time
+	// stateFault and journalFault are the write failures in progress
+	// (a full or read-only state directory); nil while writes succeed.
+	stateFault, journalFault *writeFault
+	// unreported are the probes that have not reported since the start:
+	// until they all have, /health says "starting", never ok.
+	unreported map[string]bool
+	reported   chan struct{} // closed once unreported is empty
+	seq        uint64        // numbers the published snapshots
+	// pubDue is when a snapshot with results that decided nothing is due
+	// (zero: none pending), lastPub when the last one was published.
+	pubDue, lastPub time.Time
+	// earliest is the earliest time a probe is due (nextDue's minimum).
+	earliest time.Time
 
 	ready chan struct{}
 	sem   chan struct{} // Options.Parallel across all probe runs
@@ -143,7 +160,7 @@ func New(opts Options) *Daemon {
 	d := &Daemon{opts: opts, log: opts.Logger, clock: opts.Clock, sem: sem, delivering: delivering, cutPages: cutPages,
 		core:    NewCore(CoreOptions{WhenBudget: opts.WhenBudget}),
 		nextDue: map[string]time.Time{}, rungRuns: map[string]int{}, rungStops: map[string]context.CancelFunc{},
-		ready: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4),
+		ready: make(chan struct{}), reported: make(chan struct{}), swap: make(chan *swapReq), results: make(chan []Result, 16), batches: make(chan []Result, 4),
 		rungDone: make(chan RungEnd, 16), poke: make(chan struct{}, 1)}
 	if j, ok := opts.Journal.(interface {
 		OnRotate(func(Record) []Record)
@@ -183,13 +200,17 @@ func (d *Daemon) feed(ctx context.Context, f Fact) Step {
 		d.record(e)
 	}
 	d.wake = st.Wake
-	if st.Persist {
-		// A rung start, a channel's acceptance, an operator's command: a
-		// crash from here on must not lose it.
+	if st.Persist || len(st.Events) > 0 || len(st.Runs) > 0 || len(st.Notify) > 0 {
+		// A decision (a transition, a rung start, a page going out, a
+		// channel's acceptance, an operator's command): a crash from here
+		// on must not lose it. The journal first: the state never runs
+		// ahead of the facts that made it.
+		d.syncJournal()
 		d.persist()
-		if d.opts.Journal != nil {
-			d.opts.Journal.Sync()
-		}
+	} else {
+		// Only counts moved (a probe's result, a launch): saved within
+		// SaveEvery, with whatever else changes meanwhile.
+		d.persistSoon()
 	}
 	for _, n := range st.Notify {
 		d.notify(n)
@@ -336,9 +357,14 @@ func (d *Daemon) start(ctx context.Context) {
 	d.policyErr = polErr
 	d.fallback = res.Fallback
 	d.warn(res)
+	d.unreported = map[string]bool{}
+	for _, p := range pol.Probes {
+		d.unreported[p.Name] = true
+	}
 	d.feed(ctx, Fact{Kind: FactStart, At: now, State: st, Policy: pol, PolicyError: polErr})
+	d.noteReported(nil)
 	d.schedule(now, true)
-	d.persist()
+	d.persistPending()
 	d.publish()
 	d.log.Info("talon started", "state", st.Phase, "policy", short(pol.Hash), "probes", len(pol.Probes), "dry_run", d.opts.DryRun)
 }
@@ -415,8 +441,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			d.observe(ctx, rs)
 		case all := <-d.batches:
+			// Every result of one launch is in: one journal fsync for them
+			// all, not one per result.
 			d.mu.Lock()
 			d.summary(all)
+			d.syncJournal()
+			d.publishIfFault()
 			d.mu.Unlock()
 		case end := <-d.rungDone:
 			d.mu.Lock()
@@ -438,7 +468,13 @@ func (d *Daemon) tick(ctx context.Context) {
 	d.mu.Lock()
 	if !d.wake.IsZero() && !now.Before(d.wake) {
 		d.feed(ctx, Fact{Kind: FactWake, At: now})
+		d.publish()
+	}
+	if !d.saveDue.IsZero() && !now.Before(d.saveDue) {
 		d.persist()
+		d.publishIfFault()
+	}
+	if !d.pubDue.IsZero() && !now.Before(d.pubDue) {
 		d.publish()
 	}
 	d.mu.Unlock()
@@ -454,12 +490,17 @@ func (d *Daemon) observe(ctx context.Context, rs []Result) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lastCycle = now
-	d.feed(ctx, Fact{Kind: FactResults, At: now, Results: rs})
-	d.persist()
-	d.publish()
-	if d.opts.Journal != nil {
-		d.opts.Journal.Sync()
+	st := d.feed(ctx, Fact{Kind: FactResults, At: now, Results: rs})
+	starting := d.unreported != nil
+	d.noteReported(rs)
+	if len(st.Events) > 0 || len(st.Runs) > 0 || len(st.Notify) > 0 || starting != (d.unreported != nil) {
+		d.publish()
+		return
 	}
+	// Results that decided nothing: published with the others that come
+	// within PublishEvery (at 1,000 probes, rebuilding the snapshot for
+	// each result was most of the loop's work).
+	d.publishSoon()
 }
 
 // finishRung feeds a rung's outcome to the core; callers hold d.mu.
@@ -467,7 +508,7 @@ func (d *Daemon) finishRung(ctx context.Context, end RungEnd) {
 	delete(d.rungStops, end.Rung)
 	end.Stopping = end.Stopping || ctx.Err() != nil
 	d.feed(ctx, Fact{Kind: FactRungEnd, At: d.now(), End: &end})
-	d.persist()
+	d.persistPending() // a rung's outcome is saved at once, whatever it decided
 	d.publish()
 }
 
@@ -503,8 +544,9 @@ func (d *Daemon) apply(ctx context.Context, res *LoadResult) {
 	now := d.now()
 	d.feed(ctx, Fact{Kind: FactReload, At: now, Policy: res.Policy})
 	d.schedule(now, false)
+	d.noteReported(nil)
 	d.log.Info("policy reloaded", "policy", short(res.Policy.Hash), "old", short(old), "probes", len(res.Policy.Probes))
-	d.persist()
+	d.persistPending()
 	d.publish()
 }
 
@@ -581,6 +623,7 @@ func (d *Daemon) stop() {
 		}
 	}
 	d.feed(ctx, Fact{Kind: FactStop, At: d.now()})
+	d.syncJournal()
 	d.persist()
 	d.mu.Unlock()
 	// A "resolved" message queued just now still goes out, within the
@@ -588,8 +631,9 @@ func (d *Daemon) stop() {
 	d.waitBackground(d.opts.ShutdownGrace)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.opts.Journal != nil {
-		d.opts.Journal.Sync()
+	d.syncJournal()
+	if !d.saveDue.IsZero() { // a "resolved" went out meanwhile
+		d.persist()
 	}
 	d.log.Info("talon stopped", "state", d.state().Phase)
 }
@@ -628,6 +672,10 @@ func (d *Daemon) SetWorkerRestarts(n int) {
 
 // Ready is closed once the daemon has loaded its state and policy.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// Reported is closed once every probe of the policy has reported since the
+// start: until then /health says "starting" and is not ok.
+func (d *Daemon) Reported() <-chan struct{} { return d.reported }
 
 // Files lists the files the last policy load read, good or bad.
 func (d *Daemon) Files() []string {

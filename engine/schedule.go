@@ -6,10 +6,16 @@ import (
 	"time"
 )
 
+// OffsetSlots is how many distinct start offsets the probes of one interval
+// are spread over: enough that a large policy does not fork everything in
+// the same millisecond, few enough that each launch (a goroutine, a journal
+// record, one journal fsync, a wake-up) serves many probes.
+const OffsetSlots = 16
+
 // schedule sets when each probe is next due. On the first run a probe with
-// its own interval starts at a stable offset (a hash of its name, up to a
-// tenth of its interval, at most 2 s), so a large policy does not fork
-// everything in the same millisecond and a restart spreads them the same way.
+// its own interval starts at a stable offset (a hash of its name picks one
+// of OffsetSlots+1 points from 0 to a tenth of its interval, at most 2 s), so
+// a large policy is spread out and a restart spreads it the same way.
 func (d *Daemon) schedule(now time.Time, first bool) {
 	keep := map[string]bool{}
 	for _, p := range d.policy().Probes {
@@ -26,13 +32,25 @@ func (d *Daemon) schedule(now time.Time, first bool) {
 		if p.Every > 0 {
 			h := fnv.New64a()
 			h.Write([]byte(p.Name))
-			offset = time.Duration(h.Sum64() % uint64(min(p.Every/10, 2*time.Second)+1))
+			window := min(p.Every/10, 2*time.Second)
+			offset = window * time.Duration(h.Sum64()%(OffsetSlots+1)) / OffsetSlots
 		}
 		d.nextDue[p.Name] = now.Add(offset)
 	}
 	for name := range d.nextDue {
 		if !keep[name] {
 			delete(d.nextDue, name)
+		}
+	}
+	d.noteEarliest()
+}
+
+// noteEarliest notes when the first probe is due; callers hold d.mu.
+func (d *Daemon) noteEarliest() {
+	d.earliest = time.Time{}
+	for _, due := range d.nextDue {
+		if d.earliest.IsZero() || due.Before(d.earliest) {
+			d.earliest = due
 		}
 	}
 }
@@ -48,20 +66,35 @@ func (d *Daemon) interval(p *Probe) time.Duration {
 }
 
 // untilNext is how long the loop may sleep: until the next probe that is
-// due and not running, or the core's wake, whichever comes first.
+// due and not running, the core's wake or a pending save, whichever comes
+// first. Nothing polls: an idle daemon wakes only when something is due.
 func (d *Daemon) untilNext() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	next := d.wake
-	for name, due := range d.nextDue {
-		if !d.core.InFlight(name) && (next.IsZero() || due.Before(next)) {
-			next = due
+	for _, t := range []time.Time{d.saveDue, d.pubDue} {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	now := d.now()
+	if d.earliest.After(now) {
+		// No probe is due yet, in flight or not: the earliest is next.
+		if next.IsZero() || d.earliest.Before(next) {
+			next = d.earliest
+		}
+	} else {
+		// A probe is due: the first due one that is not in flight.
+		for name, due := range d.nextDue {
+			if !d.core.InFlight(name) && (next.IsZero() || due.Before(next)) {
+				next = due
+			}
 		}
 	}
 	if next.IsZero() {
 		return time.Hour // nothing scheduled: a reload or a result rearms the timer
 	}
-	return max(next.Sub(d.now()), 0)
+	return max(next.Sub(now), 0)
 }
 
 // launchDue starts the probes that are due and not already running; one
@@ -79,6 +112,7 @@ func (d *Daemon) launchDue(ctx context.Context, now time.Time) {
 			}
 		}
 	}
+	d.noteEarliest()
 	if len(due) > 0 {
 		d.launch(ctx, now, due)
 	}

@@ -41,6 +41,23 @@ type Snapshot struct {
 	Paused []PauseInfo `json:"paused"`
 	// Flapping names the probes that flap (down and up repeatedly).
 	Flapping []string `json:"flapping"`
+	// WriteError says the state directory cannot be written (full or
+	// read-only): the daemon goes on probing and escalating, but what it
+	// decides is not saved (state) or recorded (journal) until a write
+	// succeeds again. OK is false meanwhile. Null while writes succeed.
+	WriteError *WriteError `json:"write_error"`
+
+	// Seq numbers the snapshots a daemon publishes, so that a reader can
+	// tell an unchanged one (the health endpoint's cache); not in JSON.
+	Seq uint64 `json:"-"`
+}
+
+// WriteError is a failure to write the state directory, as /health shows
+// it: the last error of each file that fails, and since when.
+type WriteError struct {
+	State   string    `json:"state,omitempty"`
+	Journal string    `json:"journal,omitempty"`
+	Since   time.Time `json:"since"`
 }
 
 // PauseInfo is a pause as /health shows it.
@@ -50,8 +67,9 @@ type PauseInfo struct {
 }
 
 // Starting is the state /health shows before the daemon has loaded its
-// state and policy (the predecessor's "Starting"): not a phase of the state
-// machine, and never ok.
+// state and policy, and then until every probe has reported since the
+// start (the predecessor's "Starting"): not a phase of the state machine,
+// and never ok.
 const Starting Phase = "starting"
 
 // IncidentInfo is the open incident as /health shows it.

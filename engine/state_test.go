@@ -412,8 +412,9 @@ func TestStateRoundTrip(t *testing.T) {
 	path := filepath.Join(dir, "state.json")
 	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, &Rung{Name: "heal", Do: []Action{fakeAction{"h"}}})
 	s := NewState(t0)
-	Observe(s, pol, []Result{{Name: "api", Output: "café ✓ \x01 終", At: t0}}, t0)
+	Observe(s, pol, []Result{{Name: "api", Output: "connection refused", Detail: map[string]string{"status": "503"}, At: t0}}, t0)
 	BeginRung(s, pol, 0, t0)
+	s.Pauses = []Pause{{ID: "p1", Scope: "probe", Name: "api", Since: t0, Reason: "café ✓ \x01 終"}}
 	if err := SaveState(path, s); err != nil {
 		t.Fatal(err)
 	}
@@ -421,15 +422,87 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Everything comes back but the probe's output, which is in the
+	// journal; the state in memory keeps it.
+	want := *s.Probes["api"].Last
+	want.Output = ""
+	if !reflect.DeepEqual(*got.Probes["api"].Last, want) || s.Probes["api"].Last.Output != "connection refused" {
+		t.Fatalf("last result: %+v, want %+v (in memory: %q)", *got.Probes["api"].Last, want, s.Probes["api"].Last.Output)
+	}
+	got.Probes["api"].Last = s.Probes["api"].Last
 	if !reflect.DeepEqual(got, s) {
 		t.Fatalf("round trip differs:\n%+v\n%+v", got, s)
 	}
-	if got.Probes["api"].Last.Output != "café ✓ \x01 終" {
-		t.Fatalf("UTF-8 mangled: %q", got.Probes["api"].Last.Output)
+	if got.Pauses[0].Reason != "café ✓ \x01 終" {
+		t.Fatalf("UTF-8 mangled: %q", got.Pauses[0].Reason)
+	}
+	b, _ := os.ReadFile(path)
+	if strings.Count(string(b), "\n") != 1 || !strings.HasSuffix(string(b), "}\n") || strings.Contains(string(b), "connection refused") {
+		t.Fatalf("state.json is not one compact line without outputs:\n%s", b)
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temp files left: %v", entries)
+	}
+}
+
+// A state file written by an earlier Talon (indented, every probe's last
+// output in it) still loads, outputs and all.
+func TestLoadStateWithOutputs(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "state.json")
+	old := `{
+  "version": 1,
+  "phase": "failed",
+  "phase_since": "2026-11-23T03:00:00Z",
+  "probes": {
+    "api": {
+      "fails": 3,
+      "passes": 0,
+      "down": true,
+      "digest": "d1",
+      "last": {
+        "name": "api",
+        "passed": false,
+        "output": "HTTP 503: upstream unavailable",
+        "duration_ms": 12,
+        "critical": true,
+        "at": "2026-11-23T03:00:00Z"
+      },
+      "failing_since": "2026-11-23T02:58:00Z"
+    }
+  },
+  "consecutive_failures": 3,
+  "incident": {"id": "20261123T030000Z-1", "started": "2026-11-23T03:00:00Z", "critical": true, "probes": ["api"], "position": 0, "exhausted": false, "paged": null, "rungs": {}},
+  "last_run": {},
+  "last_page": "0001-01-01T00:00:00Z",
+  "incidents": 1,
+  "worker_restarts": 2,
+  "policy_hash": "9f2c",
+  "updated_at": "2026-11-23T03:00:01Z"
+}
+`
+	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := s.Probes["api"]
+	if s.Phase != Failed || ps.Fails != 3 || !ps.Down || ps.Last.Output != "HTTP 503: upstream unavailable" || s.Incident.ID != "20261123T030000Z-1" || s.WorkerRestarts != 2 {
+		t.Fatalf("loaded %+v, api %+v", s, ps)
+	}
+	// Saved again, it is compact and loads the same but for the output.
+	if err := SaveState(path, s); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Probes["api"].Last.Output != "" || again.Probes["api"].Fails != 3 || again.Incident.ID != s.Incident.ID {
+		t.Fatalf("saved again: %+v", again.Probes["api"])
 	}
 }
 

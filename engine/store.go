@@ -83,16 +83,42 @@ func RemoveStaleTemps(path string) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// SaveState persists s atomically as indented JSON.
+// SaveState persists s atomically as compact JSON, without the probes'
+// last outputs: those are in the journal, and re-encoding every probe's
+// output (up to 64 KiB each) on every save was most of a large policy's
+// cost. After a restart a probe's last output is empty until it runs
+// again; the ladder does not act on results from before a start anyway.
+// A file written with outputs (and indented) by an older Talon still loads.
 func SaveState(path string, s *State) error {
-	data, err := json.MarshalIndent(s, "", "  ")
+	data, err := EncodeState(s)
 	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
+		return err
 	}
-	if err := WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+	if err := WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("save state %s: %w", path, err)
 	}
 	return nil
+}
+
+// EncodeState is the content of state.json for s: one line of JSON without
+// the probes' last outputs. s is not changed.
+func EncodeState(s *State) ([]byte, error) {
+	c := *s
+	c.Probes = make(map[string]*ProbeState, len(s.Probes))
+	for name, ps := range s.Probes {
+		if ps != nil && ps.Last != nil && ps.Last.Output != "" {
+			cp, last := *ps, *ps.Last
+			last.Output = ""
+			cp.Last = &last
+			ps = &cp
+		}
+		c.Probes[name] = ps
+	}
+	data, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("encode state: %w", err)
+	}
+	return append(data, '\n'), nil
 }
 
 // ErrNoState is returned by LoadState when there is no state file yet.

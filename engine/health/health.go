@@ -16,6 +16,7 @@
 package health
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/json"
@@ -27,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -102,6 +104,25 @@ type Server struct {
 	// already; the server reports their end later.
 	closed  map[net.Conn]bool
 	evicted int
+
+	// The last /health and /metrics bodies, encoded once per published
+	// snapshot (engine.Snapshot.Seq) and served from here until the next:
+	// at 1,000 probes encoding them is most of a request's cost.
+	healthCache, metricsCache atomic.Pointer[cachedBody]
+}
+
+// cachedBody is an encoded body and what it was encoded from: a snapshot
+// (Seq) as the daemon published it, plus what Snapshot adds on each call
+// (ok and stale as of now, the worker's live status).
+type cachedBody struct {
+	seq       uint64
+	ok, stale bool
+	worker    []byte
+	body      []byte
+}
+
+func (c *cachedBody) fits(snap engine.Snapshot, worker []byte) bool {
+	return c != nil && snap.Seq != 0 && c.seq == snap.Seq && c.ok == snap.OK && c.stale == snap.Stale && bytes.Equal(c.worker, worker)
 }
 
 // New builds a server; Start makes it listen.
@@ -315,7 +336,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 		code = http.StatusInternalServerError
 		b, _ = json.Marshal(errorBody("encode: " + err.Error()))
 	}
-	b = append(b, '\n')
+	writeBody(w, code, append(b, '\n'))
+}
+
+// writeBody writes an encoded JSON body.
+func writeBody(w http.ResponseWriter, code int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -326,10 +351,27 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	snap := s.opts.Snapshot()
+	var worker []byte
+	if snap.Worker != nil {
+		worker, _ = json.Marshal(snap.Worker)
+	}
+	if c := s.healthCache.Load(); c.fits(snap, worker) {
+		writeBody(w, http.StatusOK, c.body)
+		return
+	}
 	if snap.FailedProbes == nil {
 		snap.FailedProbes = []string{} // consumers read an array, never null
 	}
-	writeJSON(w, http.StatusOK, healthBody{Snapshot: snap, StateCompat: StateCompat(snap.State)})
+	b, err := json.Marshal(healthBody{Snapshot: snap, StateCompat: StateCompat(snap.State)})
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, errorBody("encode: "+err.Error()))
+		return
+	}
+	b = append(b, '\n')
+	if snap.Seq != 0 {
+		s.healthCache.Store(&cachedBody{seq: snap.Seq, ok: snap.OK, stale: snap.Stale, worker: worker, body: b})
+	}
+	writeBody(w, http.StatusOK, b)
 }
 
 // healthBody is GET /health: the snapshot and state_compat.
@@ -411,9 +453,20 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 		s.opts.Metrics(w)
 		return
 	}
-	if err := WriteMetrics(w, s.opts.Snapshot()); err != nil {
-		s.log.Error("metrics exposition failed", "err", err)
+	snap := s.opts.Snapshot()
+	if c := s.metricsCache.Load(); c.fits(snap, nil) {
+		w.Write(c.body)
+		return
 	}
+	var b bytes.Buffer
+	if err := WriteMetrics(&b, snap); err != nil {
+		s.log.Error("metrics exposition failed", "err", err)
+		return
+	}
+	if snap.Seq != 0 {
+		s.metricsCache.Store(&cachedBody{seq: snap.Seq, ok: snap.OK, stale: snap.Stale, body: b.Bytes()})
+	}
+	w.Write(b.Bytes())
 }
 
 // RefuseNonLoopback returns an error for a bind address that is not on the

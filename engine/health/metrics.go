@@ -57,6 +57,8 @@ var (
 		"Whether the open incident is acknowledged (talon ack).", nil, nil)
 	descFlapping = prometheus.NewDesc("talon_probe_flapping",
 		"Whether the probe flaps: it went down too often within the flap window.", []string{"probe"}, nil)
+	descWriteFailing = prometheus.NewDesc("talon_write_failing",
+		"Whether writing the state directory fails (full or read-only), by file: state (state.json) or journal.", []string{"file"}, nil)
 )
 
 // SnapshotCollector exposes a Snapshot as Prometheus metrics. Register it in
@@ -72,7 +74,7 @@ var _ prometheus.Collector = SnapshotCollector{}
 func (c SnapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descState, descProbes, descProbeUp, descProbeDuration,
 		descFailed, descConsecutive, descIncident, descReloads, descPolicyError, descPolicyInfo, descFallback, descFallbackSince,
-		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale, descPaused, descAcked, descFlapping} {
+		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale, descPaused, descAcked, descFlapping, descWriteFailing} {
 		ch <- d
 	}
 }
@@ -142,6 +144,9 @@ func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descPages, float64(s.Pages))
 	gauge(descStale, b2f(s.Stale))
+	we := s.WriteError
+	gauge(descWriteFailing, b2f(we != nil && we.State != ""), "state")
+	gauge(descWriteFailing, b2f(we != nil && we.Journal != ""), "journal")
 	var last float64
 	if !s.LastCycle.IsZero() {
 		last = float64(s.LastCycle.UnixNano()) / 1e9

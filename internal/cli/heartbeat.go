@@ -57,12 +57,13 @@ func (h *heartbeats) current(hash string) *engine.Heartbeat {
 }
 
 // startHeartbeat runs the policy's dead-man ping beside the daemon, once
-// the daemon has loaded its state and policy.
+// every probe has reported since the start: before that the daemon is
+// "starting", and its first ping would report a failure it does not know of.
 func startHeartbeat(ctx context.Context, d *engine.Daemon, h *heartbeats, childEnv []string, logger *log.Logger) {
 	host, _ := os.Hostname()
 	go func() {
 		select {
-		case <-d.Ready():
+		case <-d.Reported():
 		case <-ctx.Done():
 			return
 		}
