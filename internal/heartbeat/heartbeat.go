@@ -135,6 +135,10 @@ func unhealthy(s engine.Snapshot) string {
 		return "the probe loop is stuck"
 	case s.State != engine.Healthy:
 		return "state " + string(s.State)
+	case s.WriteError != nil:
+		// Watching but not remembering: a restart would forget what it
+		// decided meanwhile.
+		return "the state directory cannot be written: " + firstLine(s.WriteError.State+" "+s.WriteError.Journal)
 	}
 	return ""
 }

@@ -164,6 +164,13 @@ func TestPingsEveryIntervalAndFailWhileNotHealthy(t *testing.T) {
 		}, "GET " + secretPath + "/fail"},
 		{func() { s := *r.snap.Load(); s.PolicyError = nil; s.Stale = true; r.snap.Store(&s) }, "GET " + secretPath + "/fail"},
 		{func() { r.setState(engine.Healthy) }, "GET " + secretPath},
+		{func() {
+			r.setState(engine.Healthy)
+			s := *r.snap.Load()
+			s.WriteError = &engine.WriteError{State: "write state.json: no space left on device"}
+			r.snap.Store(&s)
+		}, "GET " + secretPath + "/fail"},
+		{func() { r.setState(engine.Healthy) }, "GET " + secretPath},
 	}
 	var w wait
 	for i, st := range steps {
@@ -177,7 +184,7 @@ func TestPingsEveryIntervalAndFailWhileNotHealthy(t *testing.T) {
 		}
 	}
 	logs := r.logs.String()
-	for _, want := range []string{"heartbeat: pinging", "heartbeat: reporting failure", "reason=\"state failed\"", "heartbeat: reporting healthy again"} {
+	for _, want := range []string{"heartbeat: pinging", "heartbeat: reporting failure", "reason=\"state failed\"", "no space left on device", "heartbeat: reporting healthy again"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q:\n%s", want, logs)
 		}
