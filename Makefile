@@ -36,6 +36,13 @@ test: deps
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./builtins/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzJournalReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./engine/journal/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./engine/config/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzServices$$' -fuzztime $(FUZZTIME) ./engine/config/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLaunchctl$$' -fuzztime $(FUZZTIME) ./builtins/probe/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzSystemctlShow$$' -fuzztime $(FUZZTIME) ./builtins/probe/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzNagiosPerfdata$$' -fuzztime $(FUZZTIME) ./builtins/probe/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProcNet$$' -fuzztime $(FUZZTIME) ./engine/worker/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLsof$$' -fuzztime $(FUZZTIME) ./engine/worker/
 
 # The randomized tests (every TestSoak*) for longer: `make test` runs a
 # bounded number of scenarios, `make soak` runs each for SOAKTIME. A failure
