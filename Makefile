@@ -43,6 +43,7 @@ test: deps
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzNagiosPerfdata$$' -fuzztime $(FUZZTIME) ./builtins/probe/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProcNet$$' -fuzztime $(FUZZTIME) ./engine/worker/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLsof$$' -fuzztime $(FUZZTIME) ./engine/worker/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLoadState$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engine/
 
 # The randomized tests (every TestSoak*) for longer: `make test` runs a
 # bounded number of scenarios, `make soak` runs each for SOAKTIME. A failure

@@ -185,9 +185,12 @@ func readJournalStrict(t *testing.T, stateDir string) ([]engine.Record, []journa
 // pageLog is a fake paging channel: an HTTP server that records every
 // message notify.webhook posts to it as it arrives, before it answers.
 type pageLog struct {
-	rnd   func() (delay time.Duration, fail bool)
+	rnd   func() (delay time.Duration, fail bool, kill int)
 	mu    chan struct{}
 	pages []page
+	// kill is where the test kills the daemon: a message on it asks for
+	// a kill -9 now (a page just arrived, or was just answered).
+	kill chan struct{}
 }
 
 type page struct {
@@ -195,9 +198,15 @@ type page struct {
 	At                      time.Time
 }
 
-func newPageLog(rnd func() (time.Duration, bool)) *pageLog {
-	l := &pageLog{rnd: rnd, mu: make(chan struct{}, 1)}
-	return l
+func newPageLog(rnd func() (time.Duration, bool, int)) *pageLog {
+	return &pageLog{rnd: rnd, mu: make(chan struct{}, 1), kill: make(chan struct{}, 1)}
+}
+
+func (l *pageLog) askKill() {
+	select {
+	case l.kill <- struct{}{}:
+	default:
+	}
 }
 
 func (l *pageLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -209,8 +218,11 @@ func (l *pageLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	l.mu <- struct{}{}
 	l.pages = append(l.pages, page{Channel: "webhook:" + r.Host, Kind: m.Kind, Incident: m.Incident, At: time.Now()})
-	delay, fail := l.rnd()
+	delay, fail, kill := l.rnd()
 	<-l.mu
+	if kill == 1 { // the page is out, its answer is not
+		l.askKill()
+	}
 	select {
 	case <-time.After(delay):
 	case <-r.Context().Done():
@@ -218,6 +230,12 @@ func (l *pageLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if fail {
 		w.WriteHeader(http.StatusBadGateway)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	if kill == 2 { // the answer is on its way: the crash window of docs/journal.md
+		w.(http.Flusher).Flush()
+		l.askKill()
 	}
 }
 
@@ -252,8 +270,8 @@ func (l *pageLog) all() []page {
 func TestSoakKill9DuringIncidents(t *testing.T) {
 	run := newSoakRun(t, 6, 200)
 	dir := t.TempDir()
-	pages := newPageLog(func() (time.Duration, bool) {
-		return run.between(0, 200*time.Millisecond), run.rnd.IntN(8) == 0
+	pages := newPageLog(func() (time.Duration, bool, int) {
+		return run.between(0, 200*time.Millisecond), run.rnd.IntN(8) == 0, run.rnd.IntN(4) % 3
 	})
 	ch1, ch2 := newLoopback(t, pages), newLoopback(t, pages)
 	heal := filepath.Join(dir, "heal.sh")
@@ -262,9 +280,9 @@ func TestSoakKill9DuringIncidents(t *testing.T) {
 	writeFile(t, filepath.Join(policy, "talon.star"), fmt.Sprintf(`
 probe.exec("a", ["test", "!", "-e", %[1]q], critical = True, every = "200ms", timeout = "2s")
 probe.exec("b", ["test", "!", "-e", %[2]q], critical = True, every = "200ms", timeout = "2s")
-state.thresholds(failed_after = 2, critical_after = "1s", recover_after = 1)
+state.thresholds(failed_after = 2, critical_after = "1s", recover_after = 1, flap_start = 0)
 ladder(
-    rung("heal", do = exec.cmd([%[3]q]), timeout = "5s", cooldown = "3s"),
+    rung("heal", do = exec.cmd([%[3]q]), timeout = "5s", cooldown = "3s", settle = "1s"),
     rung("sos", do = [notify.webhook(%[4]q, timeout = "5s"), notify.webhook(%[5]q, timeout = "5s")],
          after = "1s", repeat = "1h", state = "sos"),
 )
@@ -293,7 +311,7 @@ ladder(
 	persisted := map[string]bool{} // incidents seen open in state.json after a kill
 	downA, downB := false, false
 	var prevState *engine.State
-	rounds := 0
+	rounds, killsAtPages := 0, 0
 	for ; run.more(rounds); rounds++ {
 		p = spawnTalon(t, bind, args...)
 		if run.rnd.IntN(3) == 0 || rounds == 0 {
@@ -311,7 +329,20 @@ ladder(
 			setDown("a", downA)
 			setDown("b", downB)
 		}
-		time.Sleep(run.between(100*time.Millisecond, 3*time.Second))
+		select {
+		case <-pages.kill:
+		default:
+		}
+		// A random moment, or the moment a channel gets a page or answers.
+		hold := run.between(100*time.Millisecond, 3*time.Second)
+		if run.rnd.IntN(4) == 0 {
+			hold = run.between(3*time.Second, 8*time.Second) // long enough to page
+		}
+		select {
+		case <-time.After(hold):
+		case <-pages.kill:
+			killsAtPages++
+		}
 		p.kill9()
 		kills = append(kills, time.Now())
 
@@ -385,8 +416,14 @@ ladder(
 	if heals > starts {
 		t.Errorf("heal ran %d times, the journal has %d starts of it", heals, starts)
 	}
-	t.Logf("%d rounds of kill -9 (seed %d): %d incidents persisted, %d paged, %d messages received, %d heal runs, %d journal records",
-		rounds, run.seed, len(persisted), len(paged), len(got), heals, len(recs))
+	events := map[string]int{}
+	for _, r := range recs {
+		if e := r.Event; e != nil {
+			events[e.Type]++
+		}
+	}
+	t.Logf("%d rounds of kill -9 (seed %d), %d of them as a channel got or answered a page: %d incidents persisted, %d paged, %d messages received, %d heal runs, %d journal records, events %v",
+		rounds, run.seed, killsAtPages, len(persisted), len(paged), len(got), heals, len(recs), events)
 	if len(paged) == 0 && run.long() {
 		t.Errorf("no incident paged in %d rounds: the soak exercised no page", rounds)
 	}
@@ -620,28 +657,30 @@ probe.exec("forks", ["bash", "-c", "printf x >> %[2]s; for i in 1 2 3 4 5 6; do 
 	if thr2 > thr1+4 {
 		t.Errorf("threads grew: %d after the warm-up, %d at the end", thr1, thr2)
 	}
-	// What each probe said, from the journal: the hang timed out on time,
-	// the chatty one passed with its output capped, the forks passed.
+	// What each probe said, from the journal: the hang always timed out,
+	// every output was capped, the chatty and forking probes passed (not
+	// every time: on a loaded host one may time out, which is no leak).
 	recs, _ := readJournalStrict(t, stateDir)
 	count := map[string]int{}
 	for _, r := range recs {
 		for _, res := range r.Results {
-			count[res.Name]++
-			switch res.Name {
-			case "hang":
-				if res.Passed || !res.TimedOut {
-					t.Fatalf("hang: %+v", res)
-				}
-			case "chatty", "forks":
-				if !res.Passed || len(res.Output) > engine.MaxResultOutput {
-					t.Fatalf("%s: passed %v, %d bytes of output: %.200s", res.Name, res.Passed, len(res.Output), res.Output)
-				}
+			if len(res.Output) > engine.MaxResultOutput {
+				t.Fatalf("%s: %d bytes of output kept", res.Name, len(res.Output))
+			}
+			if res.Name == "hang" && (res.Passed || !res.TimedOut) {
+				t.Fatalf("hang: %+v", res)
+			}
+			if res.Passed {
+				count[res.Name+" passed"]++
+			} else {
+				count[res.Name+" failed"]++
 			}
 		}
 	}
-	if count["hang"] < total/2 || count["chatty"] < total/2 {
+	if count["hang failed"] < total/2 || count["chatty passed"] < total/2 || count["forks passed"] < total/2 {
 		t.Errorf("runs journaled: %v for %d cycles of forks", count, total)
 	}
+	t.Logf("outcomes: %v", count)
 }
 
 func threadsOf(t *testing.T, pid int) int {
