@@ -47,7 +47,10 @@ test: deps
 
 # The randomized tests (every TestSoak*) for longer: `make test` runs a
 # bounded number of scenarios, `make soak` runs each for SOAKTIME. A failure
-# prints the seed that replays it (TALON_SOAK_SEED).
+# prints the seed that replays it (TALON_SOAK_SEED). Against the real binary
+# (internal/e2e): kill -9 during incidents (at least 200 rounds), hanging,
+# chatty and forking probes (at least 1,000 cycles) and network faults
+# through a proxy; each may run past SOAKTIME to reach its minimum.
 SOAKTIME ?= 10m
 soak:
 	TALON_SOAK=$(SOAKTIME) $(GO) test -count=1 -timeout 0 -run 'Soak' -v ./...
