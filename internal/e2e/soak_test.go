@@ -255,7 +255,7 @@ func (l *pageLog) all() []page {
 //   - the journal reads back with the journal reader;
 //   - the next process starts from that very state: the incident it held
 //     is the one the `start` record carries (an open incident is never
-//     forgotten).
+//     forgotten), and the temp files of a save the kill cut short are gone.
 //
 // At the end (every probe up again) and throughout:
 //
@@ -311,9 +311,17 @@ ladder(
 	persisted := map[string]bool{} // incidents seen open in state.json after a kill
 	downA, downB := false, false
 	var prevState *engine.State
-	rounds, killsAtPages := 0, 0
+	rounds, killsAtPages, tempsLeft := 0, 0, 0
 	for ; run.more(rounds); rounds++ {
+		// Temp files of a save the kill interrupted are removed at start.
+		left, _ := filepath.Glob(filepath.Join(stateDir, ".state.json.tmp-*"))
 		p = spawnTalon(t, bind, args...)
+		for _, f := range left {
+			if _, err := os.Lstat(f); err == nil {
+				t.Fatalf("round %d: %s, left by the kill, is still there after the start", rounds, filepath.Base(f))
+			}
+		}
+		tempsLeft += len(left)
 		if run.rnd.IntN(3) == 0 || rounds == 0 {
 			// Mostly outages (both, or one), sometimes all well.
 			switch run.rnd.IntN(5) {
@@ -422,8 +430,8 @@ ladder(
 			events[e.Type]++
 		}
 	}
-	t.Logf("%d rounds of kill -9 (seed %d), %d of them as a channel got or answered a page: %d incidents persisted, %d paged, %d messages received, %d heal runs, %d journal records, events %v",
-		rounds, run.seed, killsAtPages, len(persisted), len(paged), len(got), heals, len(recs), events)
+	t.Logf("%d rounds of kill -9 (seed %d), %d of them as a channel got or answered a page, %d temp files left by kills: %d incidents persisted, %d paged, %d messages received, %d heal runs, %d journal records, events %v",
+		rounds, run.seed, killsAtPages, tempsLeft, len(persisted), len(paged), len(got), heals, len(recs), events)
 	if len(paged) == 0 && run.long() {
 		t.Errorf("no incident paged in %d rounds: the soak exercised no page", rounds)
 	}
