@@ -570,9 +570,9 @@ func newLoopback(t *testing.T, h http.Handler) string {
 // descriptors and threads are counted on a quiet policy before, after a
 // warm-up and at the end (the runtime keeps threads it made, so the end is
 // compared with the warm-up); no process of a probe may be left, nor a
-// zombie. `make test` runs 30 cycles, `make soak` at least 1,000.
+// zombie. `make test` runs 20 cycles, `make soak` at least 1,000.
 func TestSoakHostileProbes(t *testing.T) {
-	run := newSoakRun(t, 30, 1000)
+	run := newSoakRun(t, 20, 1000)
 	dir := t.TempDir()
 	token := "talon-soak-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	runs := filepath.Join(dir, "runs")
@@ -649,7 +649,7 @@ probe.exec("forks", ["bash", "-c", "printf x >> %[2]s; for i in 1 2 3 4 5 6; do 
 		}
 		return ran() - from
 	}
-	warm := 8
+	warm := 6
 	if run.long() {
 		warm = 100
 	}
