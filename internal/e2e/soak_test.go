@@ -262,7 +262,7 @@ func (l *pageLog) all() []page {
 //   - no channel receives a page (or a "resolved") for an incident after its
 //     acceptance of that message is on record: the only repeats are those
 //     the documented crash windows allow (the channel's answer not yet on
-//     record when the kill came), and each follows a kill;
+//     record when the kill came) and retries of a channel that failed;
 //   - every incident that was persisted or paged is resolved, and every
 //     channel whose page is on record hears "resolved";
 //   - the heal rung never starts twice inside its cooldown without a kill
@@ -270,8 +270,11 @@ func (l *pageLog) all() []page {
 func TestSoakKill9DuringIncidents(t *testing.T) {
 	run := newSoakRun(t, 6, 200)
 	dir := t.TempDir()
+	// The channels' choices have a generator of their own: they are made
+	// on the server's goroutines (one at a time, under the log's lock).
+	chRnd := rand.New(rand.NewPCG(run.seed+1, run.seed))
 	pages := newPageLog(func() (time.Duration, bool, int) {
-		return run.between(0, 200*time.Millisecond), run.rnd.IntN(8) == 0, run.rnd.IntN(4) % 3
+		return time.Duration(chRnd.Int64N(int64(200 * time.Millisecond))), chRnd.IntN(8) == 0, chRnd.IntN(4) % 3
 	})
 	ch1, ch2 := newLoopback(t, pages), newLoopback(t, pages)
 	heal := filepath.Join(dir, "heal.sh")
