@@ -316,9 +316,12 @@ ladder(
 	var prevState *engine.State
 	rounds, killsAtPages, tempsLeft := 0, 0, 0
 	for ; run.more(rounds); rounds++ {
-		// Temp files of a save the kill interrupted are removed at start.
+		// Temp files of a save the kill interrupted are removed at start,
+		// before the `start` record is written (/health may answer sooner).
 		left, _ := filepath.Glob(filepath.Join(stateDir, ".state.json.tmp-*"))
+		starts := countStarts(t, stateDir)
 		p = spawnTalon(t, bind, args...)
+		waitUntil(t, "the start record", 20*time.Second, func() bool { return countStarts(t, stateDir) > starts })
 		for _, f := range left {
 			if _, err := os.Lstat(f); err == nil {
 				t.Fatalf("round %d: %s, left by the kill, is still there after the start", rounds, filepath.Base(f))
@@ -380,7 +383,9 @@ ladder(
 	// hears "resolved".
 	setDown("a", false)
 	setDown("b", false)
+	starts := countStarts(t, stateDir)
 	p = spawnTalon(t, bind, args...)
+	waitUntil(t, "the start record", 20*time.Second, func() bool { return countStarts(t, stateDir) > starts })
 	recs, _ := readJournalStrict(t, stateDir)
 	assertStartedFrom(t, recs, prevState, rounds)
 	soakWait(t, p, bind, "recovery", 30*time.Second, func(s engine.Snapshot) bool { return s.OK && s.Incident == nil })
@@ -423,8 +428,7 @@ ladder(
 	}
 	assertCooldownAcrossKills(t, recs, "heal", 3*time.Second, kills)
 	heals := lines(t, filepath.Join(dir, "heal.log"))
-	starts := len(journalEvents(recs, "rung_start", "heal"))
-	if heals > starts {
+	if starts := len(journalEvents(recs, "rung_start", "heal")); heals > starts {
 		t.Errorf("heal ran %d times, the journal has %d starts of it", heals, starts)
 	}
 	events := map[string]int{}
@@ -438,6 +442,22 @@ ladder(
 	if len(paged) == 0 && run.long() {
 		t.Errorf("no incident paged in %d rounds: the soak exercised no page", rounds)
 	}
+}
+
+// countStarts counts the `start` records of the journal (0 without one).
+func countStarts(t *testing.T, stateDir string) int {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(stateDir, "journal.jsonl")); err != nil {
+		return 0
+	}
+	recs, _ := readJournalStrict(t, stateDir)
+	n := 0
+	for _, r := range recs {
+		if r.Type == "start" {
+			n++
+		}
+	}
+	return n
 }
 
 // assertStartedFrom checks that the last `start` record of the journal
