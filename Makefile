@@ -36,10 +36,21 @@ test: deps
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./builtins/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzJournalReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x ./engine/journal/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./engine/config/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzServices$$' -fuzztime $(FUZZTIME) ./engine/config/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLaunchctl$$' -fuzztime $(FUZZTIME) ./builtins/probe/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzSystemctlShow$$' -fuzztime $(FUZZTIME) ./builtins/probe/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzNagiosPerfdata$$' -fuzztime $(FUZZTIME) ./builtins/probe/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzProcNet$$' -fuzztime $(FUZZTIME) ./engine/worker/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLsof$$' -fuzztime $(FUZZTIME) ./engine/worker/
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzLoadState$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engine/
 
 # The randomized tests (every TestSoak*) for longer: `make test` runs a
 # bounded number of scenarios, `make soak` runs each for SOAKTIME. A failure
-# prints the seed that replays it (TALON_SOAK_SEED).
+# prints the seed that replays it (TALON_SOAK_SEED). Against the real binary
+# (internal/e2e): kill -9 during incidents (at least 200 rounds), hanging,
+# chatty and forking probes (at least 1,000 cycles) and network faults
+# through a proxy; each may run past SOAKTIME to reach its minimum.
 SOAKTIME ?= 10m
 soak:
 	TALON_SOAK=$(SOAKTIME) $(GO) test -count=1 -timeout 0 -run 'Soak' -v ./...

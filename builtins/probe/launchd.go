@@ -122,7 +122,10 @@ func parseLaunchctlPrint(out string) launchdJob {
 			case "last exit code":
 				j.LastExit = val
 			case "domain":
-				j.Domain, _, _ = strings.Cut(val, " ")
+				// "gui/501 [100009]": the first word, whatever the blanks.
+				if f := strings.Fields(val); len(f) > 0 {
+					j.Domain = f[0]
+				}
 			}
 		}
 		if strings.HasSuffix(line, "{") {

@@ -65,3 +65,19 @@ func TestLaunchdNestedStateIsNotTheJobs(t *testing.T) {
 		t.Fatalf("PID 0 passed: %+v", o)
 	}
 }
+
+// Found by FuzzLaunchctl: the domain is the first word of its value
+// whatever blank separates the words; a stray carriage return was taken
+// for the domain and printed in the verdict.
+func TestLaunchdDomainFirstWord(t *testing.T) {
+	t.Parallel()
+	for out, want := range map[string]string{
+		"gui/501/com.x = {\n\tdomain = gui/501 [100009]\n}\n": "gui/501",
+		"gui/501/com.x = {\n\tdomain = \r system\n}\n":        "system",
+		"gui/501/com.x = {\n\tdomain = gui/501\t[1]\n}\n":     "gui/501",
+	} {
+		if got := parseLaunchctlPrint(out).Domain; got != want {
+			t.Errorf("domain of %q: %q, want %q", out, got, want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/engine/effect"
+	"github.com/talon-dev/talon/internal/text"
 )
 
 // Listener is a process listening on a TCP port.
@@ -180,9 +181,11 @@ func lsofListeners(ctx context.Context, fx effect.Effects, env []string, port in
 	}
 	var ls []Listener
 	for _, line := range strings.Fields(out) {
+		// A PID is digits and positive: "-5" or "0" would signal a
+		// process group (or our own) if it got as far as a kill.
 		pid, err := strconv.Atoi(line)
-		if err != nil {
-			return nil, fmt.Errorf("lsof: unexpected output %q", line)
+		if err != nil || pid <= 0 || line[0] < '0' || line[0] > '9' {
+			return nil, fmt.Errorf("lsof: unexpected output %s", text.Quote(line, 100))
 		}
 		l := Listener{PID: pid}
 		ps := fx.Exec(cctx, effect.Command{Argv: []string{"ps", "-o", "command=", "-p", line}, Env: env})
@@ -201,14 +204,12 @@ func execProblem(r effect.ExecResult) string {
 	case r.TimedOut:
 		return fmt.Sprintf("timed out after %s", r.Duration.Round(time.Millisecond))
 	}
-	msg := strings.TrimSpace(r.Stderr)
+	// One line (a multi-line warning joined by spaces), cut at a character.
+	msg := strings.Join(strings.Fields(r.Stderr), " ")
 	if msg == "" {
-		msg = strings.TrimSpace(r.Stdout)
+		msg = strings.Join(strings.Fields(r.Stdout), " ")
 	}
-	if len(msg) > 200 {
-		msg = msg[:200] + "…"
-	}
-	return fmt.Sprintf("exit %d: %s", r.ExitCode, msg)
+	return fmt.Sprintf("exit %d: %s", r.ExitCode, text.Cap(msg, 200))
 }
 
 // IsCopyOf returns the rule that tells a copy of command from anything

@@ -297,3 +297,23 @@ func TestSpawnRefusesUnsafeFiles(t *testing.T) {
 		t.Errorf("relaxed: err %v, warned about %q", err, warned)
 	}
 }
+
+// Found by FuzzLsof: a PID lsof cannot mean ("-5", "0", "+5") is refused
+// before anything could signal it (kill(-5) is a process group, kill(0) our
+// own), and lsof's multi-line warnings make a one-line error.
+func TestLsofOddAnswers(t *testing.T) {
+	t.Parallel()
+	for _, out := range []string{"-5\n", "0\n", "+5\n", "123\n-1\n"} {
+		fx := &fakeFX{answers: map[string]effect.ExecResult{"lsof -nP -t -iTCP:3111 -sTCP:LISTEN": {Stdout: out},
+			"ps -o command= -p 123": {Stdout: "x\n"}}}
+		if ls, err := lsofListeners(context.Background(), fx, nil, 3111); err == nil || !strings.Contains(err.Error(), "unexpected output") {
+			t.Errorf("lsof printing %q: got %+v, %v; want an unexpected output error", out, ls, err)
+		}
+	}
+	warn := &fakeFX{answers: map[string]effect.ExecResult{"lsof -nP -t -iTCP:3111 -sTCP:LISTEN": {ExitCode: 1,
+		Stderr: "lsof: WARNING: can't stat() fuse.gvfsd-fuse file system /run/user/1000/gvfs\n      Output information may be incomplete.\n"}}}
+	_, err := lsofListeners(context.Background(), warn, nil, 3111)
+	if want := "lsof: exit 1: lsof: WARNING: can't stat() fuse.gvfsd-fuse file system /run/user/1000/gvfs Output information may be incomplete."; err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+}
