@@ -62,6 +62,10 @@ type Options struct {
 	WhenBudget time.Duration
 	// Worker reports the supervised worker's status for /health, if any.
 	Worker func() any
+	// Answers, when set, reads the channels' answers (delivery facts) the
+	// journal holds from since on: at start, those recorded after the
+	// state was last saved are applied to it (RecoverAnswers).
+	Answers func(since time.Time) ([]Fact, error)
 }
 
 // Daemon runs probes on their intervals and walks the ladder beside them.
@@ -357,6 +361,7 @@ func (d *Daemon) start(ctx context.Context) {
 	d.policyErr = polErr
 	d.fallback = res.Fallback
 	d.warn(res)
+	d.recoverAnswers(st, pol)
 	d.unreported = map[string]bool{}
 	for _, p := range pol.Probes {
 		d.unreported[p.Name] = true
@@ -367,6 +372,22 @@ func (d *Daemon) start(ctx context.Context) {
 	d.persistPending()
 	d.publish()
 	d.log.Info("talon started", "state", st.Phase, "policy", short(pol.Hash), "probes", len(pol.Probes), "dry_run", d.opts.DryRun)
+}
+
+// recoverAnswers applies to the loaded state the channels' acceptances
+// journaled after it was saved (a kill between the two): without them the
+// start would page those channels again.
+func (d *Daemon) recoverAnswers(st *State, pol *Policy) {
+	if d.opts.Answers == nil || st.UpdatedAt.IsZero() {
+		return
+	}
+	facts, err := d.opts.Answers(st.UpdatedAt)
+	if err != nil {
+		d.log.Warn("could not read the journal for answers recorded after the last state save; a channel that accepted a page just before the last stop may get it again", "err", err)
+	}
+	for _, line := range RecoverAnswers(st, pol, facts) {
+		d.log.Info("recovered from the journal: "+line, "state_saved", st.UpdatedAt)
+	}
 }
 
 // choosePolicy is the policy the daemon runs after a load, and the error

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"os/signal"
@@ -120,6 +121,7 @@ func (a *app) run(args []string) error {
 		DryRun:    dryRun,
 		Journal:   j,
 		Logger:    logger,
+		Answers:   journalAnswers(filepath.Join(e.stateDir, "journal.jsonl")),
 	})
 
 	if bind == "" {
@@ -256,4 +258,25 @@ func (a *app) run(args []string) error {
 	err = d.Run(ctx)
 	<-workerDone // never exit with the worker alive
 	return err
+}
+
+// journalAnswers reads the delivery facts journaled from since on (seeking,
+// not scanning the whole journal), for the daemon's start.
+func journalAnswers(path string) func(since time.Time) ([]engine.Fact, error) {
+	return func(since time.Time) ([]engine.Fact, error) {
+		var facts []engine.Fact
+		_, err := journal.ScanWindow(path, journal.ScanOptions{
+			Since: since,
+			Want:  func(typ string, _ []byte) bool { return typ == "delivery" },
+		}, func(r engine.Record) error {
+			if f, ok := engine.RecordFact(r); ok && f.Kind == engine.FactDelivery {
+				facts = append(facts, f)
+			}
+			return nil
+		})
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return facts, err
+	}
 }
