@@ -507,31 +507,19 @@ func accepted(recs []engine.Record) map[page]time.Time {
 }
 
 // resolvedOwed are the "resolved" messages owed: one per channel whose
-// page of an incident is on record, journaled and saved. The save follows
-// the delivery record at once; a later fact of the same process shows it
-// was done. An acceptance the kill cut off before the save is the crash
-// window of docs/journal.md: the page goes out again, or, if the incident
-// resolves first, the channel hears neither (see the report of the soak).
+// acceptance of an incident's page is on record in the journal. A kill
+// between that record and the state save does not lose it: the next start
+// applies the answers journaled after the save (engine.RecoverAnswers).
 func resolvedOwed(recs []engine.Record) []page {
 	var out []page
 	seen := map[page]bool{}
-	for i, r := range recs {
+	for _, r := range recs {
 		a := r.Answer
 		if r.Type != "delivery" || a == nil || !a.OK || a.Kind != "sos" {
 			continue
 		}
-		saved := false
-		for _, later := range recs[i+1:] {
-			if later.Type == "start" {
-				break
-			}
-			if later.Type != "event" && later.Type != "action" {
-				saved = true
-				break
-			}
-		}
 		k := page{Channel: a.Channel, Kind: "resolved", Incident: a.Incident}
-		if saved && !seen[k] {
+		if !seen[k] {
 			seen[k] = true
 			out = append(out, k)
 		}
