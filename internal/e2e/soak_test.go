@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -465,9 +466,10 @@ func countStarts(t *testing.T, stateDir string) int {
 func assertStartedFrom(t *testing.T, recs []engine.Record, want *engine.State, round int) {
 	t.Helper()
 	var last *engine.Record
+	lastAt := 0
 	for i := range recs {
 		if recs[i].Type == "start" {
-			last = &recs[i]
+			last, lastAt = &recs[i], i
 		}
 	}
 	if last == nil || last.State == nil {
@@ -485,10 +487,30 @@ func assertStartedFrom(t *testing.T, recs []engine.Record, want *engine.State, r
 	if got.Incident != nil {
 		gotID = got.Incident.ID
 	}
+	if gotID == wantID && got.Phase != wantPhase && want != nil && recoveredPage(recs[:lastAt], want, got) {
+		// A page's acceptance journaled after the save was applied at the
+		// start (engine.RecoverAnswers): its rung's state= raised the phase.
+		return
+	}
 	if gotID != wantID || got.Phase != wantPhase {
 		t.Fatalf("round %d: the state file held incident %q in %s; the next process started with incident %q in %s",
 			round, wantID, wantPhase, gotID, got.Phase)
 	}
+}
+
+// recoveredPage says whether the journal before the start holds a page's
+// acceptance for the saved incident, written after the state was saved,
+// that the start applied (the channel is among the paged).
+func recoveredPage(recs []engine.Record, saved, started *engine.State) bool {
+	for _, r := range recs {
+		a := r.Answer
+		if r.Type == "delivery" && a != nil && a.OK && a.Kind == "sos" && !r.Time.Before(saved.UpdatedAt) &&
+			saved.Incident != nil && a.Incident == saved.Incident.ID && started.Incident != nil &&
+			slices.Contains(started.Incident.Paged, a.Channel) && !slices.Contains(saved.Incident.Paged, a.Channel) {
+			return true
+		}
+	}
+	return false
 }
 
 // accepted are the channels' acceptances on record: channel, kind and
