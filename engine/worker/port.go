@@ -181,10 +181,11 @@ func lsofListeners(ctx context.Context, fx effect.Effects, env []string, port in
 	}
 	var ls []Listener
 	for _, line := range strings.Fields(out) {
-		// A PID is digits and positive: "-5" or "0" would signal a
-		// process group (or our own) if it got as far as a kill.
+		// A PID is digits and positive, written as lsof writes it: "-5"
+		// or "0" would signal a process group (or our own) if it got as
+		// far as a kill, and "01" is not lsof's (it would be init's).
 		pid, err := strconv.Atoi(line)
-		if err != nil || pid <= 0 || line[0] < '0' || line[0] > '9' {
+		if err != nil || pid <= 0 || strconv.Itoa(pid) != line {
 			return nil, fmt.Errorf("lsof: unexpected output %s", text.Quote(line, 100))
 		}
 		l := Listener{PID: pid}

@@ -303,7 +303,7 @@ func TestSpawnRefusesUnsafeFiles(t *testing.T) {
 // own), and lsof's multi-line warnings make a one-line error.
 func TestLsofOddAnswers(t *testing.T) {
 	t.Parallel()
-	for _, out := range []string{"-5\n", "0\n", "+5\n", "123\n-1\n"} {
+	for _, out := range []string{"-5\n", "0\n", "+5\n", "123\n-1\n", "01\n", "0123\n"} {
 		fx := &fakeFX{answers: map[string]effect.ExecResult{"lsof -nP -t -iTCP:3111 -sTCP:LISTEN": {Stdout: out},
 			"ps -o command= -p 123": {Stdout: "x\n"}}}
 		if ls, err := lsofListeners(context.Background(), fx, nil, 3111); err == nil || !strings.Contains(err.Error(), "unexpected output") {
