@@ -228,18 +228,9 @@ func (j *Journal) Append(r engine.Record) error {
 	if int64(len(line)) > j.opts.MaxBytes {
 		return fmt.Errorf("journal: %s record of %d bytes exceeds the %d-byte file limit", r.Type, len(line), j.opts.MaxBytes)
 	}
-	n, err := j.f.Write(line)
-	if err == nil && n != len(line) {
-		err = io.ErrShortWrite
+	if err := j.writeLine(line); err != nil {
+		return err
 	}
-	if err != nil {
-		// Leave no fragment behind for the next line to run into.
-		if terr := j.f.Truncate(j.size); terr != nil {
-			err = errors.Join(err, fmt.Errorf("cut partial line: %w", terr))
-		}
-		return fmt.Errorf("journal append: %w", err)
-	}
-	j.size += int64(n)
 	commit()
 	return nil
 }
@@ -254,6 +245,12 @@ func (j *Journal) write(r engine.Record, reserve int64) error {
 	if j.size+int64(len(line))+reserve > j.opts.MaxBytes {
 		return nil
 	}
+	return j.writeLine(line)
+}
+
+// writeLine appends one encoded line to the live file. A failed or short
+// write is cut off again: no fragment is left for the next line to run into.
+func (j *Journal) writeLine(line []byte) error {
 	n, err := j.f.Write(line)
 	if err == nil && n != len(line) {
 		err = io.ErrShortWrite

@@ -117,20 +117,7 @@ func writeMonth(b *testing.B, path string, pol *engine.Policy) int {
 // with the 2 s and 4 s targets.
 func BenchmarkReplayMonth(b *testing.B) {
 	dir := b.TempDir()
-	polA, polB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	monthPolicy(b, polA, 2)
-	monthPolicy(b, polB, 5)
-	cfg := filepath.Join(testdataDir, "replay", "config.toml")
-	a := &app{stdout: io.Discard, stderr: io.Discard}
-	a.g.config, a.g.policy = cfg, polA
-	e, err := a.loadEnv()
-	if err != nil {
-		b.Fatal(err)
-	}
-	res := e.load()
-	if res.Err() != nil {
-		b.Fatal(res.ErrorText())
-	}
+	polA, polB, cfg, res := monthPolicies(b, dir)
 	path := filepath.Join(dir, "journal.jsonl")
 	cycles := writeMonth(b, path, res.Policy)
 	size := monthFits(b, path)
@@ -213,4 +200,25 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// monthPolicies writes the month's two policies under dir (a: the one that
+// wrote the journal, b: the --diff one) and loads a with the replay
+// config, as `talon replay` would.
+func monthPolicies(b *testing.B, dir string) (polA, polB, cfg string, res *engine.LoadResult) {
+	polA, polB = filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	monthPolicy(b, polA, 2)
+	monthPolicy(b, polB, 5)
+	cfg = filepath.Join(testdataDir, "replay", "config.toml")
+	a := &app{stdout: io.Discard, stderr: io.Discard}
+	a.g.config, a.g.policy = cfg, polA
+	e, err := a.loadEnv()
+	if err != nil {
+		b.Fatal(err)
+	}
+	res = e.load()
+	if res.Err() != nil {
+		b.Fatal(res.ErrorText())
+	}
+	return polA, polB, cfg, res
 }

@@ -38,20 +38,7 @@ func BenchmarkReplayMonthBinary(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/talon-dev/talon/cmd/talon").CombinedOutput(); err != nil {
 		b.Fatalf("build talon: %v\n%s", err, out)
 	}
-	polA, polB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	monthPolicy(b, polA, 2)
-	monthPolicy(b, polB, 5)
-	cfg := filepath.Join(testdataDir, "replay", "config.toml")
-	a := &app{stdout: io.Discard, stderr: io.Discard}
-	a.g.config, a.g.policy = cfg, polA
-	e, err := a.loadEnv()
-	if err != nil {
-		b.Fatal(err)
-	}
-	res := e.load()
-	if res.Err() != nil {
-		b.Fatal(res.ErrorText())
-	}
+	polA, polB, cfg, res := monthPolicies(b, dir)
 	flat := filepath.Join(dir, "flat", "journal.jsonl")
 	if err := os.MkdirAll(filepath.Dir(flat), 0o755); err != nil {
 		b.Fatal(err)
