@@ -1,107 +1,101 @@
 package health
 
 import (
-	"fmt"
+	"bufio"
 	"io"
+	"math"
 	"slices"
 	"sort"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
+	"strconv"
+	"strings"
 
 	"github.com/talon-dev/talon/engine"
 )
 
-// Metric descriptors derived from a Snapshot. Names follow the Prometheus
-// conventions: a _total suffix on counters, base units (seconds).
+// The /metrics body is written here in the Prometheus text exposition
+// format (version 0.0.4) rather than through the Prometheus client library:
+// the library brings protobuf, which cost the idle daemon 1.8 MiB of its
+// 15 MiB budget for a format of a few lines. TestMetricsMatchClientLibrary
+// holds this writer byte for byte to the library's output for the same
+// series, and a real Prometheus scrapes it in prometheus_linux_test.go.
+
+// metricFamily is one metric name the daemon exposes. Names follow the
+// Prometheus conventions: a _total suffix on counters, base units (seconds).
+type metricFamily struct {
+	name, help string
+	counter    bool
+	label      string // the name of its one label, or "" for none
+}
+
 var (
-	descUp = prometheus.NewDesc("talon_up",
-		"Whether the Talon daemon is running (always 1 when scraped).", nil, nil)
-	descState = prometheus.NewDesc("talon_state",
-		"State machine position: 1 for the current state, 0 for the others.", []string{"state"}, nil)
-	descProbes = prometheus.NewDesc("talon_probes",
-		"Number of probes the policy declares.", nil, nil)
-	descProbeUp = prometheus.NewDesc("talon_probe_up",
-		"Whether the probe passed on its last run (1) or failed (0).", []string{"probe"}, nil)
-	descProbeDuration = prometheus.NewDesc("talon_probe_duration_seconds",
-		"How long the probe's last run took.", []string{"probe"}, nil)
-	descFailed = prometheus.NewDesc("talon_failed_probes",
-		"Number of probes whose last run failed.", nil, nil)
-	descConsecutive = prometheus.NewDesc("talon_consecutive_failures",
-		"Consecutive cycles with at least one failing probe.", nil, nil)
-	descIncident = prometheus.NewDesc("talon_incident_open",
-		"Whether an incident is open.", nil, nil)
-	descReloads = prometheus.NewDesc("talon_reloads_total",
-		"Policy reloads that swapped in a new policy since the daemon started.", nil, nil)
-	descFallback = prometheus.NewDesc("talon_policy_fallback",
-		"Whether the daemon runs a fallback policy (1) because the one asked for failed to load at start: its last known good policy or the embedded default, by source.", []string{"source"}, nil)
-	descFallbackSince = prometheus.NewDesc("talon_policy_fallback_since_timestamp_seconds",
-		"Unix time the last good policy that runs as the fallback was loaded cleanly (0 for the embedded default); absent without a fallback.", nil, nil)
-	descPolicyError = prometheus.NewDesc("talon_policy_error",
-		"Whether the last policy load failed (1): the last good policy keeps running.", nil, nil)
-	descPolicyInfo = prometheus.NewDesc("talon_policy_info",
-		"The policy in force, by content hash (always 1).", []string{"policy_hash"}, nil)
-	descRungRuns = prometheus.NewDesc("talon_rung_runs_total",
-		"Times each ladder rung started since the daemon started.", []string{"rung"}, nil)
-	descPages = prometheus.NewDesc("talon_pages_total",
-		"Pages a channel accepted since the daemon started (SOS and resolved messages).", nil, nil)
-	descStale = prometheus.NewDesc("talon_stale",
-		"Whether no probe result arrived for several intervals (the loop is stuck).", nil, nil)
-	descWorkerRestarts = prometheus.NewDesc("talon_worker_restarts_total",
-		"Times the supervised worker was restarted.", nil, nil)
-	descLastCycle = prometheus.NewDesc("talon_last_cycle_timestamp_seconds",
-		"Unix time of the last completed probe cycle (0 before the first).", nil, nil)
-	descPaused = prometheus.NewDesc("talon_pauses",
-		"Operator pauses in force (talon pause), by scope: all, probe, tag or rung.", []string{"scope"}, nil)
-	descAcked = prometheus.NewDesc("talon_incident_acknowledged",
-		"Whether the open incident is acknowledged (talon ack).", nil, nil)
-	descFlapping = prometheus.NewDesc("talon_probe_flapping",
-		"Whether the probe flaps: it went down too often within the flap window.", []string{"probe"}, nil)
-	descWriteFailing = prometheus.NewDesc("talon_write_failing",
-		"Whether writing the state directory fails (full or read-only), by file: state (state.json) or journal.", []string{"file"}, nil)
+	famUp = &metricFamily{name: "talon_up",
+		help: "Whether the Talon daemon is running (always 1 when scraped)."}
+	famState = &metricFamily{name: "talon_state", label: "state",
+		help: "State machine position: 1 for the current state, 0 for the others."}
+	famProbes = &metricFamily{name: "talon_probes",
+		help: "Number of probes the policy declares."}
+	famProbeUp = &metricFamily{name: "talon_probe_up", label: "probe",
+		help: "Whether the probe passed on its last run (1) or failed (0)."}
+	famProbeDuration = &metricFamily{name: "talon_probe_duration_seconds", label: "probe",
+		help: "How long the probe's last run took."}
+	famFailed = &metricFamily{name: "talon_failed_probes",
+		help: "Number of probes whose last run failed."}
+	famConsecutive = &metricFamily{name: "talon_consecutive_failures",
+		help: "Consecutive cycles with at least one failing probe."}
+	famIncident = &metricFamily{name: "talon_incident_open",
+		help: "Whether an incident is open."}
+	famReloads = &metricFamily{name: "talon_reloads_total", counter: true,
+		help: "Policy reloads that swapped in a new policy since the daemon started."}
+	famFallback = &metricFamily{name: "talon_policy_fallback", label: "source",
+		help: "Whether the daemon runs a fallback policy (1) because the one asked for failed to load at start: its last known good policy or the embedded default, by source."}
+	famFallbackSince = &metricFamily{name: "talon_policy_fallback_since_timestamp_seconds",
+		help: "Unix time the last good policy that runs as the fallback was loaded cleanly (0 for the embedded default); absent without a fallback."}
+	famPolicyError = &metricFamily{name: "talon_policy_error",
+		help: "Whether the last policy load failed (1): the last good policy keeps running."}
+	famPolicyInfo = &metricFamily{name: "talon_policy_info", label: "policy_hash",
+		help: "The policy in force, by content hash (always 1)."}
+	famRungRuns = &metricFamily{name: "talon_rung_runs_total", counter: true, label: "rung",
+		help: "Times each ladder rung started since the daemon started."}
+	famPages = &metricFamily{name: "talon_pages_total", counter: true,
+		help: "Pages a channel accepted since the daemon started (SOS and resolved messages)."}
+	famStale = &metricFamily{name: "talon_stale",
+		help: "Whether no probe result arrived for several intervals (the loop is stuck)."}
+	famWorkerRestarts = &metricFamily{name: "talon_worker_restarts_total", counter: true,
+		help: "Times the supervised worker was restarted."}
+	famLastCycle = &metricFamily{name: "talon_last_cycle_timestamp_seconds",
+		help: "Unix time of the last completed probe cycle (0 before the first)."}
+	famPaused = &metricFamily{name: "talon_pauses", label: "scope",
+		help: "Operator pauses in force (talon pause), by scope: all, probe, tag or rung."}
+	famAcked = &metricFamily{name: "talon_incident_acknowledged",
+		help: "Whether the open incident is acknowledged (talon ack)."}
+	famFlapping = &metricFamily{name: "talon_probe_flapping", label: "probe",
+		help: "Whether the probe flaps: it went down too often within the flap window."}
+	famWriteFailing = &metricFamily{name: "talon_write_failing", label: "file",
+		help: "Whether writing the state directory fails (full or read-only), by file: state (state.json) or journal."}
 )
 
-// SnapshotCollector exposes a Snapshot as Prometheus metrics. Register it in
-// a registry of your own to serve these series beside other metrics (rung
-// runs, pages) through Options.Metrics.
-type SnapshotCollector struct {
-	Snapshot func() engine.Snapshot
-}
+// metricFamilies lists every family, for describing them all.
+var metricFamilies = []*metricFamily{famUp, famState, famProbes, famProbeUp, famProbeDuration,
+	famFailed, famConsecutive, famIncident, famReloads, famPolicyError, famPolicyInfo, famFallback, famFallbackSince,
+	famWorkerRestarts, famLastCycle, famRungRuns, famPages, famStale, famPaused, famAcked, famFlapping, famWriteFailing}
 
-var _ prometheus.Collector = SnapshotCollector{}
-
-// Describe implements prometheus.Collector.
-func (c SnapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descState, descProbes, descProbeUp, descProbeDuration,
-		descFailed, descConsecutive, descIncident, descReloads, descPolicyError, descPolicyInfo, descFallback, descFallbackSince,
-		descWorkerRestarts, descLastCycle, descRungRuns, descPages, descStale, descPaused, descAcked, descFlapping, descWriteFailing} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.Snapshot()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
-	gauge(descUp, 1)
+// collectMetrics derives every series from s and hands each to emit, with
+// the value of its family's label ("" for a family without one).
+func collectMetrics(s engine.Snapshot, emit func(f *metricFamily, v float64, label string)) {
+	emit(famUp, 1, "")
 	for _, p := range engine.Phases {
-		gauge(descState, b2f(s.State == p), string(p))
+		emit(famState, b2f(s.State == p), string(p))
 	}
-	gauge(descProbes, float64(s.ProbeCount))
-	seen := map[string]bool{}
+	emit(famProbes, float64(s.ProbeCount), "")
+	seen := make(map[string]bool, len(s.Probes))
 	for _, r := range s.Probes {
 		if seen[r.Name] {
 			continue // a duplicate series would make the whole scrape fail
 		}
 		seen[r.Name] = true
-		gauge(descProbeUp, b2f(r.Passed), r.Name)
-		gauge(descProbeDuration, float64(r.DurationMS)/1000, r.Name)
-		gauge(descFlapping, b2f(slices.Contains(s.Flapping, r.Name)), r.Name)
+		emit(famProbeUp, b2f(r.Passed), r.Name)
+		emit(famProbeDuration, float64(r.DurationMS)/1000, r.Name)
+		emit(famFlapping, b2f(slices.Contains(s.Flapping, r.Name)), r.Name)
 	}
 	scopes := map[string]int{"all": 0, "probe": 0, "tag": 0, "rung": 0}
 	for _, p := range s.Paused {
@@ -112,46 +106,41 @@ func (c SnapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		scopes[scope]++
 	}
 	for _, scope := range []string{"all", "probe", "tag", "rung"} {
-		gauge(descPaused, float64(scopes[scope]), scope)
+		emit(famPaused, float64(scopes[scope]), scope)
 	}
-	gauge(descAcked, b2f(s.Incident != nil && s.Incident.Acked != nil))
-	gauge(descFailed, float64(s.FailedProbeCount))
-	gauge(descConsecutive, float64(s.ConsecutiveFailures))
-	gauge(descIncident, b2f(s.Incident != nil))
-	counter(descReloads, float64(s.Reloads))
-	gauge(descPolicyError, b2f(s.PolicyError != nil))
+	emit(famAcked, b2f(s.Incident != nil && s.Incident.Acked != nil), "")
+	emit(famFailed, float64(s.FailedProbeCount), "")
+	emit(famConsecutive, float64(s.ConsecutiveFailures), "")
+	emit(famIncident, b2f(s.Incident != nil), "")
+	emit(famReloads, float64(s.Reloads), "")
+	emit(famPolicyError, b2f(s.PolicyError != nil), "")
 	for _, src := range []string{engine.FallbackLastGood, engine.FallbackDefault} {
-		gauge(descFallback, b2f(s.Fallback != nil && s.Fallback.Source == src), src)
+		emit(famFallback, b2f(s.Fallback != nil && s.Fallback.Source == src), src)
 	}
 	if fb := s.Fallback; fb != nil {
 		var since float64
 		if !fb.Since.IsZero() {
 			since = float64(fb.Since.Unix())
 		}
-		gauge(descFallbackSince, since)
+		emit(famFallbackSince, since, "")
 	}
 	if s.PolicyHash != "" {
-		gauge(descPolicyInfo, 1, s.PolicyHash)
+		emit(famPolicyInfo, 1, s.PolicyHash)
 	}
-	counter(descWorkerRestarts, float64(s.WorkerRestarts))
-	rungs := make([]string, 0, len(s.RungRuns))
-	for r := range s.RungRuns {
-		rungs = append(rungs, r)
+	emit(famWorkerRestarts, float64(s.WorkerRestarts), "")
+	for r, n := range s.RungRuns {
+		emit(famRungRuns, float64(n), r)
 	}
-	sort.Strings(rungs)
-	for _, r := range rungs {
-		counter(descRungRuns, float64(s.RungRuns[r]), r)
-	}
-	counter(descPages, float64(s.Pages))
-	gauge(descStale, b2f(s.Stale))
+	emit(famPages, float64(s.Pages), "")
+	emit(famStale, b2f(s.Stale), "")
 	we := s.WriteError
-	gauge(descWriteFailing, b2f(we != nil && we.State != ""), "state")
-	gauge(descWriteFailing, b2f(we != nil && we.Journal != ""), "journal")
+	emit(famWriteFailing, b2f(we != nil && we.State != ""), "state")
+	emit(famWriteFailing, b2f(we != nil && we.Journal != ""), "journal")
 	var last float64
 	if !s.LastCycle.IsZero() {
 		last = float64(s.LastCycle.UnixNano()) / 1e9
 	}
-	gauge(descLastCycle, last)
+	emit(famLastCycle, last, "")
 }
 
 func b2f(b bool) float64 {
@@ -161,29 +150,67 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// WriteMetrics writes the metrics derived from snap in the Prometheus text
-// exposition format (version 0.0.4), with HELP and TYPE lines, families
-// sorted by name and label values escaped.
-func WriteMetrics(w io.Writer, snap engine.Snapshot) error {
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(SnapshotCollector{Snapshot: func() engine.Snapshot { return snap }}); err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	return WriteGathered(w, reg)
+// sample is one series of a family: its label's value and its value.
+type sample struct {
+	label string
+	v     float64
 }
 
-// WriteGathered writes everything g gathers in the text exposition format;
-// Options.Metrics can be built on it with a registry of your own.
-func WriteGathered(w io.Writer, g prometheus.Gatherer) error {
-	families, err := g.Gather()
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
+// WriteMetrics writes the metrics derived from snap in the Prometheus text
+// exposition format (version 0.0.4): families sorted by name, each with its
+// HELP and TYPE lines, series sorted by label value, label values and help
+// text escaped. A family with no series (talon_policy_info without a
+// policy hash) is left out.
+func WriteMetrics(w io.Writer, snap engine.Snapshot) error {
+	byFamily := make(map[*metricFamily][]sample, len(metricFamilies))
+	collectMetrics(snap, func(f *metricFamily, v float64, label string) {
+		byFamily[f] = append(byFamily[f], sample{label, v})
+	})
+	fams := make([]*metricFamily, 0, len(byFamily))
+	for f := range byFamily {
+		fams = append(fams, f)
 	}
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range families {
-		if err := enc.Encode(mf); err != nil {
-			return fmt.Errorf("metrics: %w", err)
+	sort.Slice(fams, func(i, j int) bool { return fams[i].name < fams[j].name })
+	bw := bufio.NewWriter(w)
+	var num []byte
+	for _, f := range fams {
+		kind := "gauge"
+		if f.counter {
+			kind = "counter"
+		}
+		bw.WriteString("# HELP " + f.name + " " + helpEscaper.Replace(f.help) + "\n")
+		bw.WriteString("# TYPE " + f.name + " " + kind + "\n")
+		samples := byFamily[f]
+		sort.SliceStable(samples, func(i, j int) bool { return samples[i].label < samples[j].label })
+		for _, s := range samples {
+			bw.WriteString(f.name)
+			if f.label != "" {
+				bw.WriteString("{" + f.label + `="` + labelEscaper.Replace(s.label) + `"}`)
+			}
+			bw.WriteByte(' ')
+			num = appendSampleValue(num[:0], s.v)
+			bw.Write(num)
+			bw.WriteByte('\n')
 		}
 	}
-	return nil
+	return bw.Flush()
+}
+
+var (
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+)
+
+// appendSampleValue formats v as the exposition format writes a value:
+// the shortest decimal that reads back as v, and +Inf, -Inf, NaN.
+func appendSampleValue(b []byte, v float64) []byte {
+	switch {
+	case math.IsInf(v, 1):
+		return append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-Inf"...)
+	case math.IsNaN(v):
+		return append(b, "NaN"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }
