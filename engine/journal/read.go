@@ -12,8 +12,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	fastjson "github.com/goccy/go-json"
-
 	"github.com/talon-dev/talon/engine"
 )
 
@@ -270,19 +268,6 @@ func parseWire(line []byte) (*wire, error) {
 	if !utf8.Valid(line) {
 		return nil, errors.New("invalid UTF-8")
 	}
-	// The fast decoder reads a month of journal in a second; on any
-	// complaint, the standard one decodes the line again, for its exact
-	// error text (and so that it alone decides what is an error).
-	fast := fastjson.NewDecoder(bytes.NewReader(line))
-	fast.DisallowUnknownFields()
-	if err := fast.Decode(&w); err == nil && !fast.More() {
-		if _, err := fast.Token(); err == io.EOF {
-			if err := check(w.Record); err == nil {
-				return &w, nil
-			}
-		}
-	}
-	w = wire{}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
