@@ -35,7 +35,9 @@ import (
 func BenchmarkReplayMonthBinary(b *testing.B) {
 	dir := b.TempDir()
 	bin := filepath.Join(dir, "talon")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/talon-dev/talon/cmd/talon").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/talon-dev/talon/cmd/talon")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build` builds it
+	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build talon: %v\n%s", err, out)
 	}
 	polA, polB, cfg, res := monthPolicies(b, dir)
