@@ -46,6 +46,8 @@ func spec(manager string, system bool) Spec {
 	}
 	if system {
 		s.RunAs = "joel"
+		// Values that need quoting in a unit and escaping in a plist.
+		s.Env = map[string]string{"TALON_LOG": "debug", "ODD": `a b&<"x"> $HOME 100%`}
 	}
 	return s
 }
