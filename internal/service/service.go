@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,10 +25,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"text/template"
 
 	"howett.net/plist"
 
@@ -50,12 +47,6 @@ const (
 	PredecessorLabel = "com.joel.talon"
 	markerKey        = "talon-managed:"
 )
-
-//go:embed systemd.service.tmpl
-var systemdTmpl string
-
-//go:embed launchd.plist.tmpl
-var launchdTmpl string
 
 // Spec says what to install.
 type Spec struct {
@@ -148,47 +139,11 @@ func (s Spec) Render(m Manifest) ([]byte, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	scope := "user"
-	if s.System {
-		scope = "system"
-	}
-	var keys []string
-	for k := range s.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	type kv struct{ K, V string }
-	var envKV []kv
-	var envLines []string
-	for _, k := range keys {
-		envKV = append(envKV, kv{k, s.Env[k]})
-		envLines = append(envLines, systemdQuote(k+"="+s.Env[k]))
-	}
-	data := map[string]any{
-		"Scope": scope, "User": !s.System, "Name": s.Unit(), "Label": s.Name,
-		"Domain": s.Domain(), "Argv": s.Argv, "RunAs": s.RunAs,
-		"PathList": strings.Join(s.Path, ":"), "PathEnv": systemdQuote("PATH=" + strings.Join(s.Path, ":")),
-		"Env": envLines, "EnvKV": envKV, "LogFile": filepath.Join(s.StateDir, "talon.log"),
-		"StdoutPath": s.StdoutPath(), "StderrPath": s.StderrPath(),
-	}
-	var argv []string
-	for _, a := range s.Argv {
-		argv = append(argv, systemdQuote(a))
-	}
-	data["ExecStart"] = strings.Join(argv, " ")
-	text := systemdTmpl
+	body := s.renderSystemd()
 	if s.Manager == Launchd {
-		text = launchdTmpl
+		body = s.renderLaunchd()
 	}
-	t, err := template.New(s.Manager).Funcs(template.FuncMap{"xml": xmlEscape}).Parse(text)
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	if err := t.Execute(&b, data); err != nil {
-		return nil, err
-	}
-	return seal(s.Manager, b.Bytes(), m)
+	return seal(s.Manager, body, m)
 }
 
 // Manifest is what the marker line records.
