@@ -50,7 +50,9 @@ timeout: deadline of the whole rung, e.g. "5m" (default 5m)
 cooldown: wait at least this long before running the rung again; a rung cooling down (from an earlier
     incident, say) is passed over, and the ladder goes on to the next. For a rung's page, only the pages
     of the open incident count: a new incident's first page is never held by an earlier one, nor by the
-    rung's own actions cooling down (its page then goes out alone)
+    rung's own actions cooling down (its page then goes out alone). Without a cooldown, a rung's actions
+    run once per incident (a retry of its page goes out alone). A rung that acts and pages, in an
+    incident no critical probe is failing in, runs its actions in their turn and leaves its page out
 repeat: pages only: re-send no more often than this while the incident is open
 state: state entered when the rung runs: "failed", "investigating", "critical" or "sos"
 verify: re-probe the failing probes after the rung ran; a green re-probe resolves the incident

@@ -845,9 +845,10 @@ func (c *Core) start(out *Step, idx int, pages bool, now time.Time) {
 		run.Timeout = DefaultRungTimeout
 	}
 	// A rung that acts and pages pages on its own clock: while its actions
-	// cool down (they ran in an earlier incident, say), its page goes out
-	// alone.
-	acts := !r.Pages() || !c.st.actionsCooling(r, now)
+	// cool down (they ran in an earlier incident, say), or once they ran in
+	// this incident when they have no cooldown (the retry of a page whose
+	// delivery failed), its page goes out alone.
+	acts := !r.Pages() || !c.st.actionsCooling(r, now) && !c.st.actionsSpent(r)
 	for _, a := range r.Do {
 		if p, ok := a.(Pager); ok {
 			if pages {

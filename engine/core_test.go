@@ -194,3 +194,53 @@ func (s Step) run() *RungRun {
 	}
 	return s.Runs[0]
 }
+
+// A rung that acts and pages, in an incident of non-critical probes: its
+// actions run in their turn on the ladder, and only its page stays out
+// (only critical probes page).
+func TestNonCriticalIncidentRunsActionsOfARungThatAlsoPages(t *testing.T) {
+	t.Parallel()
+	healAndPage := &Rung{Name: "heal-and-page", Do: []Action{fakeAction{"exec heal.sh"}, fakePager{fakeAction{"telegram:42"}}}}
+	agent := &Rung{Name: "agent", Do: []Action{fakeAction{"agent"}}}
+	pol := testPolicy([]*Probe{{Name: "cache", After: 1}}, healAndPage, agent)
+	r := newCoreRun(t, pol)
+	st := r.results(0, res("cache", false))
+	run := st.run()
+	if run == nil || run.Rung.Name != "heal-and-page" {
+		t.Fatalf("first rung of a non-critical incident: %+v, want heal-and-page's actions (runs %v)", run, r.runs)
+	}
+	if len(run.Actions) != 1 || len(run.Pagers) != 0 {
+		t.Fatalf("heal-and-page runs %d actions and %d pagers; want its action alone: only critical probes page", len(run.Actions), len(run.Pagers))
+	}
+	for _, e := range st.Events {
+		if e.Type == "rung_skip" && e.Rung == "heal-and-page" {
+			t.Errorf("heal-and-page skipped (%s) although its actions run", e.Reason)
+		}
+	}
+	r.step(Fact{Kind: FactRungEnd, At: t0.Add(time.Minute), End: &RungEnd{Incident: r.c.State().Incident.ID, Rung: "heal-and-page", OK: true}})
+	r.results(2*time.Minute, res("cache", false))
+	if want := []string{"heal-and-page@0s", "agent@1m0s"}; !reflect.DeepEqual(r.runs, want) {
+		t.Errorf("runs %v, want %v: the agent comes after the heal, in ladder order", r.runs, want)
+	}
+}
+
+// A rung that acts and pages and has no cooldown runs its actions once per
+// incident: a retry of its page after a failed delivery goes out alone.
+func TestPageRetryOfARungThatAlsoActsDoesNotActAgain(t *testing.T) {
+	t.Parallel()
+	mixed := &Rung{Name: "heal-page", Do: []Action{fakeAction{"heal"}, pager("tg")}}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, mixed)
+	a := newCoreRun(t, pol)
+	st := a.resultsAt(0, resAt("api", false, 0))
+	if st.run() == nil || len(st.run().Actions) != 1 || len(st.run().Pagers) != 1 {
+		t.Fatalf("first run: %+v", st.run())
+	}
+	a.end(time.Second, "heal-page", false, []Delivery{{Channel: "tg", OK: false}})
+	st = a.resultsAt(time.Minute, resAt("api", false, time.Minute))
+	if st.run() == nil || len(st.run().Pagers) != 1 {
+		t.Fatalf("the page's retry: %+v", st.run())
+	}
+	if n := len(st.run().Actions); n != 0 {
+		t.Errorf("the page's retry runs the heal again (%d actions): a rung without a cooldown acts once per incident", n)
+	}
+}

@@ -238,7 +238,7 @@ func (l *walker) walk() int {
 	for inc.Position < len(l.pol.Ladder) {
 		r := l.pol.Ladder[inc.Position]
 		rs := inc.Rungs[r.Name]
-		if r.Pages() && !l.critical {
+		if r.onlyPages() && !l.critical {
 			l.skip(r, "only critical probes page")
 			inc.Position++
 			continue
@@ -280,11 +280,13 @@ func (l *walker) walk() int {
 			l.wait(fmt.Sprintf("%s: held until the incident is %s old", r.Name, r.After))
 			return -1
 		}
-		if r.Pages() {
+		if r.Pages() && l.critical {
 			// It goes out through the page slot; the walk waits for it.
 			l.wait(r.Name + ": waiting for the page to go out")
 			return -1
 		}
+		// An acting rung, or one that acts and pages in an incident that
+		// may not page: its actions run in their turn, its page stays out.
 		return inc.Position
 	}
 	if !inc.Exhausted {
@@ -467,6 +469,13 @@ func (s *State) pageCooldownFrom(r *Rung) (time.Time, bool) {
 func (s *State) actionsCooling(r *Rung, now time.Time) bool {
 	last, ok := s.LastRun[r.Name]
 	return !r.onlyPages() && ok && r.Cooldown > 0 && now.Sub(last) < r.Cooldown
+}
+
+// actionsSpent reports whether the actions of r, a rung without a
+// cooldown, already ran in the open incident: they run once per incident.
+func (s *State) actionsSpent(r *Rung) bool {
+	last, ok := s.LastRun[r.Name]
+	return !r.onlyPages() && r.Cooldown <= 0 && ok && s.Incident != nil && !last.Before(s.Incident.Started)
 }
 
 // cooldownFrom is when r's cooldown started: its last delivered page for a
