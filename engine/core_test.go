@@ -244,3 +244,28 @@ func TestPageRetryOfARungThatAlsoActsDoesNotActAgain(t *testing.T) {
 		t.Errorf("the page's retry runs the heal again (%d actions): a rung without a cooldown acts once per incident", n)
 	}
 }
+
+// A rung that acts and pages runs its actions alone once they are due again;
+// a restart under that run closes it as an attempt of its actions, not as a
+// second page to the channels that accepted the first (found by the ladder
+// soak once it generated such rungs).
+func TestRestartUnderActionsAloneIsNoPage(t *testing.T) {
+	t.Parallel()
+	mixed := &Rung{Name: "heal-page", Do: []Action{fakeAction{"heal"}, pager("tg")}, Cooldown: 10 * time.Minute, Repeat: time.Hour}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, mixed)
+	a := newCoreRun(t, pol)
+	a.resultsAt(0, resAt("api", false, 0))
+	a.end(time.Second, "heal-page", false, []Delivery{{Channel: "tg", OK: true}})
+	st := a.resultsAt(11*time.Minute, resAt("api", false, 11*time.Minute))
+	if st.run() == nil || len(st.run().Actions) != 1 || len(st.run().Pagers) != 0 {
+		t.Fatalf("11 min in, the heal is due again and the page is not: %+v", st.run())
+	}
+	st = a.step(Fact{Kind: FactStart, At: at(12 * time.Minute), Policy: pol})
+	done := events(st, "rung_done")
+	if len(done) != 1 || len(done[0].Channels) != 0 || done[0].Reason != "failed: interrupted by a restart" {
+		t.Fatalf("the restart closes the heal's run as %+v; want one failed attempt that paged no one", done)
+	}
+	if got := a.c.State().Incident.Rungs["heal-page"].LastSent; !got.Equal(at(time.Second)) {
+		t.Errorf("the page's repeat counts from %v, want its delivery at %v", got, at(time.Second))
+	}
+}

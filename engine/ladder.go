@@ -755,7 +755,7 @@ func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 		if name == "" {
 			continue
 		}
-		pages := contains(inc.Paging, name)
+		pages := contains(inc.Paging, name) && s.runPages(pol, name)
 		o := RungOutcome{Output: why, Pages: pages, Interrupted: true}
 		if rs := inc.Rungs[name]; rs != nil && pages {
 			o.Paged = append([]string(nil), rs.Accepted...)
@@ -766,6 +766,20 @@ func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 		}
 	}
 	return ev
+}
+
+// runPages reports whether the run of rung name that began at its LastRun,
+// a rung that pages, sends its page, as beginRung left the state: a run
+// that pages set the pending channels (those that accepted since it began
+// are no longer pending, and moved its LastSent past its start). A rung
+// that acts and pages may run its actions alone, and then its page is not
+// part of the run.
+func (s *State) runPages(pol *Policy, name string) bool {
+	if r := rungAt(pol, pol.rungIndex(name)); r == nil || r.onlyPages() {
+		return true
+	}
+	rs := s.Incident.Rungs[name]
+	return rs != nil && (len(rs.Pending) > 0 || len(rs.Accepted) > 0 && !rs.LastSent.Before(rs.LastRun))
 }
 
 // rungAt is rung idx of pol's ladder, or nil when there is none.

@@ -149,6 +149,12 @@ func genWorld(seed uint64) *soakWorld {
 				Repeat:   []time.Duration{0, 30 * time.Minute, 2 * time.Hour}[rnd.IntN(3)],
 				Cooldown: []time.Duration{0, 0, 4 * time.Hour}[rnd.IntN(3)], State: "sos",
 				Flapping: []string{FlapOnce, FlapAlways}[rnd.IntN(2)]}
+			if rnd.IntN(3) == 0 {
+				// A rung that acts and pages: its page on its own clock,
+				// its action in its turn (alone in a non-critical incident).
+				r.Do = append([]Action{fakeAction{fmt.Sprintf("heal-%s", name)}}, r.Do...)
+				r.Verify = rnd.IntN(2) == 0
+			}
 			pos := rnd.IntN(len(ladder) + 1)
 			ladder = append(ladder[:pos], append([]*Rung{r}, ladder[pos:]...)...)
 		}
