@@ -136,23 +136,11 @@ func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
 // (and each probe's previous result): its memory does not grow with the
 // journal.
 func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
-	names := Files(path)
-	if len(names) == 0 {
-		return nil, fmt.Errorf("read journal %s: %w", path, os.ErrNotExist)
+	files, names, err := openAll(path)
+	if err != nil {
+		return nil, err
 	}
-	files := make([]*os.File, 0, len(names))
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	for i, name := range names {
-		f, name, err := openGen(name)
-		if err != nil {
-			return nil, err
-		}
-		files, names[i] = append(files, f), name
-	}
+	defer closeAll(files)
 	var warnings []Warning
 	var bad []*LineError
 	report := func(le *LineError) { bad = append(bad, le) }
@@ -177,6 +165,76 @@ func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 		return warnings, &CorruptError{Lines: bad}
 	}
 	return warnings, nil
+}
+
+// openAll opens every file of the journal at path, oldest first, and
+// returns them with their names. A live daemon may rotate the journal
+// between the listing and the opening — path.1 becomes path.2, the live
+// file path.1 — and the names would then open other files than the listing
+// meant (a generation skipped or read twice): the listing is taken again
+// until it names exactly the files that were opened. A journal that keeps
+// rotating faster than it can be opened is an error (ErrRotating), never a
+// read with a hole.
+func openAll(path string) ([]*os.File, []string, error) {
+	const attempts = 10
+	for try := 1; ; try++ {
+		names := Files(path)
+		if len(names) == 0 {
+			return nil, nil, fmt.Errorf("read journal %s: %w", path, os.ErrNotExist)
+		}
+		files := make([]*os.File, 0, len(names))
+		var err error
+		for i, name := range names {
+			var f *os.File
+			if f, names[i], err = openGen(name); err != nil {
+				break
+			}
+			files = append(files, f)
+		}
+		if err == nil && opened(path, names, files) {
+			return files, names, nil
+		}
+		closeAll(files)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
+		}
+		if try == attempts {
+			return nil, nil, fmt.Errorf("read journal %s: %w", path, ErrRotating)
+		}
+	}
+}
+
+// ErrRotating is the error of a read of a journal whose files kept moving
+// (rotations) while they were being opened: try again.
+var ErrRotating = errors.New("the journal rotated while its files were being opened; try again")
+
+// opened reports whether the journal at path is still made of files, under
+// names: no rotation moved them since they were opened.
+func opened(path string, names []string, files []*os.File) bool {
+	now := Files(path)
+	if len(now) != len(names) {
+		return false
+	}
+	for i, name := range now {
+		if name != names[i] {
+			return false
+		}
+		a, err := os.Stat(name)
+		if err != nil {
+			return false
+		}
+		b, err := files[i].Stat()
+		if err != nil || !os.SameFile(a, b) {
+			return false
+		}
+	}
+	return true
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // ReadFrom reads one journal file from r, strictly, as Scan does: name is
