@@ -95,7 +95,9 @@ A paused or acknowledged incident is the only exception to "a critical
 outage pages".`},
 	{"resume", "[--probe NAME|--tag T|--rung R]", "lift pauses (all of them, or the one named)",
 		`Lifts the pauses of the running daemon that match (POST /resume): the pause
-of one probe, tag or rung, or, with none named, every pause.`},
+of one probe, tag or rung, or, with none named, every pause. Who asked (user
+and uid) is recorded with it, as for pause: in the journal, the log and
+"talon events".`},
 	{"ack", "[INCIDENT] [--reason TEXT]", "acknowledge the open incident: no further rungs or pages",
 		`Acknowledges the open incident (POST /ack; INCIDENT, when given, must be its
 id): someone is on it. It runs no further rung and sends no further page,
