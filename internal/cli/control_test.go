@@ -201,3 +201,45 @@ func TestControlRefusesASquatter(t *testing.T) {
 		t.Fatalf("the daemon got %v", ctl.calls)
 	}
 }
+
+// Without a control.token to check the answer against, status still asks
+// the configured address, and says the answer is unverified, and why: no
+// daemon holds the state directory, or the one that does wrote no token
+// (its endpoint is not listening: what answers may have taken its port).
+func TestStatusWithoutATokenIsUnverified(t *testing.T) {
+	srv := health.New(health.Options{Bind: "127.0.0.1:0", Snapshot: func() engine.Snapshot {
+		return engine.Snapshot{OK: true, State: engine.Healthy, UpdatedAtUnix: 1}
+	}})
+	addr, err := srv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	os.Mkdir(stateDir, 0o700)
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[health]\nbind = %q\n", addr)), 0o600)
+	status := func() (string, string) {
+		stdout, stderr, code := talon(t, "status", "--config", cfg, "--state-dir", stateDir, "--format", "table")
+		first, _, _ := strings.Cut(stdout, "\n")
+		if code != 0 || stderr != "" {
+			t.Fatalf("status: exit %d %q\n%s", code, stderr, stdout)
+		}
+		jsonOut, _, _ := talon(t, "status", "--config", cfg, "--state-dir", stateDir, "--json")
+		return first, jsonOut
+	}
+	first, js := status()
+	if want := "state healthy (daemon on " + addr + ", UNVERIFIED: no daemon holds the state directory " + stateDir + "; updated "; !strings.HasPrefix(first, want) ||
+		!strings.Contains(js, `"verified": false`) || !strings.Contains(js, `"source": "daemon"`) {
+		t.Fatalf("status, no daemon holding the state directory: %q\n%s", first, js)
+	}
+	unlock, err := lockStateDir(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if first, _ := status(); !strings.HasPrefix(first, "state healthy (daemon on "+addr+", UNVERIFIED: no control.token in the state directory; updated ") {
+		t.Fatalf("status, a daemon without a token holding the state directory: %q", first)
+	}
+}

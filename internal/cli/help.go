@@ -51,8 +51,8 @@ The daemon is the one holding the state directory (--config or
 proves it holds that token is believed, as for pause and ack: a program that
 took the health port is refused in one line on stderr, and the state file is
 shown instead, saying so (daemon_error in JSON). When this user cannot read
-it (another user's daemon), the configured address is asked and its answer
-marked UNVERIFIED ("verified": false in JSON).
+it (another user's daemon), or there is none, the configured address is
+asked and its answer marked UNVERIFIED, with why ("verified": false in JSON).
 
 A broken config.toml is read leniently for what status needs (the state
 directory, [health]), and its error is shown in one line with file:line and

@@ -172,8 +172,9 @@ func textLine(line string) string {
 // it holds that token is believed (at the address the token names): a
 // program that took the port cannot pass for the daemon, and the state file
 // is shown instead. When the token cannot be read (another user's daemon,
-// whose state directory is closed to this one) the configured address is
-// asked without that proof, and the report says it is unverified.
+// whose state directory is closed to this one; no token there) the
+// configured address is asked without that proof, and the report says it
+// is unverified, and why.
 func askDaemon(e *env, rep *statusReport) {
 	ctx, cancel := context.WithTimeout(context.Background(), health.GetTimeout)
 	defer cancel()
@@ -200,7 +201,14 @@ func askDaemon(e *env, rep *statusReport) {
 	rep.Addr = e.cfg.Health.Bind
 	rep.unverified = "this user cannot read the state directory's " + health.TokenFile
 	if errors.Is(cfErr, fs.ErrNotExist) {
+		// This user sees the state directory and there is no token in
+		// it: whatever answers is not its daemon's endpoint (which writes
+		// the token once it listens), or a daemon of another state
+		// directory: asked all the same, and said so.
 		rep.unverified = "no " + health.TokenFile + " in the state directory"
+		if held, known := lockHeld(e.stateDir); known && !held {
+			rep.unverified = "no daemon holds the state directory " + e.stateDir
+		}
 	}
 	snap, err := health.Get(ctx, rep.Addr)
 	switch {
