@@ -44,7 +44,9 @@ results. No state changes and nothing escalates. Exits 1 if a probe fails.`},
 	{"status", "[--json] [--watch] [--interval 2s]", "the daemon's state and its probes, like monit summary",
 		`Shows the state machine's position and every probe (name, state, last
 output, since when): from the running daemon's /health, else from the state
-file. --watch redraws it every --interval until interrupted.
+file. --watch redraws it every --interval until interrupted. With the pauses
+in force it shows the last "talon resume" of the past day: when, who asked
+and which pauses it lifted (last_resume in JSON).
 
 The daemon is the one holding the state directory (--config or
 --state-dir). When this user can read its control.token, only a server that
@@ -96,8 +98,8 @@ outage pages".`},
 	{"resume", "[--probe NAME|--tag T|--rung R]", "lift pauses (all of them, or the one named)",
 		`Lifts the pauses of the running daemon that match (POST /resume): the pause
 of one probe, tag or rung, or, with none named, every pause. Who asked (user
-and uid) is recorded with it, as for pause: in the journal, the log and
-"talon events".`},
+and uid) is recorded with it, as for pause: in the journal, the log,
+"talon events" and, for a day, "talon status".`},
 	{"ack", "[INCIDENT] [--reason TEXT]", "acknowledge the open incident: no further rungs or pages",
 		`Acknowledges the open incident (POST /ack; INCIDENT, when given, must be its
 id): someone is on it. It runs no further rung and sends no further page,

@@ -41,7 +41,10 @@ type statusReport struct {
 	ConfigError string           `json:"config_error,omitempty"`
 	Health      *engine.Snapshot `json:"health,omitempty"`
 	State       *engine.State    `json:"state,omitempty"`
-	Probes      []probeRow       `json:"probes"`
+	// LastResume is the last talon resume of the past day (from the
+	// journal): who lifted which pauses, when.
+	LastResume *resumeNote `json:"last_resume,omitempty"`
+	Probes     []probeRow  `json:"probes"`
 	// unverified is why Verified is false with source "daemon", for the
 	// text.
 	unverified string
@@ -59,6 +62,18 @@ type probeRow struct {
 	Checked  time.Time  `json:"last_check"`
 	Output   string     `json:"output"`
 }
+
+// resumeNote is one talon resume: when, who asked, and the pauses it
+// lifted, in words.
+type resumeNote struct {
+	At     time.Time `json:"at"`
+	By     string    `json:"by,omitempty"`
+	Lifted []string  `json:"lifted"`
+}
+
+// statusResumeWindow is how long status shows the last resume: as long as
+// the longest pause.
+const statusResumeWindow = engine.MaxPause
 
 // statusSinceWindow is how far back the journal is read for when each
 // probe last went down or up (with a seek, so the cost is that window).
@@ -242,6 +257,9 @@ func (a *app) statusReport(e *env, since *probeTransitions) (*statusReport, erro
 		st = nil // another user's state file, say: the daemon's answer is enough
 	}
 	since.update()
+	if r := since.resume; r != nil && time.Since(r.At) < statusResumeWindow {
+		rep.LastResume = r
+	}
 	// The probes: the daemon's last results (else the state file's), with
 	// the debounce counts of the state file when there is one.
 	var results []engine.Result
@@ -324,6 +342,7 @@ func (a *app) printStatus(rep *statusReport, cfgLine string, asJSON, watch bool)
 		for _, p := range s.Paused {
 			fmt.Fprintf(&b, "paused: %s\n", p.Text)
 		}
+		printResume(&b, rep.LastResume, now)
 		if len(s.Flapping) > 0 {
 			fmt.Fprintf(&b, "flapping: %s\n", strings.Join(s.Flapping, " "))
 		}
@@ -344,6 +363,7 @@ func (a *app) printStatus(rep *statusReport, cfgLine string, asJSON, watch bool)
 		for _, p := range s.Pauses {
 			fmt.Fprintf(&b, "paused: %s\n", p.Describe())
 		}
+		printResume(&b, rep.LastResume, now)
 		var flapping []string
 		for name, ps := range s.Probes {
 			if ps.Flapping {
@@ -397,6 +417,19 @@ func printAck(b *strings.Builder, a *engine.Ack) {
 	b.WriteString("\n")
 }
 
+// printResume is the last resume's line: "resumed 5 min ago by joel (uid
+// 501): everything until …".
+func printResume(b *strings.Builder, r *resumeNote, now time.Time) {
+	if r == nil || len(r.Lifted) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "resumed %s", ago(now, r.At))
+	if r.By != "" {
+		fmt.Fprintf(b, " by %s", r.By)
+	}
+	fmt.Fprintf(b, ": %s\n", strings.Join(r.Lifted, "; "))
+}
+
 // probeTransitions finds in the journal when each probe last went down or
 // up: the "since" of `talon status`. Under --watch it follows the journal
 // instead of reading it again.
@@ -405,11 +438,21 @@ type probeTransitions struct {
 	at     map[string]time.Time
 	cursor *journal.Cursor
 	done   bool
+	// resume is the last talon resume: its record, then its events.
+	resume *resumeNote
 }
 
 func (p *probeTransitions) note(r engine.Record) error {
-	if e := r.Event; e != nil && (e.Type == "probe_down" || e.Type == "probe_up") {
+	if r.Type == "resume" && r.Control != nil {
+		p.resume = &resumeNote{At: r.Time, By: r.Control.By, Lifted: []string{}}
+	}
+	e := r.Event
+	switch {
+	case e == nil:
+	case e.Type == "probe_down" || e.Type == "probe_up":
 		p.at[e.Probe] = e.At
+	case e.Type == "resume" && p.resume != nil && e.At.Equal(p.resume.At):
+		p.resume.Lifted = append(p.resume.Lifted, e.Reason)
 	}
 	return nil
 }
@@ -424,7 +467,8 @@ func (p *probeTransitions) update() {
 	}
 	res, err := journal.ScanWindow(p.path, journal.ScanOptions{Since: time.Now().Add(-statusSinceWindow),
 		Want: func(typ string, line []byte) bool {
-			return typ == "event" && (strings.Contains(string(line), `"type":"probe_down"`) || strings.Contains(string(line), `"type":"probe_up"`))
+			return typ == "resume" || typ == "event" && (strings.Contains(string(line), `"type":"probe_down"`) ||
+				strings.Contains(string(line), `"type":"probe_up"`) || strings.Contains(string(line), `"type":"resume"`))
 		}}, p.note)
 	if err != nil {
 		return // no journal yet: no "since"

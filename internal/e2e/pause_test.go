@@ -229,7 +229,7 @@ func TestBusyHealthPortAtStart(t *testing.T) {
 }
 
 // talon resume records who asked, as talon pause does: in the journal's
-// resume record, the daemon's log line and talon events.
+// resume record, the daemon's log line, talon status and talon events.
 func TestResumeRecordsWhoAsked(t *testing.T) {
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy")
@@ -292,7 +292,22 @@ func TestResumeRecordsWhoAsked(t *testing.T) {
 	if len(logged) != 1 || logged[0] != who {
 		t.Fatalf("the log's resume lines say by %q; want %q\n%s", logged, who, log)
 	}
-	out := run("events")
+	// talon status shows it where it shows the pauses, for a day.
+	out := run("status")
+	if !regexp.MustCompile(`(?m)^resumed (just now|.+ ago) by ` + regexp.QuoteMeta(who) + `: everything until \S+ \(maintenance; by ` + regexp.QuoteMeta(who) + `\)$`).MatchString(out) {
+		t.Fatalf("talon status:\n%s", out)
+	}
+	js, err := exec.Command(talonBin, "status", "--json", "--config", cfg).Output()
+	var st struct {
+		LastResume *struct {
+			By     string   `json:"by"`
+			Lifted []string `json:"lifted"`
+		} `json:"last_resume"`
+	}
+	if err != nil || json.Unmarshal(js, &st) != nil || st.LastResume == nil || st.LastResume.By != who || len(st.LastResume.Lifted) != 1 {
+		t.Fatalf("talon status --json: %v\n%s", err, js)
+	}
+	out = run("events")
 	if !strings.Contains(out, "  paused: everything until ") ||
 		!regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d +resumed by `+regexp.QuoteMeta(who)+`: everything until \S+ \(maintenance; by `+regexp.QuoteMeta(who)+`\)$`).MatchString(out) {
 		t.Fatalf("talon events:\n%s", out)
