@@ -44,9 +44,9 @@ results. No state changes and nothing escalates. Exits 1 if a probe fails.`},
 	{"status", "[--json] [--watch] [--interval 2s]", "the daemon's state and its probes, like monit summary",
 		`Shows the state machine's position and every probe (name, state, last
 output, since when): from the running daemon's /health, else from the state
-file. --watch redraws it every --interval until interrupted. With the pauses
-in force it shows the last "talon resume" of the past day: when, who asked
-and which pauses it lifted (last_resume in JSON).
+file. --watch redraws it every --interval until interrupted. Beside the
+pauses in force it shows the last "talon resume" of the past day: when, who
+asked and which pauses it lifted (last_resume in JSON).
 
 The daemon is the one holding the state directory (--config or
 --state-dir). When this user can read its control.token, only a server that
