@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/mattn/go-isatty"
+	"github.com/pelletier/go-toml/v2"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/config"
@@ -310,7 +312,8 @@ func (a *app) loadEnv() (*env, error) {
 // daemonEnv is loadEnv for the daemon, which must run whatever config.toml
 // says: when it does not load (a typo, a truncated save, a file that is
 // gone), the env holds what can be read of it (leniently: the state
-// directory, the channels), else the defaults, and the error is returned
+// directory, the channels; else, narrowly, the state directory and
+// [health]: readNarrowly), else the defaults, and the error is returned
 // beside it for the log. The daemon's loader then falls back on the last
 // known good policy and reports the error everywhere.
 func (a *app) daemonEnv() (*env, error) {
@@ -328,13 +331,8 @@ func (a *app) daemonEnv() (*env, error) {
 	if b, rerr := config.ReadFile(canon, nil); rerr == nil {
 		if c, lerr := config.Lenient(canon, b); lerr == nil {
 			cfg = c
-		} else if dir := scanStateDir(b); dir != "" {
-			// Not even TOML: the state directory (where the last good
-			// policy is) as the line that names it says.
-			cfg.StateDir = config.ExpandHome(dir, homeDir())
-			if !filepath.IsAbs(cfg.StateDir) {
-				cfg.StateDir = filepath.Join(filepath.Dir(canon), cfg.StateDir)
-			}
+		} else {
+			readNarrowly(cfg, b)
 		}
 		// What the daemon runs with when the config does not read is the
 		// config of its last good policy: the health endpoint is there.
@@ -418,6 +416,38 @@ func (p *pipeWriter) Write(b []byte) (int, error) {
 		return n, errClosedPipe
 	}
 	return n, err
+}
+
+// readNarrowly sets in cfg (the defaults of config.toml at cfg.File) what
+// the CLI's operator commands need of a config.toml that does not load,
+// when it can be read: the state directory (where the daemon, its control
+// file and the last good policy are) and [health]. A value of the wrong
+// type elsewhere (check_interval_secs = "30") leaves them readable; a file
+// that is not TOML at all, only the line naming state_dir. What is read
+// must still be valid (a public bind is not taken on trust).
+func readNarrowly(cfg *config.Config, doc []byte) {
+	var n struct {
+		StateDir string        `toml:"state_dir"`
+		Health   config.Health `toml:"health"`
+	}
+	n.Health = cfg.Health
+	dir := ""
+	if toml.Unmarshal(bytes.TrimPrefix(doc, []byte("\xef\xbb\xbf")), &n) == nil {
+		dir = n.StateDir
+		c := *cfg
+		c.Health = n.Health
+		if c.Validate() == nil {
+			cfg.Health = n.Health
+		}
+	} else {
+		dir = scanStateDir(doc)
+	}
+	if dir != "" {
+		cfg.StateDir = config.ExpandHome(dir, homeDir())
+		if !filepath.IsAbs(cfg.StateDir) {
+			cfg.StateDir = filepath.Join(filepath.Dir(cfg.File), cfg.StateDir)
+		}
+	}
 }
 
 // stateDirLine is a top-level state_dir = "..." line.

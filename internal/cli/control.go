@@ -70,7 +70,8 @@ func whoAsks() string {
 	return s
 }
 
-// resume is `talon resume`: lifts pauses.
+// resume is `talon resume`: lifts pauses, recording who asked, as pause
+// does.
 func (a *app) resume(args []string) error {
 	var req health.ControlRequest
 	if err := a.flagsOnly("resume", args, func(fs *flag.FlagSet) { scopeFlags(fs, &req) }); err != nil {
@@ -79,6 +80,7 @@ func (a *app) resume(args []string) error {
 	if err := oneScope(req); err != nil {
 		return err
 	}
+	req.By = whoAsks()
 	ans, err := a.control("resume", "/resume", req)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/talon-dev/talon/engine"
+	"github.com/talon-dev/talon/engine/config"
 	"github.com/talon-dev/talon/engine/health"
 )
 
@@ -199,5 +200,95 @@ func TestControlRefusesASquatter(t *testing.T) {
 	}
 	if len(ctl.calls) != 0 {
 		t.Fatalf("the daemon got %v", ctl.calls)
+	}
+}
+
+// Without a control.token to check the answer against, status still asks
+// the configured address, and says the answer is unverified, and why: no
+// daemon holds the state directory, or the one that does wrote no token
+// (its endpoint is not listening: what answers may have taken its port).
+func TestStatusWithoutATokenIsUnverified(t *testing.T) {
+	srv := health.New(health.Options{Bind: "127.0.0.1:0", Snapshot: func() engine.Snapshot {
+		return engine.Snapshot{OK: true, State: engine.Healthy, UpdatedAtUnix: 1}
+	}})
+	addr, err := srv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	os.Mkdir(stateDir, 0o700)
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[health]\nbind = %q\n", addr)), 0o600)
+	status := func() (string, string) {
+		stdout, stderr, code := talon(t, "status", "--config", cfg, "--state-dir", stateDir, "--format", "table")
+		first, _, _ := strings.Cut(stdout, "\n")
+		if code != 0 || stderr != "" {
+			t.Fatalf("status: exit %d %q\n%s", code, stderr, stdout)
+		}
+		jsonOut, _, _ := talon(t, "status", "--config", cfg, "--state-dir", stateDir, "--json")
+		return first, jsonOut
+	}
+	first, js := status()
+	if want := "state healthy (daemon on " + addr + ", UNVERIFIED: no daemon holds the state directory " + stateDir + "; updated "; !strings.HasPrefix(first, want) ||
+		!strings.Contains(js, `"verified": false`) || !strings.Contains(js, `"source": "daemon"`) {
+		t.Fatalf("status, no daemon holding the state directory: %q\n%s", first, js)
+	}
+	unlock, err := lockStateDir(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if first, _ := status(); !strings.HasPrefix(first, "state healthy (daemon on "+addr+", UNVERIFIED: no control.token in the state directory; updated ") {
+		t.Fatalf("status, a daemon without a token holding the state directory: %q", first)
+	}
+}
+
+// A config.toml that is TOML but does not load (a value of the wrong type)
+// still gives status its state directory and [health]: the bind it asks
+// is the file's, not the default.
+func TestStatusReadsHealthOfAConfigThatDoesNotLoad(t *testing.T) {
+	srv := health.New(health.Options{Bind: "127.0.0.1:0", Snapshot: func() engine.Snapshot {
+		return engine.Snapshot{OK: true, State: engine.Healthy, UpdatedAtUnix: 1}
+	}})
+	addr, err := srv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir = \"state\"\ncheck_interval_secs = \"30\"\n[health]\nbind = %q\n", addr)), 0o600)
+	t.Setenv("TALON_STATE_DIR", "")
+	var out, errb strings.Builder
+	code := Main([]string{"status", "--config", cfg, "--format", "table"}, &out, &errb)
+	stateDir := filepath.Join(dir, "state")
+	want := "config error: " + cfg + ":2:23: check_interval_secs: want an integer, got a string; status read the file leniently (state directory " + stateDir + "): fix it and check with talon validate\n" +
+		"state healthy (daemon on " + addr + ", UNVERIFIED: no daemon holds the state directory " + stateDir + "; updated "
+	if code != 0 || errb.String() != "" || !strings.HasPrefix(out.String(), want) {
+		t.Fatalf("status: exit %d %q\n%s\nwant the start:\n%s", code, errb.String(), out.String(), want)
+	}
+}
+
+// What readNarrowly takes of a config.toml that does not load, and what it
+// leaves at the defaults.
+func TestReadNarrowly(t *testing.T) {
+	def := config.DefaultAt("/etc/talon/config.toml")
+	cases := []struct {
+		name, doc, stateDir, bind string
+	}{
+		{"wrong type elsewhere", "state_dir = \"/var/talon\"\ncheck_interval_secs = \"x\"\n[health]\nbind = \"127.0.0.1:7\"\n", "/var/talon", "127.0.0.1:7"},
+		{"relative state_dir", "state_dir = \"st\"\nparallel = []\n", "/etc/talon/st", def.Health.Bind},
+		{"public bind not taken on trust", "check_interval_secs = \"x\"\n[health]\nbind = \"0.0.0.0:7\"\n", def.StateDir, def.Health.Bind},
+		{"public bind allowed", "check_interval_secs = \"x\"\n[health]\nbind = \"0.0.0.0:7\"\nallow_non_loopback = true\n", def.StateDir, "0.0.0.0:7"},
+		{"not TOML", "state_dir = \"/var/talon\"\n[health\nbind = \"127.0.0.1:7\"\n", "/var/talon", def.Health.Bind},
+	}
+	for _, tc := range cases {
+		cfg := config.DefaultAt("/etc/talon/config.toml")
+		readNarrowly(cfg, []byte(tc.doc))
+		if cfg.StateDir != tc.stateDir || cfg.Health.Bind != tc.bind {
+			t.Errorf("%s: state_dir %q bind %q; want %q %q", tc.name, cfg.StateDir, cfg.Health.Bind, tc.stateDir, tc.bind)
+		}
 	}
 }

@@ -299,3 +299,37 @@ func TestEventsAndCutReadCompressedGenerations(t *testing.T) {
 		t.Fatalf("cut:\n%s\nwant (in full):\n%s", out, want.String())
 	}
 }
+
+// A resume's "by" (journal version 4 on) goes on the resume lines of that
+// command, every pause it lifted; a resume record without one (an older
+// CLI) reads as before.
+func TestEventsStoryNamesWhoResumed(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	p1 := engine.Pause{Scope: engine.ScopeProbe, Name: "redis", Until: t0.Add(time.Hour), By: "ann (uid 502)"}
+	p2 := engine.Pause{Scope: engine.ScopeRung, Name: "heal", Until: t0.Add(time.Hour)}
+	ev := func(at time.Time, p engine.Pause) engine.Record {
+		return engine.Record{Time: at, Type: "event", Event: &engine.Event{Type: "resume", Reason: p.Describe(), At: at}}
+	}
+	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
+	recs := []engine.Record{
+		{Time: t1, Type: "resume", Control: &engine.Control{By: "joel (uid 501)"}},
+		ev(t1, p1), ev(t1, p2),
+		{Time: t2, Type: "resume", Control: &engine.Control{Scope: engine.ScopeRung, Name: "heal"}},
+		ev(t2, p2),
+	}
+	s := newStory()
+	var got []string
+	for _, r := range recs {
+		for _, l := range s.add(r) {
+			got = append(got, l.Text)
+		}
+	}
+	want := []string{
+		"resumed by joel (uid 501): probe redis until 2026-12-02T04:00:00Z (by ann (uid 502))",
+		"resumed by joel (uid 501): rung heal until 2026-12-02T04:00:00Z",
+		"resumed: rung heal until 2026-12-02T04:00:00Z",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("story:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

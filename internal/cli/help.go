@@ -44,7 +44,27 @@ results. No state changes and nothing escalates. Exits 1 if a probe fails.`},
 	{"status", "[--json] [--watch] [--interval 2s]", "the daemon's state and its probes, like monit summary",
 		`Shows the state machine's position and every probe (name, state, last
 output, since when): from the running daemon's /health, else from the state
-file. --watch redraws it every --interval until interrupted.`},
+file. --watch redraws it every --interval until interrupted. Beside the
+pauses in force it shows the last "talon resume" of the past day: when, who
+asked and which pauses it lifted (last_resume in JSON).
+
+The daemon is the one holding the state directory (--config or
+--state-dir). When this user can read its control.token, only a server that
+proves it holds that token is believed, as for pause and ack: a program that
+took the health port is refused in one line on stderr, and the state file is
+shown instead, saying so (daemon_error in JSON). When this user cannot read
+it (another user's daemon), or there is none, the configured address is
+asked and its answer marked UNVERIFIED, with why ("verified": false in JSON).
+
+A broken config.toml is read leniently for what status needs (the state
+directory, [health]), and its error is shown in one line with file:line and
+what to do (config_error in JSON; on stderr too when the output is JSON).
+
+Exit status: 0 whenever a state is shown, from the daemon or the state file,
+even with a broken config.toml or a refused server: status informs, and
+"talon validate" is the command that fails on a bad config. 1 when there is
+nothing to show (no daemon answers and there is no state file, or it is
+corrupt); 2 for a usage error.`},
 	{"events", "[--since 2h] [--until TIME] [--incident ID] [--follow] [--json]", "the journal as a story: what happened, when and why",
 		`Reads the journal (journal.jsonl in the state directory, with its rotated
 generations) and tells what happened: probes going down and up, incidents,
@@ -77,7 +97,9 @@ A paused or acknowledged incident is the only exception to "a critical
 outage pages".`},
 	{"resume", "[--probe NAME|--tag T|--rung R]", "lift pauses (all of them, or the one named)",
 		`Lifts the pauses of the running daemon that match (POST /resume): the pause
-of one probe, tag or rung, or, with none named, every pause.`},
+of one probe, tag or rung, or, with none named, every pause. Who asked (user
+and uid) is recorded with it, as for pause: in the journal, the log,
+"talon events" and, for a day, "talon status".`},
 	{"ack", "[INCIDENT] [--reason TEXT]", "acknowledge the open incident: no further rungs or pages",
 		`Acknowledges the open incident (POST /ack; INCIDENT, when given, must be its
 id): someone is on it. It runs no further rung and sends no further page,

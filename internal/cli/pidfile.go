@@ -73,16 +73,27 @@ func lockStateDir(dir string) (func(), error) {
 
 // daemonHolds reports whether a running daemon holds the state dir's lock.
 func daemonHolds(dir string) bool {
+	held, _ := lockHeld(dir)
+	return held
+}
+
+// lockHeld reports whether a running daemon holds the state dir's lock,
+// and whether that is known: this user may be unable to open the lock
+// file (another user's state directory), and then cannot tell.
+func lockHeld(dir string) (held, known bool) {
 	f, err := fsperm.OpenPrivate(filepath.Join(dir, "talon.lock"), os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, true // no daemon ever ran here
+	}
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer f.Close()
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return true
+		return true, true
 	}
 	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
+	return false, true
 }
 
 // claimStateDir is how a long-running command starts: it creates the state

@@ -33,6 +33,10 @@ type story struct {
 	rungActs  map[string]int       // rung → actions seen in its current run
 	steps     map[string][]string  // incident → the steps of its summary
 	running   bool                 // a start without its stop yet
+	// resumed is the last "resume" record: who asked, and when (its
+	// "resume" events, one per pause lifted, follow it with its time).
+	resumedBy string
+	resumedAt time.Time
 }
 
 func newStory() *story {
@@ -83,6 +87,11 @@ func (s *story) add(r engine.Record) []storyLine {
 			return nil // the probe results themselves; their changes come as events
 		}
 		return []storyLine{s.verify(r, line)}
+	case "resume":
+		if r.Control != nil {
+			s.resumedBy, s.resumedAt = r.Control.By, r.Time
+		}
+		return nil
 	case "event":
 		if r.Event == nil {
 			return nil
@@ -245,6 +254,9 @@ func (s *story) event(e *engine.Event, at time.Time) []storyLine {
 		s.step(inc, "paused")
 	case "resume":
 		l.Text = "resumed: " + e.Reason
+		if s.resumedBy != "" && at.Equal(s.resumedAt) {
+			l.Text = "resumed by " + s.resumedBy + ": " + e.Reason
+		}
 		s.step(inc, "resumed")
 	case "pause_expired":
 		l.Text = "pause over: " + e.Reason

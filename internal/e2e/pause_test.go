@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -223,5 +225,91 @@ func TestBusyHealthPortAtStart(t *testing.T) {
 	out := runTalon(t, "pause", "--for", "1m", "--config", cfg, "--format", "table")
 	if !strings.HasPrefix(out, "paused everything until ") {
 		t.Fatalf("talon pause: %q", out)
+	}
+}
+
+// talon resume records who asked, as talon pause does: in the journal's
+// resume record, the daemon's log line, talon status and talon events.
+func TestResumeRecordsWhoAsked(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy")
+	writeFile(t, filepath.Join(policy, "talon.star"), "probe.exec(\"ok\", [\"true\"])\n", 0o644)
+	stateDir := filepath.Join(dir, "state")
+	bind := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := writeConfig(t, dir, bind, stateDir, "")
+	d := startDaemon(t, cfg, policy, bind, stateDir)
+	d.waitFor("a cycle", 10*time.Second, func(s engine.Snapshot) bool { return s.LastCycle.Unix() > 0 })
+	// Who runs the commands: this user, without a sudo to name.
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := fmt.Sprintf("%s (uid %d)", u.Username, os.Getuid())
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(talonBin, append(args, "--config", cfg, "--format", "table")...)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "SUDO_USER=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("talon %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run("pause", "--for", "10m", "--reason", "maintenance")
+	if out := run("resume"); !strings.HasPrefix(out, "resumed everything until ") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("talon resume: %q", out)
+	}
+	d.waitFor("no pause on /health", 5*time.Second, func(s engine.Snapshot) bool { return len(s.Paused) == 0 })
+
+	var resumes []engine.Control
+	for _, r := range readJournal(t, stateDir) {
+		if r.Type == "resume" && r.Control != nil {
+			resumes = append(resumes, *r.Control)
+		}
+	}
+	if len(resumes) != 1 || resumes[0].By != who {
+		t.Fatalf("the journal's resume records: %+v; want one by %q", resumes, who)
+	}
+	log, err := os.ReadFile(filepath.Join(stateDir, "talon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged []string
+	for _, line := range strings.Split(string(log), "\n") {
+		var rec struct {
+			Msg   string `json:"msg"`
+			Route string `json:"route"`
+			By    string `json:"by"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "operator command" && rec.Route == "/resume" {
+			logged = append(logged, rec.By)
+		}
+	}
+	if len(logged) != 1 || logged[0] != who {
+		t.Fatalf("the log's resume lines say by %q; want %q\n%s", logged, who, log)
+	}
+	// talon status shows it where it shows the pauses, for a day.
+	out := run("status")
+	if !regexp.MustCompile(`(?m)^resumed (just now|.+ ago) by ` + regexp.QuoteMeta(who) + `: everything until \S+ \(maintenance; by ` + regexp.QuoteMeta(who) + `\)$`).MatchString(out) {
+		t.Fatalf("talon status:\n%s", out)
+	}
+	js, err := exec.Command(talonBin, "status", "--json", "--config", cfg).Output()
+	var st struct {
+		LastResume *struct {
+			By     string   `json:"by"`
+			Lifted []string `json:"lifted"`
+		} `json:"last_resume"`
+	}
+	if err != nil || json.Unmarshal(js, &st) != nil || st.LastResume == nil || st.LastResume.By != who || len(st.LastResume.Lifted) != 1 {
+		t.Fatalf("talon status --json: %v\n%s", err, js)
+	}
+	out = run("events")
+	if !strings.Contains(out, "  paused: everything until ") ||
+		!regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d +resumed by `+regexp.QuoteMeta(who)+`: everything until \S+ \(maintenance; by `+regexp.QuoteMeta(who)+`\)$`).MatchString(out) {
+		t.Fatalf("talon events:\n%s", out)
 	}
 }
