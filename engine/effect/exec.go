@@ -30,8 +30,10 @@ const drainAfterKill = 5 * time.Millisecond
 // output is read while it runs into capped buffers; on the context's end the
 // group gets SIGTERM (when Grace > 0) and then the whole tree, setsid'd
 // descendants included, SIGKILL (killTree). The result is final at the
-// deadline: reading stops then, whoever still holds the pipes.
-func run(ctx context.Context, c Command) (res ExecResult) {
+// deadline: reading stops then, whoever still holds the pipes. With an
+// Instance (the daemon's), the marker carries the instance's prefix and the
+// command is recorded as in flight until its tree is dealt with.
+func run(ctx context.Context, c Command, in *Instance) (res ExecResult) {
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	if len(c.Argv) == 0 || c.Argv[0] == "" {
@@ -45,7 +47,7 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 	if max <= 0 {
 		max = DefaultMaxOutput
 	}
-	marker := newMarker()
+	marker := in.marker()
 	cmd := &exec.Cmd{Path: prog, Args: c.Argv, Dir: c.Dir, Env: append(slices.Clip(c.Env), MarkerVar+"="+marker)}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 
@@ -74,7 +76,9 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 		cmd.Stdin = inR
 		defer inR.Close()
 	}
+	in.begin(marker)
 	if err := StartChild(cmd); err != nil {
+		in.end(marker)
 		for _, f := range []*os.File{outR, outW, errR, errW, inW} {
 			if f != nil {
 				f.Close()
@@ -130,6 +134,9 @@ func run(ctx context.Context, c Command) (res ExecResult) {
 		// grandchild keeps our pipes open.
 		killTree(pgid, false, marker)
 	}
+	// What is left now was meant to outlive the command (KeepGroup), or
+	// escaped it: no sweep after a crash takes it for the command's.
+	in.end(marker)
 	// Read what is left, but never past the deadline: after a kill only
 	// for a moment, after an exit for drainAfterExit at most, in case a
 	// descendant that escaped (a daemon a heal started) holds the pipes.

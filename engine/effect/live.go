@@ -11,6 +11,10 @@ import (
 
 // Live performs real side effects.
 type Live struct {
+	// Instance, when set (the daemon's), marks and records every command
+	// run, for the sweep after a crash (Instance.Sweep).
+	Instance *Instance
+
 	client *http.Client
 	dialer net.Dialer
 }
@@ -35,7 +39,7 @@ func NewLive() *Live {
 }
 
 // Exec runs c; see Command.
-func (l *Live) Exec(ctx context.Context, c Command) ExecResult { return run(ctx, c) }
+func (l *Live) Exec(ctx context.Context, c Command) ExecResult { return run(ctx, c, l.Instance) }
 
 // Do sends req with a client that has no global timeout: req's context bounds it.
 func (l *Live) Do(req *http.Request) (*http.Response, error) {

@@ -17,7 +17,10 @@ import (
 // descendant still carrying the run's MarkerVar (kern.procargs2 shows the
 // environment of a process of the same user) is killed with the process
 // group. Until that is built, a command's process group is killed at its
-// deadline, and a descendant that called setsid can outlive it.
+// deadline, and a descendant that called setsid can outlive it. What the
+// commands of a daemon killed with -9 left running is swept at the next
+// start on macOS as on Linux (Instance.Sweep, sweep_darwin.go reads the
+// process table and kern.procargs2).
 func Subreaper(context.Context) (<-chan struct{}, error) {
 	return nil, errors.New("a child subreaper needs Linux")
 }

@@ -70,6 +70,21 @@ func TestMergeEnv(t *testing.T) {
 	}
 }
 
+// The worker never carries a run marker, even one in the environment it is
+// given: no killTree and no sweep after a crash takes it for a command's.
+func TestChildEnvHasNoRunMarker(t *testing.T) {
+	t.Parallel()
+	s := New(Options{Command: []string{"w"}, Port: 1, Logger: log.New(io.Discard),
+		Env: []string{"PATH=/bin", effect.MarkerVar + "=0123abcd-ffff", "A=1"}})
+	got, err := s.childEnv(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"PATH=/bin", "A=1", "WORKER_ROLE=host"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
 func TestIsWorkerCopy(t *testing.T) {
 	t.Parallel()
 	cmd := []string{"bun", "run", "src/serve.ts"}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -368,7 +369,12 @@ func (s *Supervisor) childEnv(ctx context.Context) ([]string, error) {
 			s.log.Warn("worker extra environment incomplete", "err", err)
 		}
 	}
-	return mergeEnv(s.opts.Env, file, extra, []string{"WORKER_ROLE=host"}), nil
+	env := mergeEnv(s.opts.Env, file, extra, []string{"WORKER_ROLE=host"})
+	// The worker is a service, not a command with a result: it carries no
+	// run marker (one Talon itself inherited, say), so neither killTree nor
+	// the sweep after a crash (effect.Instance.Sweep) ever takes it for
+	// what a command left behind. Only the supervisor ends it.
+	return slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, effect.MarkerVar+"=") }), nil
 }
 
 // spawn starts the worker in its own process group with its output

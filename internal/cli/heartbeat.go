@@ -59,7 +59,7 @@ func (h *heartbeats) current(hash string) *engine.Heartbeat {
 // startHeartbeat runs the policy's dead-man ping beside the daemon, once
 // every probe has reported since the start: before that the daemon is
 // "starting", and its first ping would report a failure it does not know of.
-func startHeartbeat(ctx context.Context, d *engine.Daemon, h *heartbeats, childEnv []string, logger *log.Logger) {
+func startHeartbeat(ctx context.Context, d *engine.Daemon, h *heartbeats, fx effect.Effects, childEnv []string, logger *log.Logger) {
 	host, _ := os.Hostname()
 	go func() {
 		select {
@@ -69,7 +69,7 @@ func startHeartbeat(ctx context.Context, d *engine.Daemon, h *heartbeats, childE
 		}
 		heartbeat.Run(ctx, heartbeat.Options{
 			Current:  func() *engine.Heartbeat { return h.current(d.Snapshot().PolicyHash) },
-			Snapshot: d.Snapshot, Effects: effect.NewLive(), Env: childEnv,
+			Snapshot: d.Snapshot, Effects: fx, Env: childEnv,
 			Host: host, Version: readBuildInfo().Version, Logger: logger,
 		})
 	}()

@@ -49,6 +49,9 @@ func (a *app) run(args []string) error {
 		return err
 	}
 	defer release()
+	// Before the first command: what the previous daemon's commands left
+	// running when it was killed dies now.
+	inst := sweepOrphans(e.stateDir, logger)
 	j, err := journal.Open(filepath.Join(e.stateDir, "journal.jsonl"), journal.Options{})
 	if err != nil {
 		return fail(1, "journal: %v", err)
@@ -92,7 +95,7 @@ func (a *app) run(args []string) error {
 		logger.Info("descendants of a command that call setsid can outlive it on this system", "err", err)
 	}
 
-	var actions effect.Effects = effect.NewLive()
+	var actions effect.Effects = liveEffects(inst)
 	var d *engine.Daemon
 	if dryRun {
 		actions = &effect.Recorder{OnIntent: func(in effect.Intent) {
@@ -102,7 +105,7 @@ func (a *app) run(args []string) error {
 	}
 	var sup *worker.Supervisor
 	if e.cfg.Worker.Enabled && !dryRun {
-		sup = worker.New(workerOptions(e.cfg, logger))
+		sup = worker.New(workerOptions(e.cfg, logger, liveEffects(inst)))
 	}
 	var workerStatus func() any
 	if sup != nil {
@@ -116,7 +119,7 @@ func (a *app) run(args []string) error {
 		StateFile: engine.StatePath(e.stateDir),
 		Env:       e.cfg.ChildEnv(os.Environ()),
 		Parallel:  e.cfg.Parallel,
-		Probes:    effect.NewLive(),
+		Probes:    liveEffects(inst),
 		Actions:   actions,
 		DryRun:    dryRun,
 		Journal:   j,
@@ -253,7 +256,7 @@ func (a *app) run(args []string) error {
 	if dryRun {
 		logger.Info("dry run: no heartbeat pings; the live daemon sends them")
 	} else {
-		startHeartbeat(ctx, d, hbs, e.cfg.ChildEnv(os.Environ()), logger)
+		startHeartbeat(ctx, d, hbs, liveEffects(inst), e.cfg.ChildEnv(os.Environ()), logger)
 	}
 	err = d.Run(ctx)
 	<-workerDone // never exit with the worker alive

@@ -16,7 +16,7 @@ import (
 )
 
 // workerOptions maps [worker] in config.toml onto the supervisor.
-func workerOptions(cfg *config.Config, logger *log.Logger) worker.Options {
+func workerOptions(cfg *config.Config, logger *log.Logger, fx effect.Effects) worker.Options {
 	w := cfg.Worker
 	secs := func(n int) time.Duration { return time.Duration(n) * time.Second }
 	return worker.Options{
@@ -27,7 +27,7 @@ func workerOptions(cfg *config.Config, logger *log.Logger) worker.Options {
 		FailuresBeforeRestart: w.HealthFailuresBeforeRestart, BackoffMax: secs(w.RestartBackoffMaxSecs),
 		StartupSyncDelay: secs(w.StartupSyncDelaySecs), HTTPTimeout: secs(w.HTTPTimeoutSecs),
 		ExternalLaunchdLabel: w.ExternalLaunchdLabel, ExternalSystemdUnit: w.ExternalSystemdUnit,
-		Effects: effect.NewLive(), Logger: logger.With("component", "worker"),
+		Effects: fx, Logger: logger.With("component", "worker"),
 		Files: fsperm.New(cfg.StrictModes, func(e *fsperm.Error) {
 			logger.Warn("worker: "+e.Warning(), "component", "worker")
 		}),
@@ -53,9 +53,10 @@ func (a *app) workerOnly(args []string) error {
 		return err
 	}
 	defer release()
+	inst := sweepOrphans(e.stateDir, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opts := workerOptions(e.cfg, logger)
+	opts := workerOptions(e.cfg, logger, liveEffects(inst))
 	opts.OnRestart = func(total int) { logger.Info("worker restarts", "total", total) }
 	sup := worker.New(opts)
 	// SIGHUP and SIGUSR1/2 go to the worker's process group; a hang-up

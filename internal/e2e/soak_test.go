@@ -743,6 +743,23 @@ probe.exec("forks", ["bash", "-c", "printf x >> %[2]s; for i in 1 2 3 4 5 6; do 
 		t.Errorf("runs journaled: %v for %d cycles of forks", count, total)
 	}
 	t.Logf("outcomes: %v", count)
+
+	// kill -9 while the hostile probes run: what their runs in flight
+	// started outlives the daemon; the next daemon of the state dir has
+	// killed all of it by the time it answers /health.
+	swap(hostile, func(s engine.Snapshot) bool { return hasProbe(s, "forks") })
+	waitUntil(t, "hostile probes in flight", 10*time.Second, func() bool { return len(procsMatching(token)) >= 4 })
+	p.kill9()
+	left := procsMatching(token)
+	if len(left) == 0 {
+		t.Fatal("kill -9 during the hostile probes left no process of theirs: the sweep is not tested")
+	}
+	writeFile(t, filepath.Join(policy, "talon.star"), quiet, 0o644)
+	p = spawnTalon(t, bind, "--config", writeConfig(t, dir, bind, stateDir, ""), "--policy", policy)
+	if still := procsMatching(token); len(still) > 0 {
+		t.Fatalf("%d processes of probes survived kill -9 and the restart: %v (%d were left by the kill)", len(still), still, len(left))
+	}
+	t.Logf("kill -9 during the hostile probes left %d of their processes; the restart swept them all", len(left))
 }
 
 func threadsOf(t *testing.T, pid int) int {
