@@ -493,7 +493,7 @@ func (c *Core) restore(f Fact) {
 				// pages set the pending channels (those that accepted
 				// since it began are no longer pending); one whose actions
 				// ran restarted their cooldown (LastRun).
-				rn.pages = len(rs.Pending) > 0 || (len(rs.Accepted) > 0 && !rs.LastSent.Before(rs.LastRun))
+				rn.pages = !rs.ActsAlone && (len(rs.Pending) > 0 || (len(rs.Accepted) > 0 && !rs.LastSent.Before(rs.LastRun)))
 				if r := rungAt(c.pol, c.pol.rungIndex(name)); r != nil && !r.onlyPages() {
 					rn.pageOnly = !c.st.LastRun[name].Equal(rs.LastRun)
 				}

@@ -269,3 +269,30 @@ func TestRestartUnderActionsAloneIsNoPage(t *testing.T) {
 		t.Errorf("the page's repeat counts from %v, want its delivery at %v", got, at(time.Second))
 	}
 }
+
+// The same at the very instant its page was delivered: the run of its
+// actions that starts as the page's run ends is no page either (the state
+// says which run is in flight; the times alone cannot tell them apart).
+func TestRestartUnderActionsAloneStartedAsThePageLandedIsNoPage(t *testing.T) {
+	t.Parallel()
+	mixed := &Rung{Name: "heal-page", Do: []Action{fakeAction{"heal"}, pager("tg")}, Cooldown: 10 * time.Minute, Repeat: time.Hour}
+	pol := testPolicy([]*Probe{{Name: "api", Critical: true, After: 1}}, mixed)
+	a := newCoreRun(t, pol)
+	a.resultsAt(0, resAt("api", false, 0))
+	a.end(time.Second, "heal-page", false, []Delivery{{Channel: "tg", OK: false}})
+	st := a.resultsAt(time.Minute, resAt("api", false, time.Minute))
+	if st.run() == nil || len(st.run().Actions) != 0 || len(st.run().Pagers) != 1 {
+		t.Fatalf("the page's retry, the heal cooling down: %+v", st.run())
+	}
+	// The retry's page lands as the heal's cooldown ends: the heal runs
+	// again at once, alone.
+	st = a.end(10*time.Minute, "heal-page", true, []Delivery{{Channel: "tg", OK: true}})
+	if st.run() == nil || len(st.run().Actions) != 1 || len(st.run().Pagers) != 0 {
+		t.Fatalf("at the page's delivery, the heal due again: %+v", st.run())
+	}
+	st = a.step(Fact{Kind: FactStart, At: at(11 * time.Minute), Policy: pol})
+	done := events(st, "rung_done")
+	if len(done) != 1 || len(done[0].Channels) != 0 {
+		t.Fatalf("the restart closes the heal's run as %+v; want one attempt that paged no one", done)
+	}
+}

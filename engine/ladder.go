@@ -525,6 +525,7 @@ func beginRung(s *State, pol *Policy, idx int, now time.Time, acts, pages bool) 
 		if pages {
 			rs.Pending, rs.Accepted = r.Channels(), nil
 		}
+		rs.ActsAlone = !pages
 	} else {
 		inc.Running, inc.RunningSince = r.Name, now
 	}
@@ -630,6 +631,7 @@ func FinishRung(s *State, pol *Policy, incidentID, rung string, out RungOutcome,
 	}
 	rs := inc.rung(rung)
 	rs.LastOutput = text.Cap(out.Output, 4096)
+	rs.ActsAlone = false
 	if r := rungAt(pol, idx); r == nil || !r.Pages() || out.Pages {
 		// (A rung that pages ran its actions alone: LastOK stays its
 		// page's.)
@@ -755,9 +757,10 @@ func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 		if name == "" {
 			continue
 		}
-		pages := contains(inc.Paging, name) && s.runPages(pol, name)
+		rs := inc.Rungs[name]
+		pages := contains(inc.Paging, name) && (rs == nil || !rs.ActsAlone)
 		o := RungOutcome{Output: why, Pages: pages, Interrupted: true}
-		if rs := inc.Rungs[name]; rs != nil && pages {
+		if rs != nil && pages {
 			o.Paged = append([]string(nil), rs.Accepted...)
 		}
 		ev = append(ev, FinishRung(s, pol, inc.ID, name, o, now)...)
@@ -766,20 +769,6 @@ func interruptedBy(s *State, pol *Policy, now time.Time, why string) []Event {
 		}
 	}
 	return ev
-}
-
-// runPages reports whether the run of rung name that began at its LastRun,
-// a rung that pages, sends its page, as beginRung left the state: a run
-// that pages set the pending channels (those that accepted since it began
-// are no longer pending, and moved its LastSent past its start). A rung
-// that acts and pages may run its actions alone, and then its page is not
-// part of the run.
-func (s *State) runPages(pol *Policy, name string) bool {
-	if r := rungAt(pol, pol.rungIndex(name)); r == nil || r.onlyPages() {
-		return true
-	}
-	rs := s.Incident.Rungs[name]
-	return rs != nil && (len(rs.Pending) > 0 || len(rs.Accepted) > 0 && !rs.LastSent.Before(rs.LastRun))
 }
 
 // rungAt is rung idx of pol's ladder, or nil when there is none.

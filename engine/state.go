@@ -184,6 +184,10 @@ type RungState struct {
 	// without one.
 	Pending  []string `json:"pending,omitempty"`
 	Accepted []string `json:"accepted,omitempty"`
+	// ActsAlone: the run in flight of a rung that acts and pages runs its
+	// actions alone (they were due again, its page was not): a restart
+	// under it closes an attempt of the actions, never a page.
+	ActsAlone bool `json:"acts_alone,omitempty"`
 }
 
 // NewState is the state of a watchdog that has seen nothing yet.
