@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+
+	"github.com/talon-dev/talon/engine"
 )
 
 // helperBin is the stand-in worker built from testdata/worker.
@@ -68,6 +71,7 @@ type harness struct {
 	events string
 	logs   *syncBuffer
 	opts   Options
+	clock  *engine.FakeClock // set by fakeClock
 	sup    *Supervisor
 	cancel context.CancelFunc
 	done   chan error
@@ -128,6 +132,39 @@ func newHarness(t *testing.T, plan string) *harness {
 		h.assertNoLeftovers()
 	})
 	return h
+}
+
+// fakeClock puts the supervisor on a fake clock that moves only when the
+// test moves it: its backoffs, health polls and grace are then decided by
+// the test's steps, whatever the load of the machine. Call it before start.
+func (h *harness) fakeClock() *engine.FakeClock {
+	h.clock = engine.NewFakeClock(time.Date(2026, 3, 2, 3, 0, 0, 0, time.UTC))
+	h.opts.Clock = h.clock
+	return h.clock
+}
+
+// armed waits until a timer of the fake clock is armed, that is until the
+// supervisor waits for time to pass, and returns how far ahead it fires.
+func (h *harness) armed(what string) time.Duration {
+	h.t.Helper()
+	var d time.Duration
+	h.waitFor(what+" (a timer on the fake clock)", 10*time.Second, func() bool {
+		next := h.clock.Next()
+		d = next.Sub(h.clock.Now())
+		return !next.IsZero()
+	})
+	return d
+}
+
+// waitLog waits until the supervisor's log holds n matches of re.
+func (h *harness) waitLog(re *regexp.Regexp, n int) []string {
+	h.t.Helper()
+	var lines []string
+	h.waitFor(fmt.Sprintf("%d log lines matching %s", n, re), 10*time.Second, func() bool {
+		lines = re.FindAllString(h.logs.String(), -1)
+		return len(lines) >= n
+	})
+	return lines
 }
 
 // start runs the supervisor in the background.
