@@ -176,9 +176,12 @@ func TestCheckRunsProbesConcurrently(t *testing.T) {
 	if len(results) != n {
 		t.Fatalf("%d results, want %d\n%s", len(results), n, out)
 	}
+	// A probe passes only if it met all the others. (Its output is not
+	// checked: a host stalled for more than effect's drainAfterExit right
+	// after the exit can lose it, which is no matter of concurrency.)
 	for _, r := range results {
-		if !r.Passed || r.Output != "all 10 probes started" {
-			t.Errorf("%s: passed %v, output %q", r.Name, r.Passed, r.Output)
+		if !r.Passed {
+			t.Errorf("%s failed: %q", r.Name, r.Output)
 		}
 	}
 }
