@@ -77,14 +77,39 @@ type harness struct {
 	done   chan error
 }
 
+// ports are the ports freePort gave out in this process.
+var ports = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
+// freePort returns a port of 127.0.0.1 that is free now and that no other
+// test of this process was given. It binds a socket without listening on
+// it: a LISTEN socket, however brief, on a port that happens to be another
+// test's (free while its worker restarts) makes that test's supervisor
+// refuse to start its worker ("held by an unknown process").
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports.Lock()
+	defer ports.Unlock()
+	for range 100 {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+		sa, _ := syscall.Getsockname(fd)
+		syscall.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := sa.(*syscall.SockaddrInet4).Port; !ports.given[p] {
+			ports.given[p] = true
+			return p
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port")
+	return 0
 }
 
 func newHarness(t *testing.T, plan string) *harness {
