@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -284,12 +285,31 @@ func TestTimeoutKillsGroup(t *testing.T) {
 }
 
 // TestCanceled: shutdown cancels the rung's context; the agent dies and the
-// output says canceled, not timeout.
+// output says canceled, not timeout, with what the agent had printed. The
+// context is canceled once the agent has printed: it says so through a FIFO.
 func TestCanceled(t *testing.T) {
 	t.Parallel()
-	r := mustRun(t, `x = agent.run("echo started; sleep 60")`)
+	ready := filepath.Join(t.TempDir(), "ready")
+	if err := syscall.Mkfifo(ready, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := mustRun(t, fmt.Sprintf(`x = agent.run(%q)`, "echo started; echo > '"+ready+"'; sleep 60"))
 	ctx, cancel := context.WithCancel(t.Context())
-	time.AfterFunc(300*time.Millisecond, cancel)
+	go func() {
+		// Open blocks until the agent opens the FIFO to write; EOF comes
+		// when it has written and closed it.
+		if f, err := os.Open(ready); err == nil {
+			io.Copy(io.Discard, f)
+			f.Close()
+		}
+		cancel()
+	}()
+	t.Cleanup(func() {
+		// Let the reader go if the agent never opened the FIFO.
+		if f, err := os.OpenFile(ready, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
 	res := r.Run(ctx, actionEnv(incident()))
 	if res.OK || res.Output != "canceled: started" {
 		t.Fatalf("%+v", res)

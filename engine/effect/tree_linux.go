@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,11 +28,13 @@ func Subreaper(ctx context.Context) (<-chan struct{}, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, err
 	}
+	subreaping.Add(1)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGCHLD)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer subreaping.Add(-1)
 		defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 		defer signal.Stop(sig)
 		tick := time.NewTicker(30 * time.Second)
@@ -49,10 +52,20 @@ func Subreaper(ctx context.Context) (<-chan struct{}, error) {
 	return done, nil
 }
 
+// subreaping counts the running Subreapers: only while one runs (or as pid
+// 1) are orphans reparented to this process.
+var subreaping atomic.Int32
+
 // reapOrphans collects the exit status of every child of this process that
 // Talon did not start itself (an orphan it adopted as subreaper), so no
 // zombie accumulates. Children started by StartChild are left to WaitChild.
+// It does nothing unless the process adopts orphans: then a child it did
+// not start is one that other code in the process (a test's os/exec) has
+// yet to Wait for, and reaping it would fail that Wait with ECHILD.
 func reapOrphans() {
+	if subreaping.Load() == 0 && os.Getpid() != 1 {
+		return
+	}
 	children.Lock()
 	defer children.Unlock()
 	for _, pid := range childrenOf(os.Getpid()) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -91,5 +92,29 @@ func TestSetsidChildrenDoNotOutliveTheirCommand(t *testing.T) {
 	reapOrphans()
 	if _, zombies := procsWith(t, token); len(zombies) > 0 {
 		t.Fatalf("zombies left: %v", zombies)
+	}
+}
+
+// A command's end must not reap a child that other code in this process
+// started with os/exec and has yet to Wait for: outside the daemon (a test
+// binary starting kubectl beside probes) nothing is reparented to us, so
+// such a child is never an orphan. Its exit status belongs to its Wait,
+// which otherwise fails with "waitid: no child processes".
+func TestExecLeavesOtherCodesChildrenAlone(t *testing.T) {
+	// Not parallel: TestSetsidChildrenDoNotOutliveTheirCommand makes the
+	// process a subreaper for a while.
+	other := exec.Command("true")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait, without reaping it, until it has exited.
+	if left := waitGone(t, []int{other.Process.Pid}, 10*time.Second); len(left) > 0 {
+		t.Fatalf("true did not exit: %v", left)
+	}
+	if r := execIn(t, 10*time.Second, Command{Argv: []string{"true"}}); !r.OK() {
+		t.Fatalf("exec: %+v", r)
+	}
+	if err := other.Wait(); err != nil {
+		t.Fatalf("the other code's Wait: %v", err)
 	}
 }

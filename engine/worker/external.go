@@ -177,7 +177,7 @@ func (s *Supervisor) ownerWatcher(ctx context.Context, ch chan decision) {
 		default:
 		}
 		ch <- d
-		if sleepCtx(ctx, s.opts.HealthInterval) != nil {
+		if s.sleep(ctx, s.opts.HealthInterval) != nil {
 			return
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+
+	"github.com/talon-dev/talon/engine"
 )
 
 // helperBin is the stand-in worker built from testdata/worker.
@@ -68,19 +71,45 @@ type harness struct {
 	events string
 	logs   *syncBuffer
 	opts   Options
+	clock  *engine.FakeClock // set by fakeClock
 	sup    *Supervisor
 	cancel context.CancelFunc
 	done   chan error
 }
 
+// ports are the ports freePort gave out in this process.
+var ports = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
+// freePort returns a port of 127.0.0.1 that is free now and that no other
+// test of this process was given. It binds a socket without listening on
+// it: a LISTEN socket, however brief, on a port that happens to be another
+// test's (free while its worker restarts) makes that test's supervisor
+// refuse to start its worker ("held by an unknown process").
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports.Lock()
+	defer ports.Unlock()
+	for range 100 {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+		sa, _ := syscall.Getsockname(fd)
+		syscall.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := sa.(*syscall.SockaddrInet4).Port; !ports.given[p] {
+			ports.given[p] = true
+			return p
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port")
+	return 0
 }
 
 func newHarness(t *testing.T, plan string) *harness {
@@ -128,6 +157,39 @@ func newHarness(t *testing.T, plan string) *harness {
 		h.assertNoLeftovers()
 	})
 	return h
+}
+
+// fakeClock puts the supervisor on a fake clock that moves only when the
+// test moves it: its backoffs, health polls and grace are then decided by
+// the test's steps, whatever the load of the machine. Call it before start.
+func (h *harness) fakeClock() *engine.FakeClock {
+	h.clock = engine.NewFakeClock(time.Date(2026, 3, 2, 3, 0, 0, 0, time.UTC))
+	h.opts.Clock = h.clock
+	return h.clock
+}
+
+// armed waits until a timer of the fake clock is armed, that is until the
+// supervisor waits for time to pass, and returns how far ahead it fires.
+func (h *harness) armed(what string) time.Duration {
+	h.t.Helper()
+	var d time.Duration
+	h.waitFor(what+" (a timer on the fake clock)", 10*time.Second, func() bool {
+		next := h.clock.Next()
+		d = next.Sub(h.clock.Now())
+		return !next.IsZero()
+	})
+	return d
+}
+
+// waitLog waits until the supervisor's log holds n matches of re.
+func (h *harness) waitLog(re *regexp.Regexp, n int) []string {
+	h.t.Helper()
+	var lines []string
+	h.waitFor(fmt.Sprintf("%d log lines matching %s", n, re), 10*time.Second, func() bool {
+		lines = re.FindAllString(h.logs.String(), -1)
+		return len(lines) >= n
+	})
+	return lines
 }
 
 // start runs the supervisor in the background.

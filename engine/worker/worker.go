@@ -32,6 +32,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
+	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/engine/effect"
 	"github.com/talon-dev/talon/internal/fsperm"
 )
@@ -81,7 +82,11 @@ type Options struct {
 	// a long-running child, not a command with a result. Default: effect.NewLive().
 	Effects effect.Effects
 	Logger  *log.Logger
-	Now     func() time.Time
+	// Clock gives the time and the timers of the supervisor's rules about
+	// time: the restart backoff, the health polls, the startup grace, the
+	// sync retries, the external-supervisor re-checks and the drain
+	// timeout. Tests step a fake one; default engine.RealClock{}.
+	Clock engine.Clock
 
 	// Restarts is the restart count persisted by a previous run; counting
 	// continues from it. OnRestart, when set, is called with the new total
@@ -165,8 +170,8 @@ func New(opts Options) *Supervisor {
 	if opts.Effects == nil {
 		opts.Effects = effect.NewLive()
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = engine.RealClock{}
 	}
 	if opts.HealthPath != "" && !strings.HasPrefix(opts.HealthPath, "/") {
 		opts.HealthPath = "/" + opts.HealthPath
@@ -236,13 +241,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// wait sleeps d, cut short by shutdown or by an external supervisor
 	// taking over. It reports false on shutdown.
 	wait := func(d time.Duration) bool {
-		t := time.NewTimer(d)
+		t := s.opts.Clock.NewTimer(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return false
-			case <-t.C:
+			case <-t.C():
 				return true
 			case dec = <-owners:
 				s.setExternal(dec)
@@ -424,7 +429,7 @@ func (s *Supervisor) spawn(ctx context.Context) (*proc, error) {
 	if err := effect.StartChild(cmd); err != nil { // known to the orphan reaper, which leaves it to us
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	w := &proc{cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), exited: make(chan struct{})}
+	w := &proc{cmd: cmd, pid: cmd.Process.Pid, started: s.opts.Clock.Now(), exited: make(chan struct{})}
 	go func() {
 		effect.WaitChild(cmd)
 		w.state = cmd.ProcessState
@@ -432,7 +437,7 @@ func (s *Supervisor) spawn(ctx context.Context) (*proc, error) {
 	}()
 	s.mu.Lock()
 	s.cur = w
-	s.st.PID, s.st.Running, s.st.Healthy, s.st.StartedAt = w.pid, true, false, s.opts.Now()
+	s.st.PID, s.st.Running, s.st.Healthy, s.st.StartedAt = w.pid, true, false, w.started
 	s.mu.Unlock()
 	s.log.Info("worker started", "pid", w.pid, "cmd", strings.Join(s.opts.Command, " "))
 	return w, nil
@@ -466,7 +471,7 @@ func (s *Supervisor) watch(ctx context.Context, w *proc, owners <-chan decision,
 	grace := o.StartupSyncDelay + time.Duration(o.FailuresBeforeRestart)*o.HealthInterval
 	everHealthy := false
 	failures := 0
-	timer := time.NewTimer(startPoll)
+	timer := o.Clock.NewTimer(startPoll)
 	defer timer.Stop()
 	for {
 		select {
@@ -481,7 +486,7 @@ func (s *Supervisor) watch(ctx context.Context, w *proc, owners <-chan decision,
 				s.log.Info("stopping our worker: an external supervisor runs it", "owner", d.owner, "pid", w.pid)
 				return stopStepBack
 			}
-		case <-timer.C:
+		case <-timer.C():
 			err := s.checkHealth(wctx, w)
 			if ctx.Err() != nil {
 				return stopShutdown
@@ -490,7 +495,7 @@ func (s *Supervisor) watch(ctx context.Context, w *proc, owners <-chan decision,
 			case err == nil:
 				if !everHealthy {
 					everHealthy = true
-					s.log.Info("worker is healthy", "pid", w.pid, "after", time.Since(w.started).Round(time.Millisecond))
+					s.log.Info("worker is healthy", "pid", w.pid, "after", s.since(w.started).Round(time.Millisecond))
 					if o.SyncPath != "" {
 						syncs.Add(1)
 						go func() { defer syncs.Done(); s.sync(wctx) }()
@@ -505,7 +510,7 @@ func (s *Supervisor) watch(ctx context.Context, w *proc, owners <-chan decision,
 				s.setHealthy(true)
 				timer.Reset(o.HealthInterval)
 			case !everHealthy:
-				if time.Since(w.started) >= grace {
+				if s.since(w.started) >= grace {
 					err = fmt.Errorf("worker not healthy %s after start: %w", grace, err)
 					s.setError(err)
 					s.log.Error("restarting worker that never became healthy", "pid", w.pid, "err", err)
@@ -528,11 +533,26 @@ func (s *Supervisor) watch(ctx context.Context, w *proc, owners <-chan decision,
 	}
 }
 
+// since is the time on the supervisor's clock since t.
+func (s *Supervisor) since(t time.Time) time.Duration { return s.opts.Clock.Now().Sub(t) }
+
+// sleep waits d on the supervisor's clock, or until ctx ends (its error).
+func (s *Supervisor) sleep(ctx context.Context, d time.Duration) error {
+	t := s.opts.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil
+	}
+}
+
 // checkHealth polls the health endpoint. Without one, a worker that has run
 // for StartupSyncDelay counts as healthy.
 func (s *Supervisor) checkHealth(ctx context.Context, w *proc) error {
 	if s.opts.HealthPath == "" {
-		if time.Since(w.started) < s.opts.StartupSyncDelay {
+		if s.since(w.started) < s.opts.StartupSyncDelay {
 			return errors.New("starting")
 		}
 		return nil
@@ -559,7 +579,7 @@ func (s *Supervisor) sync(ctx context.Context) {
 			return
 		}
 		s.log.Warn("worker sync failed; retrying", "attempt", attempt, "retry_in", delay, "err", err)
-		if sleepCtx(ctx, delay) != nil {
+		if s.sleep(ctx, delay) != nil {
 			return
 		}
 		delay *= 2
@@ -649,12 +669,13 @@ func (s *Supervisor) drain(w *proc, reason stopReason) {
 	}
 	if !exited() || groupAlive() {
 		syscall.Kill(-pgid, syscall.SIGTERM)
-		deadline := time.NewTimer(s.opts.DrainTimeout)
+		deadline := s.opts.Clock.NewTimer(s.opts.DrainTimeout)
+		// The tick only polls the group; it is no rule, so it is real.
 		tick := time.NewTicker(50 * time.Millisecond)
 	wait:
 		for !exited() || groupAlive() {
 			select {
-			case <-deadline.C:
+			case <-deadline.C():
 				break wait
 			case <-w.exited:
 			case <-tick.C:
@@ -678,13 +699,13 @@ func (s *Supervisor) drain(w *proc, reason stopReason) {
 	}
 	if reason == stopExited {
 		s.setError(fmt.Errorf("worker exited: %s", status))
-		s.log.Warn("worker exited", "pid", w.pid, "status", status, "uptime", time.Since(w.started).Round(time.Millisecond))
+		s.log.Warn("worker exited", "pid", w.pid, "status", status, "uptime", s.since(w.started).Round(time.Millisecond))
 	} else {
 		s.log.Info("worker stopped", "pid", w.pid, "status", status)
 	}
 	s.mu.Lock()
 	s.cur = nil
 	s.st.PID, s.st.Running, s.st.Healthy = 0, false, false
-	s.st.LastExit, s.st.LastExitAt = status, s.opts.Now()
+	s.st.LastExit, s.st.LastExitAt = status, s.opts.Clock.Now()
 	s.mu.Unlock()
 }

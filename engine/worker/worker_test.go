@@ -1,10 +1,12 @@
 package worker
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,25 +85,8 @@ func TestSyncRetriedUntilAccepted(t *testing.T) {
 	}
 }
 
-// gapsAfterCrash returns, for each start after the first, the time since
-// the previous worker's crash.
-func gapsAfterCrash(h *harness) []time.Duration {
-	byPID := map[int]time.Time{}
-	for _, e := range h.eventsNamed("crash") {
-		byPID[e.pid] = e.at
-	}
-	starts := h.eventsNamed("start")
-	var gaps []time.Duration
-	for i := 1; i < len(starts); i++ {
-		gaps = append(gaps, starts[i].at.Sub(byPID[starts[i-1].pid]))
-	}
-	return gaps
-}
-
-// checkGaps checks the backoff the supervisor chose before each restart
-// (its log says which) and that no restart came sooner than that. How much
-// later one came depends on the machine's load, so it is not checked.
-func checkGaps(t *testing.T, h *harness, want []time.Duration) {
+// checkChosen checks the backoffs the supervisor's log says it chose.
+func checkChosen(t *testing.T, h *harness, want []time.Duration) {
 	t.Helper()
 	var chosen []time.Duration
 	for _, m := range backoffRE.FindAllStringSubmatch(h.logs.String(), -1) {
@@ -119,17 +104,15 @@ func checkGaps(t *testing.T, h *harness, want []time.Duration) {
 			t.Errorf("backoff before restart %d: %s, want %s (all: %v)", i+1, chosen[i], w, chosen)
 		}
 	}
-	gaps := gapsAfterCrash(h)
-	for i := 0; i < len(want) && i < len(gaps); i++ {
-		// The crash is noted a moment after the process exits: allow that.
-		if gaps[i] < want[i]-100*time.Millisecond {
-			t.Errorf("restart %d came %s after the crash, sooner than its backoff %s", i+1, gaps[i], want[i])
-		}
-	}
 }
 
 var backoffRE = regexp.MustCompile(`restarting worker .*backoff=(\S+)`)
 
+// TestCrashRestartsWithBackoff: a worker that crashes is restarted after a
+// backoff that doubles up to BackoffMax, and each restart is counted on
+// from the persisted total. On a fake clock the backoffs are read off the
+// timer the supervisor waits on; each worker crashes by itself, in real
+// time, before any health poll (the test never moves the clock to one).
 func TestCrashRestartsWithBackoff(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "unhealthy+crash-after=100ms")
@@ -137,29 +120,88 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 	var mu sync.Mutex
 	var totals []int
 	h.opts.OnRestart = func(n int) { mu.Lock(); totals = append(totals, n); mu.Unlock() }
+	clk := h.fakeClock()
 	h.start()
-	h.waitEvents("start", 4, 15*time.Second)
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} // BackoffMax 4s
+	for i, backoff := range want {
+		h.waitEvents("crash", i+1, 10*time.Second)
+		h.waitLog(backoffRE, i+1)
+		if d := h.armed("restart backoff"); d != backoff {
+			t.Errorf("backoff before restart %d: %s, want %s", i+1, d, backoff)
+		}
+		if n := len(h.eventsNamed("start")); n != i+1 {
+			t.Fatalf("%d starts before the backoff of restart %d passed", n, i+1)
+		}
+		clk.Advance(backoff)
+		h.waitEvents("start", i+2, 10*time.Second)
+	}
 	h.stop()
-	checkGaps(t, h, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second})
+	checkChosen(t, h, want)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(totals) < 3 || totals[0] != 6 || totals[1] != 7 || totals[2] != 8 {
-		t.Errorf("OnRestart totals = %v, want 6, 7, 8, …", totals)
+	// The fifth worker may crash too before the stop: 10 may follow.
+	if len(totals) < 4 || !slices.Equal(totals[:4], []int{6, 7, 8, 9}) {
+		t.Errorf("OnRestart totals = %v, want 6, 7, 8, 9, …", totals)
 	}
 	if st := h.sup.Status(); st.Restarts != totals[len(totals)-1] || !strings.Contains(st.LastError, "exit status 3") {
 		t.Errorf("status = %+v", st)
 	}
 }
 
+// TestBackoffResetsAfterHealthyRun: the backoff before a restart doubles
+// with each worker that crashed without passing a health check, and starts
+// over once one has passed. On a fake clock the test decides when each
+// worker is polled and when it crashes (SIGUSR1), and reads each backoff
+// off the timer the supervisor waits on before the next start.
 func TestBackoffResetsAfterHealthyRun(t *testing.T) {
 	t.Parallel()
-	bad := "unhealthy+crash-after=100ms"
-	h := newHarness(t, strings.Join([]string{bad, bad, "healthy+crash-after=1200ms", bad, "healthy"}, ","))
+	plan := []string{"unhealthy", "unhealthy", "healthy", "unhealthy", "healthy"}
+	h := newHarness(t, strings.Join(plan, ","))
 	h.opts.BackoffMax = 8 * time.Second
+	clk := h.fakeClock()
 	h.start()
-	h.waitEvents("start", 5, 15*time.Second)
-	h.stop()
-	checkGaps(t, h, []time.Duration{time.Second, 2 * time.Second, time.Second, 2 * time.Second})
+	want := []time.Duration{time.Second, 2 * time.Second, time.Second, 2 * time.Second}
+	healthyRuns := 0
+	for i, backoff := range want {
+		n := i + 1
+		pid := h.waitEvents("start", n, 10*time.Second)[i].pid
+		h.waitEvents("listening", n, 10*time.Second)
+		if d := h.armed("first health poll"); d != 200*time.Millisecond {
+			t.Fatalf("worker %d: first poll %s ahead, want 200ms", n, d)
+		}
+		clk.Advance(200 * time.Millisecond)
+		answer := h.waitEvents("health", n, 10*time.Second)[i].detail
+		// Crash the worker only once the supervisor has taken the answer.
+		if plan[i] == "healthy" {
+			healthyRuns++
+			if answer != "200" {
+				t.Fatalf("worker %d answered %s, want 200", n, answer)
+			}
+			h.waitFor("healthy status", 10*time.Second, func() bool { return h.sup.Status().Healthy })
+			h.waitLog(regexp.MustCompile("worker sync succeeded"), healthyRuns)
+		} else {
+			if answer != "503" {
+				t.Fatalf("worker %d answered %s, want 503", n, answer)
+			}
+			h.armed("next health poll")
+		}
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+			t.Fatal(err)
+		}
+		h.waitLog(backoffRE, n)
+		if d := h.armed("restart backoff"); d != backoff {
+			t.Errorf("backoff before restart %d: %s, want %s", n, d, backoff)
+		}
+		if starts := len(h.eventsNamed("start")); starts != n {
+			t.Fatalf("%d starts before the backoff of restart %d passed", starts, n)
+		}
+		clk.Advance(backoff)
+	}
+	h.waitEvents("start", len(want)+1, 10*time.Second)
+	checkChosen(t, h, want) // and the log says the same
+	if st := h.sup.Status(); st.Restarts != len(want) || st.LastExit != "exit status 3" {
+		t.Errorf("status = %+v", st)
+	}
 }
 
 func TestHealthFailuresRestart(t *testing.T) {
@@ -187,16 +229,56 @@ func TestHealthFailuresRestart(t *testing.T) {
 	}
 }
 
+// TestNeverHealthyIsRestarted: a worker that has not passed a health check
+// by the end of its startup grace (StartupSyncDelay + 3 health intervals) is
+// restarted, after the backoff; the next one is synced once healthy. On a
+// fake clock the test steps through every poll.
 func TestNeverHealthyIsRestarted(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "unhealthy,healthy")
 	h.opts.StartupSyncDelay = 200 * time.Millisecond // grace: 0.2s + 3×0.2s
+	clk := h.fakeClock()
+	t0 := clk.Now()
 	h.start()
-	starts := h.waitEvents("start", 2, 10*time.Second)
-	if up := starts[1].at.Sub(starts[0].at); up < 1700*time.Millisecond || up > 3*time.Second {
-		t.Errorf("restarted %s after start, want grace 0.8s + backoff 1s", up)
+	h.waitEvents("listening", 1, 10*time.Second)
+	for poll := 1; poll <= 4; poll++ {
+		if d := h.armed(fmt.Sprintf("health poll %d", poll)); d != 200*time.Millisecond {
+			t.Fatalf("health poll %d is %s ahead, want 200ms", poll, d)
+		}
+		if strings.Contains(h.logs.String(), "never became healthy") {
+			t.Fatalf("restarted before poll %d at %s, within the grace of 0.8s", poll, clk.Now().Sub(t0))
+		}
+		clk.Advance(200 * time.Millisecond)
+		h.waitEvents("health", poll, 10*time.Second)
 	}
-	h.waitFor("sync of the second worker", 5*time.Second, func() bool { return len(h.eventsNamed("sync")) == 1 })
+	// The fourth failed poll is at 0.8s, the end of the grace.
+	h.waitLog(regexp.MustCompile("restarting worker that never became healthy"), 1)
+	h.waitLog(backoffRE, 1)
+	if d := h.armed("restart backoff"); d != time.Second {
+		t.Fatalf("backoff %s, want 1s", d)
+	}
+	for _, e := range h.eventsNamed("health") {
+		if e.detail != "503" {
+			t.Fatalf("first worker answered %s; it never is healthy", e.detail)
+		}
+	}
+	if terms := h.eventsNamed("term"); len(terms) != 1 {
+		t.Fatalf("terms = %+v, want the first worker drained with SIGTERM", terms)
+	}
+	clk.Advance(time.Second)
+	h.waitEvents("start", 2, 10*time.Second)
+	if st := h.sup.Status(); !st.StartedAt.Equal(t0.Add(1800*time.Millisecond)) || st.Restarts != 1 {
+		t.Errorf("status = %+v, want the second worker started at 1.8s (grace 0.8s + backoff 1s)", st)
+	}
+	h.waitEvents("listening", 2, 10*time.Second)
+	if d := h.armed("first poll of the second worker"); d != 200*time.Millisecond {
+		t.Fatalf("first poll of the second worker is %s ahead, want 200ms", d)
+	}
+	clk.Advance(200 * time.Millisecond)
+	h.waitLog(regexp.MustCompile("worker sync succeeded"), 1)
+	if syncs := h.eventsNamed("sync"); len(syncs) != 1 || syncs[0].detail != "200" {
+		t.Errorf("syncs = %+v, want one, of the second worker", syncs)
+	}
 }
 
 func TestShutdownKillsGroupThatIgnoresTerm(t *testing.T) {

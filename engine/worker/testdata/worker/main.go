@@ -15,6 +15,9 @@
 //	ignore-term         ignore SIGTERM
 //	grandchild          start a child of itself (same group, ignores SIGTERM)
 //
+// Whatever the plan, SIGUSR1 makes it crash at once (a "crash" event, exit
+// 3), for tests that choose when; a "listening" event follows the bind.
+//
 // Run as "worker grandchild ARGS…" it only sleeps, ignoring SIGTERM.
 package main
 
@@ -98,6 +101,13 @@ func main() {
 			os.Exit(0)
 		}()
 	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		<-usr1
+		event("crash", "SIGUSR1")
+		os.Exit(3)
+	}()
 	if _, ok := flags["grandchild"]; ok {
 		c := exec.Command(os.Args[0], append([]string{"grandchild"}, os.Args[1:]...)...)
 		if err := c.Start(); err == nil {
@@ -159,5 +169,6 @@ func main() {
 		event("bindfail", err.Error())
 		os.Exit(1)
 	}
+	event("listening", "")
 	http.Serve(ln, mux)
 }
