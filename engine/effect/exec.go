@@ -153,6 +153,12 @@ func run(ctx context.Context, c Command, in *Instance) (res ExecResult) {
 	outR.SetReadDeadline(stop)
 	errR.SetReadDeadline(stop)
 	readers.Wait()
+	// The deadline ends the waiting, not what was written before it: on a
+	// stalled host the readers may wake only after the deadline, with the
+	// command's last output still in the pipe (a probe would then pass or
+	// fail on empty output). Take what is there without waiting.
+	readReady(outR, &stdout, max)
+	readReady(errR, &stderr, max)
 	outR.Close()
 	errR.Close()
 
@@ -171,6 +177,30 @@ func run(ctx context.Context, c Command, in *Instance) (res ExecResult) {
 		res.Err = waitErr
 	}
 	return res
+}
+
+// readReady copies to w what f's pipe holds now, never waiting for more:
+// at most max bytes and a read buffer beyond (the rest would be dropped by
+// w anyway, and a descendant that keeps writing cannot keep this busy).
+func readReady(f *os.File, w io.Writer, max int) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	f.SetReadDeadline(time.Time{}) // a passed deadline refuses even a read that would not wait
+	buf := make([]byte, 32<<10)
+	budget := max + len(buf)
+	rc.Read(func(fd uintptr) bool {
+		for budget > 0 {
+			n, err := syscall.Read(int(fd), buf)
+			if n <= 0 || err != nil {
+				break // empty (EAGAIN), the end, or an error
+			}
+			w.Write(buf[:n])
+			budget -= n
+		}
+		return true // done: never wait for the pipe to be readable
+	})
 }
 
 // capBuffer keeps the first max bytes written and counts the rest.
