@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/talon-dev/talon/internal/fsperm"
@@ -130,6 +131,8 @@ func compressFile(path string) error {
 		return err
 	}
 	keep = true
+	unlock := lockDir(filepath.Dir(path), syscall.LOCK_EX)
+	defer unlock()
 	if err := os.Rename(tmp, path+gzExt); err != nil {
 		os.Remove(tmp)
 		return err

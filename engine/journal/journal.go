@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/talon-dev/talon/engine"
 	"github.com/talon-dev/talon/internal/fsperm"
@@ -294,7 +295,9 @@ func (j *Journal) rotate() error {
 	j.f = nil
 	// The compressor must not move files under us, nor we under it.
 	j.gens.Lock()
+	unlock := lockDir(filepath.Dir(j.path), syscall.LOCK_EX)
 	err := j.shift()
+	unlock()
 	j.gens.Unlock()
 	if err != nil {
 		return j.reopen(fmt.Errorf("journal rotate: %w", err))

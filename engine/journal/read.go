@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/talon-dev/talon/engine"
@@ -177,6 +179,8 @@ func Scan(path string, fn func(engine.Record, Pos) error) ([]Warning, error) {
 // read with a hole.
 func openAll(path string) ([]*os.File, []string, error) {
 	const attempts = 10
+	unlock := lockDir(filepath.Dir(path), syscall.LOCK_SH)
+	defer unlock()
 	for try := 1; ; try++ {
 		names := Files(path)
 		if len(names) == 0 {

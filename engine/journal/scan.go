@@ -63,27 +63,18 @@ type ScanResult struct {
 // stops the scan and is returned. A journal with no file at all is an error
 // wrapping os.ErrNotExist.
 func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*ScanResult, error) {
-	names := Files(path)
-	if len(names) == 0 {
-		return nil, fmt.Errorf("read journal %s: %w", path, os.ErrNotExist)
-	}
 	// Open everything first, so a rotation during the scan neither skips
 	// nor repeats lines (as in Read).
-	files := make([]*os.File, 0, len(names))
+	files, names, err := openAll(path)
+	if err != nil {
+		return nil, err
+	}
 	closeAll := func(keep *os.File) {
 		for _, f := range files {
 			if f != keep {
 				f.Close()
 			}
 		}
-	}
-	for i, name := range names {
-		f, name, err := openGen(name)
-		if err != nil {
-			closeAll(nil)
-			return nil, err
-		}
-		files, names[i] = append(files, f), name
 	}
 	res := &ScanResult{}
 	s := &scanner{opts: opts, fn: fn, res: res}
