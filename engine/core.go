@@ -489,7 +489,8 @@ func (c *Core) restore(f Fact) {
 			rn := &running{incident: inc.ID, rung: name, name: name, pages: true}
 			if rs := inc.Rungs[name]; rs != nil {
 				rn.since, rn.accepted = rs.LastRun, append([]string(nil), rs.Accepted...)
-				// What this run does, as beginRung left it: a run that
+				// What this run does, as beginRung left it: a run of a
+				// rung's actions alone is marked (ActsAlone); a run that
 				// pages set the pending channels (those that accepted
 				// since it began are no longer pending); one whose actions
 				// ran restarted their cooldown (LastRun).

@@ -69,7 +69,7 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 	if err != nil {
 		return nil, err
 	}
-	closeAll := func(keep *os.File) {
+	release := func(keep *os.File) {
 		for _, f := range files {
 			if f != keep {
 				f.Close()
@@ -98,11 +98,11 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 				continue
 			}
 			if _, err := s.read(r, names[i], 0, false); err != nil {
-				closeAll(nil)
+				release(nil)
 				return res, err
 			}
 			if s.done {
-				closeAll(nil)
+				release(nil)
 				return res, nil
 			}
 			continue
@@ -111,14 +111,14 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 		if !opts.Since.IsZero() {
 			last, err := lastTime(f)
 			if err != nil {
-				closeAll(nil)
+				release(nil)
 				return nil, fmt.Errorf("read journal %s: %w", names[i], err)
 			}
 			if !live && !last.IsZero() && last.Before(opts.Since.Add(-SeekSlack)) {
 				continue // the whole file is older than --since
 			}
 			if start, err = seek(f, opts.Since.Add(-SeekSlack)); err != nil {
-				closeAll(nil)
+				release(nil)
 				return nil, fmt.Errorf("read journal %s: %w", names[i], err)
 			}
 		}
@@ -130,11 +130,11 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 		s.src = plainSource(f)
 		end, err := s.readFile(f, start, live)
 		if err != nil {
-			closeAll(nil)
+			release(nil)
 			return res, err
 		}
 		if s.done {
-			closeAll(nil)
+			release(nil)
 			return res, nil
 		}
 		if live {
@@ -145,7 +145,7 @@ func ScanWindow(path string, opts ScanOptions, fn func(engine.Record) error) (*S
 	if res.Cursor != nil {
 		keep = res.Cursor.f
 	}
-	closeAll(keep)
+	release(keep)
 	return res, nil
 }
 
